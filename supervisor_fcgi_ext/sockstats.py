@@ -1,0 +1,328 @@
+"""Linux socket introspection for a FastCGI pool's listening socket.
+
+Everything here is plain stdlib (socket, struct, os) and talks to the kernel
+directly: ``getsockopt`` for TCP listeners, NETLINK_SOCK_DIAG for unix
+listeners and for the connection dumps, ``/proc/PID/fd`` for ownership.
+It runs inside supervisord, so nothing blocks for long (every netlink query
+has a 1 s deadline), every fd opened here is closed before returning, and
+every failure surfaces as one exception type, :class:`SocketStatsError`.
+"""
+import collections
+import os
+import socket
+import struct
+import time
+
+__all__ = [
+    'SocketStatsError',
+    'ListenerStats',
+    'listener_stats',
+    'accepted_inodes',
+    'socket_inodes',
+    'connections_by_pid',
+]
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLMSG_HDR = struct.Struct('=IHHII')  # len, type, flags, seq, pid
+NETLINK_TIMEOUT = 1.0                # seconds for one whole query
+RECV_SIZE = 65536                    # > the kernel's 32 KiB dump chunks
+
+SO_MEMINFO = 55
+SK_MEMINFO_DROPS = 8
+TCP_INFO_QUEUES = struct.Struct('=II')  # tcpi_unacked, tcpi_sacked at 24
+
+TCP_ESTABLISHED = 1
+TCP_FIN_WAIT1 = 4
+TCP_FIN_WAIT2 = 5
+TCP_CLOSE_WAIT = 8
+# States of a server-side TCP connection a process may still hold: the peer
+# (CLOSE_WAIT) or we (FIN_WAIT after shutdown) may have half-closed it.
+HELD_TCP_STATES = ((1 << TCP_ESTABLISHED) | (1 << TCP_FIN_WAIT1) |
+                   (1 << TCP_FIN_WAIT2) | (1 << TCP_CLOSE_WAIT))
+INET_DIAG_REQ_V2 = struct.Struct('=BBBxI48s')  # family, proto, ext, states, id
+INET_DIAG_MSG_INODE = 68        # 4 x u8, 48-byte sockid, expires..uid (4 x u32)
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_BC_S_GE = 2
+INET_DIAG_BC_S_LE = 3
+INET_DIAG_BC_S_COND = 7
+BC_OP = struct.Struct('=BBH')     # code, yes, no (byte offsets to jump)
+BC_HOSTCOND = struct.Struct('=BBxxi')  # family, prefix_len, port (-1: any)
+
+UNIX_DIAG_REQ = struct.Struct('=BBxxIII2I')  # family, proto, states, ino, show
+UNIX_DIAG_MSG = struct.Struct('=BBBxI8x')    # family, type, state, ino, cookie
+UDIAG_SHOW_NAME = 0x1
+UDIAG_SHOW_RQLEN = 0x10
+UNIX_DIAG_NAME = 0
+UNIX_DIAG_RQLEN = 4
+TCP_LISTEN = 10
+NO_COOKIE = 0xffffffff
+NLA_HDR = struct.Struct('=HH')  # len, type
+
+INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+class SocketStatsError(Exception):
+    """Any failure to read socket figures; the message is one line."""
+
+
+ListenerStats = collections.namedtuple('ListenerStats', 'queue backlog drops')
+
+
+def listener_stats(sock):
+    """Return ListenerStats(queue, backlog, drops) of a listening socket.
+
+    queue is the number of connections waiting for accept() now; the kernel
+    takes backlog + 1 of them before it refuses more.  drops counts SYNs the
+    TCP listener dropped (SO_MEMINFO, -1 on kernels without it).  A unix
+    listener never drops: a full queue makes connect() block or fail with
+    EAGAIN in the client, so its drops is always -1 (unknown, not zero).
+    """
+    with _Borrowed(sock) as s:
+        if s.family == socket.AF_UNIX:
+            return _unix_listener_stats(s)
+        try:
+            info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        except OSError as e:
+            raise SocketStatsError('TCP_INFO failed: %s' % e.strerror)
+        if len(info) < 32 or info[0] != TCP_LISTEN:
+            raise SocketStatsError('TCP_INFO: socket is not listening')
+        queue, backlog = TCP_INFO_QUEUES.unpack_from(info, 24)
+        return ListenerStats(queue, backlog, _tcp_drops(s))
+
+
+def accepted_inodes(sock):
+    """Return the inodes of connections accepted from sock and not yet closed.
+
+    Connections still waiting in the accept queue have no inode (0) and are
+    left out, as is the listener itself; what remains is held by some process.
+    """
+    with _Borrowed(sock) as s:
+        if s.family == socket.AF_UNIX:
+            return _unix_accepted_inodes(s)
+        return _tcp_accepted_inodes(s)
+
+
+def socket_inodes(pid):
+    """Return the inodes of the sockets process pid has open.
+
+    A process that has exited (or that we may not inspect) has none: workers
+    come and go at any moment, so this is not an error.
+    """
+    try:
+        dir_fd = os.open('/proc/%d/fd' % pid, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return set()
+    inodes = set()
+    try:
+        for name in os.listdir(dir_fd):
+            try:
+                link = os.readlink(name, dir_fd=dir_fd)
+            except OSError:  # fd closed since listdir
+                continue
+            if link.startswith('socket:['):
+                inodes.add(int(link[8:-1]))
+    except OSError:  # the process exited during listdir
+        return set()
+    finally:
+        os.close(dir_fd)
+    return inodes
+
+
+def connections_by_pid(sock, pids):
+    """Return {pid: number of sock's accepted connections pid holds now}.
+
+    One netlink dump, then one /proc walk per pid; a connection inherited by
+    two processes counts for both.  This is a sample: a connection shorter
+    than the sampling interval can be missed.
+    """
+    inodes = accepted_inodes(sock)
+    if not inodes:  # an idle pool costs no /proc walks
+        return dict.fromkeys(pids, 0)
+    return {pid: len(inodes.intersection(socket_inodes(pid))) for pid in pids}
+
+
+class _Borrowed(object):
+    """A socket object on sock's fd that never closes it, checked as listener.
+
+    It also learns the real family from the kernel (SO_DOMAIN): flup wraps
+    a unix fd 0 as AF_INET, so sock.family alone cannot be trusted.
+    """
+
+    def __init__(self, sock):
+        try:
+            self.fd = sock.fileno()
+        except (OSError, ValueError):
+            self.fd = -1
+        self.sock = None
+
+    def __enter__(self):
+        if self.fd < 0:
+            raise SocketStatsError('socket is closed')
+        try:
+            self.sock = socket.socket(fileno=self.fd)
+            listening = self.sock.getsockopt(socket.SOL_SOCKET,
+                                             socket.SO_ACCEPTCONN)
+        except OSError as e:
+            self.__exit__()
+            if e.errno == 9:  # EBADF
+                raise SocketStatsError('socket is closed')
+            raise SocketStatsError('not a usable socket: %s' % e.strerror)
+        if self.sock.family not in INET_FAMILIES + (socket.AF_UNIX,):
+            self.__exit__()
+            raise SocketStatsError('unsupported socket family %d'
+                                   % self.sock.family)
+        if not listening:
+            self.__exit__()
+            raise SocketStatsError('socket is not listening')
+        return self.sock
+
+    def __exit__(self, *exc_info):
+        if self.sock is not None:
+            self.sock.detach()
+            self.sock = None
+
+
+def _tcp_drops(s):
+    try:
+        meminfo = s.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
+    except OSError:
+        return -1
+    if len(meminfo) < 4 * (SK_MEMINFO_DROPS + 1):
+        return -1
+    return struct.unpack_from('=I', meminfo, 4 * SK_MEMINFO_DROPS)[0]
+
+
+def _tcp_accepted_inodes(s):
+    host, port = s.getsockname()[:2]
+    addr = socket.inet_pton(s.family, host.partition('%')[0])  # no scope id
+    if not addr.strip(b'\0'):  # bound to 0.0.0.0 / :: -> any local address
+        addr = b''
+    bytecode = _port_filter(port, s.family, addr)
+    req = INET_DIAG_REQ_V2.pack(s.family, socket.IPPROTO_TCP, 0,
+                                HELD_TCP_STATES, b'')
+    attr = NLA_HDR.pack(4 + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
+    inodes = set()
+    for msg in _netlink_query(req + attr, dump=True):
+        if len(msg) >= INET_DIAG_MSG_INODE + 4:
+            inode = struct.unpack_from('=I', msg, INET_DIAG_MSG_INODE)[0]
+            if inode:
+                inodes.add(inode)
+    return inodes
+
+
+def _port_filter(port, family, addr=b''):
+    """Return inet_diag bytecode accepting sockets with local port `port`.
+
+    (and local address addr when given).  The kernel runs the ops in order,
+    jumping `yes` or `no` bytes ahead; a socket matches only when the jumps
+    land exactly on the end, so each `no` jumps 4 bytes past it.
+    """
+    tail = [(INET_DIAG_BC_S_GE, BC_OP.pack(0, 0, port)),
+            (INET_DIAG_BC_S_LE, BC_OP.pack(0, 0, port))]
+    if addr:
+        tail.append((INET_DIAG_BC_S_COND,
+                     BC_HOSTCOND.pack(family, 8 * len(addr), -1) + addr))
+    remaining = sum(BC_OP.size + len(arg) for _, arg in tail)
+    out = []
+    for code, arg in tail:
+        size = BC_OP.size + len(arg)
+        out.append(BC_OP.pack(code, size, remaining + 4) + arg)
+        remaining -= size
+    return b''.join(out)
+
+
+def _unix_listener_stats(s):
+    req = UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 1 << TCP_LISTEN,
+                             os.fstat(s.fileno()).st_ino, UDIAG_SHOW_RQLEN,
+                             NO_COOKIE, NO_COOKIE)
+    for msg in _netlink_query(req, dump=False):
+        rqlen = dict(_unix_attrs(msg)).get(UNIX_DIAG_RQLEN)
+        if rqlen is not None and len(rqlen) >= 8:
+            queue, backlog = struct.unpack_from('=II', rqlen)
+            return ListenerStats(queue, backlog, -1)
+    raise SocketStatsError('sock_diag: no UNIX_DIAG_RQLEN in the reply')
+
+
+def _unix_accepted_inodes(s):
+    name = s.getsockname()
+    if isinstance(name, str):  # a path: the kernel keeps its trailing NUL
+        name = os.fsencode(name) + b'\0'
+    if not name:
+        raise SocketStatsError('unix listener has no address')
+    req = UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 1 << TCP_ESTABLISHED, 0,
+                             UDIAG_SHOW_NAME, NO_COOKIE, NO_COOKIE)
+    inodes = set()
+    for msg in _netlink_query(req, dump=True):
+        inode = UNIX_DIAG_MSG.unpack_from(msg)[3]
+        # Kernels before 5.x list still-queued embryos too, named, inode 0.
+        if inode and dict(_unix_attrs(msg)).get(UNIX_DIAG_NAME) == name:
+            inodes.add(inode)
+    return inodes
+
+
+def _unix_attrs(msg):
+    """Yield (type, payload bytes) of the attributes after a unix_diag_msg."""
+    off = UNIX_DIAG_MSG.size
+    while off + NLA_HDR.size <= len(msg):
+        length, kind = NLA_HDR.unpack_from(msg, off)
+        if length < NLA_HDR.size:
+            return
+        yield kind, bytes(msg[off + NLA_HDR.size:off + length])
+        off += (length + 3) & ~3
+
+
+def _netlink_query(payload, dump):
+    """Send one SOCK_DIAG_BY_FAMILY request; return the reply payloads.
+
+    A dump comes in several datagrams and ends with NLMSG_DONE; a single
+    lookup is answered by one message.  The whole exchange has a deadline.
+    """
+    flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+    request = NLMSG_HDR.pack(NLMSG_HDR.size + len(payload),
+                             SOCK_DIAG_BY_FAMILY, flags, 1, 0) + payload
+    deadline = time.monotonic() + NETLINK_TIMEOUT
+    try:
+        nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                           NETLINK_SOCK_DIAG)
+    except OSError as e:
+        raise SocketStatsError('netlink socket: %s' % e.strerror)
+    replies = []
+    try:
+        nl.settimeout(NETLINK_TIMEOUT)
+        nl.sendto(request, (0, 0))
+        while True:
+            nl.settimeout(max(deadline - time.monotonic(), 0.0))
+            if _parse_datagram(nl.recv(RECV_SIZE), replies) or not dump:
+                return replies
+    except socket.timeout:
+        raise SocketStatsError('sock_diag: no answer within %.1f s'
+                               % NETLINK_TIMEOUT)
+    except OSError as e:
+        raise SocketStatsError('sock_diag: %s' % e.strerror)
+    finally:
+        nl.close()
+
+
+def _parse_datagram(data, replies):
+    """Append the diag messages in data to replies; True once NLMSG_DONE."""
+    view = memoryview(data)
+    off = 0
+    while off + NLMSG_HDR.size <= len(data):
+        length, kind = NLMSG_HDR.unpack_from(data, off)[:2]
+        if length < NLMSG_HDR.size or off + length > len(data):
+            raise SocketStatsError('sock_diag: malformed netlink reply')
+        body = view[off + NLMSG_HDR.size:off + length]
+        if kind in (NLMSG_DONE, NLMSG_ERROR):
+            err = struct.unpack_from('=i', body)[0] if len(body) >= 4 else 0
+            if err < 0:
+                raise SocketStatsError('sock_diag: %s' % os.strerror(-err))
+            return True
+        if kind == SOCK_DIAG_BY_FAMILY:
+            replies.append(body)
+        off += (length + 3) & ~3
+    return False
