@@ -1,0 +1,172 @@
+"""The plugin's one state inside supervisord.
+
+supervisord calls the rpcinterface factory once per HTTP server section and
+again after every reload (after clearing all event subscriptions), so the
+state lives here, once per supervisord, and every factory call attaches to it
+(`Plugin.attach`) idempotently.
+
+This is also the only place that reads supervisor's objects: it turns a
+process group into a plain `pools.PoolView` and hands it to the pool's
+`PoolMonitor`.  Every callback from supervisord catches and logs everything:
+an exception in an event callback or in the loop would kill supervisord.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+from supervisor import events
+from supervisor.process import FastCGIProcessGroup
+from supervisor.states import getProcessStateDescription
+
+from supervisor_fcgi_ext import scoreboard
+from supervisor_fcgi_ext.loophook import LoopHook
+from supervisor_fcgi_ext.pools import PoolMonitor, PoolView, ProcessView
+
+__all__ = ['Plugin', 'get_plugin', 'is_fcgi_group', 'default_scoreboard_dir']
+
+# Events after which a worker's pid is gone for good (the pid is still set on
+# the process while supervisor notifies).
+_EXIT_EVENTS = (events.ProcessStateExitedEvent, events.ProcessStateStoppedEvent,
+                events.ProcessStateBackoffEvent)
+
+_plugins = {}
+
+
+def get_plugin(supervisord, settings):
+    """The Plugin of this supervisord, made on first use, attached every call."""
+    plugin = _plugins.get(id(supervisord))
+    if plugin is None or plugin.supervisord is not supervisord:
+        plugin = _plugins[id(supervisord)] = Plugin(supervisord, settings)
+    plugin.attach(settings)
+    return plugin
+
+
+def is_fcgi_group(group):
+    return isinstance(group, FastCGIProcessGroup)
+
+
+def default_scoreboard_dir():
+    """A per-supervisord directory on tmpfs when there is one."""
+    root = '/dev/shm' if os.access('/dev/shm', os.W_OK) else tempfile.gettempdir()
+    return os.path.join(root, 'supervisor-fcgi-%d' % os.getpid())
+
+
+class Plugin:
+    def __init__(self, supervisord, settings):
+        self.supervisord = supervisord
+        self.logger = supervisord.options.logger
+        self.settings = settings
+        self.monitors = {}
+        self.hook = None
+        self.scoreboard_dir = None
+
+    def attach(self, settings):
+        """Subscribe to events and hook the loop; doing it twice changes nothing."""
+        self.settings = settings
+        self._prepare_scoreboard(settings['scoreboard_dir'])
+        for event_type, callback in ((events.ProcessStateStartingEvent,
+                                      self.on_starting),
+                                     (events.ProcessStateEvent, self.on_state)):
+            if (event_type, callback) not in events.callbacks:
+                events.subscribe(event_type, callback)
+        if self.hook is None or self.hook.socket_map.get(self.hook.fd) is not self.hook \
+                or self.hook.interval != settings['sample_interval']:
+            # after a reload supervisord has closed our old pipe: start afresh
+            if self.hook is not None:
+                self.hook.close()
+            self.hook = LoopHook(self.sample_all, settings['sample_interval'],
+                                 self.logger)
+
+    def _prepare_scoreboard(self, configured):
+        if configured == self.scoreboard_dir:
+            return
+        self.scoreboard_dir = configured
+        if configured is None:
+            os.environ.pop(scoreboard.ENV_VAR, None)
+            return
+        made = not os.path.isdir(configured)
+        os.makedirs(configured, mode=0o711, exist_ok=True)
+        os.chmod(configured, 0o711)
+        if made and os.path.basename(configured).startswith('supervisor-fcgi-'):
+            atexit.register(shutil.rmtree, configured, True)
+        # supervisor copies its own environment for every child it spawns:
+        # that is how a worker finds the scoreboard without configuration.
+        os.environ[scoreboard.ENV_VAR] = configured
+
+    # -- pools -------------------------------------------------------------
+
+    def fcgi_groups(self):
+        return {name: group
+                for name, group in self.supervisord.process_groups.items()
+                if is_fcgi_group(group)}
+
+    def monitor(self, group):
+        """The monitor of a group; a group replaced by `update` starts afresh."""
+        name = group.config.name
+        monitor = self.monitors.get(name)
+        if monitor is None or monitor.group is not group:
+            monitor = PoolMonitor(name, self.scoreboard_dir)
+            monitor.group = group
+            self.monitors[name] = monitor
+        return monitor
+
+    def view(self, group):
+        manager = group.socket_manager
+        sock = manager.socket if manager.is_prepared() else None
+        processes = [ProcessView(p.config.name, p.pid,
+                                 getProcessStateDescription(p.get_state()),
+                                 p.laststart)
+                     for p in sorted(group.processes.values(),
+                                     key=lambda p: p.config.name)]
+        config = group.config.socket_config
+        return PoolView(group.config.name, config.url, config.get_backlog(),
+                        sock, processes, False)
+
+    def status(self, group):
+        return self.monitor(group).status(self.view(group))
+
+    def reset(self, group):
+        self.monitor(group).reset(self.view(group))
+
+    # -- callbacks from supervisord ----------------------------------------
+
+    def sample_all(self):
+        groups = self.fcgi_groups()
+        for name in list(self.monitors):
+            if name not in groups:
+                self._forget(name)
+        for group in groups.values():
+            try:
+                self.monitor(group).sample(self.view(group))
+            except Exception as e:
+                self.logger.error('fcgi: sampling pool %s failed: %r'
+                                  % (group.config.name, e))
+
+    def _forget(self, name):
+        del self.monitors[name]
+        if self.scoreboard_dir:
+            shutil.rmtree(os.path.join(self.scoreboard_dir, name), True)
+
+    def on_starting(self, event):
+        """Make the pool's scoreboard directory before the worker forks."""
+        try:
+            group = event.process.group
+            if self.scoreboard_dir and is_fcgi_group(group):
+                scoreboard.ensure_pool_dir(self.scoreboard_dir, group.config.name,
+                                           event.process.config.uid)
+        except Exception as e:
+            self.logger.error('fcgi: no scoreboard for %s: %s'
+                              % (event.process.config.name, e))
+
+    def on_state(self, event):
+        """Keep an exiting worker's final counts in its pool's totals."""
+        try:
+            process = event.process
+            if isinstance(event, _EXIT_EVENTS) and process.pid \
+                    and is_fcgi_group(process.group):
+                self.monitor(process.group).process_exited(process.pid)
+        except Exception as e:
+            self.logger.error('fcgi: accounting the exit of %s failed: %r'
+                              % (event.process.config.name, e))

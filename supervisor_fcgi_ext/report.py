@@ -1,0 +1,78 @@
+"""Pool status as text for people: `supervisorctl fcgi_status`, fcgi-experiment."""
+
+import time
+
+__all__ = ['format_pool', 'share_bar', 'format_duration']
+
+BAR_WIDTH = 20
+
+
+def share_bar(count, largest, width=BAR_WIDTH):
+    """A bar as long as count's share of the largest count."""
+    if largest <= 0 or count <= 0:
+        return ''
+    return '#' * max(1, round(width * count / largest))
+
+
+def format_duration(seconds):
+    seconds = int(seconds)
+    if seconds < 60:
+        return '%ds' % seconds
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return '%dm%02ds' % (minutes, seconds)
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return '%dh%02dm' % (hours, minutes)
+    return '%dd%02dh' % divmod(hours, 24)
+
+
+def _figure(value):
+    return '-' if value == -1 else str(value)
+
+
+def format_pool(pool):
+    """The text of one pool: its figures, then one row per process."""
+    socket_state = 'open' if pool['socket_open'] else 'closed'
+    if pool.get('socket_held'):
+        socket_state += ', held'
+    started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(pool['start_time']))
+    lines = [
+        'pool %s  %s  (socket %s)' % (pool['name'], pool['socket'], socket_state),
+        '  listen queue %s  max %s  backlog %s  drops %s' % (
+            _figure(pool['listen_queue']), pool['max_listen_queue'],
+            _figure(pool['listen_queue_len']), _figure(pool['listen_drops'])),
+        '  processes %d  active %d  idle %d  max active %d' % (
+            pool['total_processes'], pool['active_processes'],
+            pool['idle_processes'], pool['max_active_processes']),
+        '  accepted conn %d  requests %d (%s)  fairness %.3f  balance %.2f' % (
+            pool['accepted_conn'], pool['requests'], pool['requests_source'],
+            pool['fairness'], pool['balance']),
+        '  slow requests %d  terminated requests %d  since %s (%s)' % (
+            pool['slow_requests'], pool['terminated_requests'], started,
+            format_duration(pool['start_since'])),
+    ]
+    processes = pool['processes']
+    largest = max([p['requests'] for p in processes] or [0])
+    name_width = max([len(p['name']) for p in processes] + [4])
+    header = '  %-*s %7s %-8s %-9s %4s %7s  %-*s %9s  %s' % (
+        name_width, 'NAME', 'PID', 'STATE', 'WORKER', 'CONN', 'REQS',
+        BAR_WIDTH, 'SHARE', 'LAST MS', 'REQUEST')
+    lines.append(header)
+    for p in processes:
+        request = ('%s %s' % (p['request_method'], p['request_uri'])).strip()
+        sampled = '~' if p['requests_source'] == 'sampled' and p['pid'] else ''
+        lines.append('  %-*s %7s %-8s %-9s %4s %7s  %-*s %9s  %s' % (
+            name_width, p['name'], p['pid'] or '-', p['state'][:8],
+            p['worker_state'] or '-', _figure(p['connections']),
+            '%s%d' % (sampled, p['requests']), BAR_WIDTH,
+            share_bar(p['requests'], largest),
+            '%.1f' % (p['request_duration'] / 1000.0)
+            if p['requests_source'] == 'exact' else '-',
+            request))
+    if any(p['requests_source'] == 'sampled' and p['pid'] for p in processes):
+        lines.append('  ~ sampled: connections seen held at the socket '
+                     '(worker writes no scoreboard)')
+    for warning in pool.get('warnings', []):
+        lines.append('  warning: %s' % warning)
+    return '\n'.join(lines)

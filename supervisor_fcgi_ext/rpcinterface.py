@@ -1,0 +1,164 @@
+"""The `fcgi` XML-RPC namespace.
+
+    [rpcinterface:fcgi]
+    supervisor.rpcinterface_factory = supervisor_fcgi_ext.rpcinterface:make_fcgi_rpcinterface
+    ;sample_interval = 1        ; seconds between listen-queue samples
+    ;scoreboard_dir = auto      ; auto | none | /path shared with the workers
+"""
+
+import functools
+
+from supervisor.states import SupervisorStates
+from supervisor.xmlrpc import Faults as SupervisorFaults
+from supervisor.xmlrpc import RPCError
+
+from supervisor_fcgi_ext import API_VERSION
+from supervisor_fcgi_ext.plugin import (default_scoreboard_dir, get_plugin,
+                                        is_fcgi_group)
+
+__all__ = ['Faults', 'FcgiNamespaceRPCInterface', 'make_fcgi_rpcinterface',
+           'parse_settings']
+
+XMLRPC_INT_MAX = 2 ** 31 - 1
+
+
+class Faults:
+    """Our fault codes; supervisor's own run from 1 to 92."""
+    NOT_FCGI_POOL = 200
+    ALREADY_RESTARTING = 201
+    RESTART_FAILED = 202
+
+
+def fault(code, detail):
+    """An RPCError that names our own codes (supervisor would say UNKNOWN)."""
+    error = RPCError(code, detail)
+    for name, value in vars(Faults).items():
+        if value == code and name.isupper():
+            error.text = '%s: %s' % (name, detail)
+    return error
+
+
+def parse_settings(config):
+    """[rpcinterface:fcgi] keys -> settings; ValueError names the bad key."""
+    settings = {'sample_interval': 1.0, 'scoreboard_dir': default_scoreboard_dir()}
+    for key, value in config.items():
+        if key == 'sample_interval':
+            try:
+                interval = float(value)
+            except ValueError:
+                interval = -1
+            if not 0.1 <= interval <= 60:
+                raise ValueError('[rpcinterface:fcgi] sample_interval must be '
+                                 'seconds between 0.1 and 60, not %r' % value)
+            settings[key] = interval
+        elif key == 'scoreboard_dir':
+            value = value.strip()
+            if value.lower() == 'none':
+                settings[key] = None
+            elif value.lower() != 'auto':
+                if not value.startswith('/'):
+                    raise ValueError('[rpcinterface:fcgi] scoreboard_dir must be '
+                                     'auto, none or an absolute path, not %r'
+                                     % value)
+                settings[key] = value.rstrip('/') or '/'
+        else:
+            raise ValueError('[rpcinterface:fcgi] unknown key %r (known: %s)'
+                             % (key, ', '.join(sorted(settings))))
+    return settings
+
+
+def xmlrpc_safe(value):
+    """XML-RPC ints are 32-bit: larger ones travel as doubles."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -XMLRPC_INT_MAX <= value <= XMLRPC_INT_MAX:
+        return float(value)
+    if isinstance(value, dict):
+        return {k: xmlrpc_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [xmlrpc_safe(v) for v in value]
+    return value
+
+
+def _rpc_method(method):
+    """A bug of ours becomes a FAILED fault with one line, not an HTTP 500."""
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except (RPCError, TypeError):
+            raise
+        except Exception as e:
+            self.plugin.logger.error('fcgi.%s failed: %r' % (method.__name__, e))
+            raise RPCError(SupervisorFaults.FAILED,
+                           '%s: %s' % (type(e).__name__, e))
+    return wrapper
+
+
+class FcgiNamespaceRPCInterface:
+    def __init__(self, supervisord, settings):
+        self.supervisord = supervisord
+        self.plugin = get_plugin(supervisord, settings)
+
+    def _update(self, text):
+        self.update_text = text
+        mood = self.supervisord.options.mood
+        if isinstance(mood, int) and mood < SupervisorStates.RUNNING:
+            raise RPCError(SupervisorFaults.SHUTDOWN_STATE)
+
+    def _get_pool(self, name):
+        if not isinstance(name, str):
+            raise RPCError(SupervisorFaults.BAD_NAME,
+                           'pool name must be a string, not %r' % (name,))
+        group = self.supervisord.process_groups.get(name)
+        if group is None:
+            raise RPCError(SupervisorFaults.BAD_NAME, name)
+        if not is_fcgi_group(group):
+            raise fault(Faults.NOT_FCGI_POOL,
+                        '%s is not an [fcgi-program:x] group' % name)
+        return group
+
+    @_rpc_method
+    def getAPIVersion(self):
+        """ Return the version of the fcgi API
+
+        @return string  version
+        """
+        self._update('getAPIVersion')
+        return API_VERSION
+
+    @_rpc_method
+    def getPoolStatus(self, name):
+        """ Socket figures, counters and processes of one fcgi pool
+
+        @param string name  the [fcgi-program:x] group name
+        @return struct  pool status
+        """
+        self._update('getPoolStatus')
+        return xmlrpc_safe(self.plugin.status(self._get_pool(name)))
+
+    @_rpc_method
+    def getAllPoolStatus(self):
+        """ getPoolStatus of every fcgi pool, by name
+
+        @return array  pool statuses
+        """
+        self._update('getAllPoolStatus')
+        groups = self.plugin.fcgi_groups()
+        return xmlrpc_safe([self.plugin.status(groups[name])
+                            for name in sorted(groups)])
+
+    @_rpc_method
+    def resetStatistics(self, name):
+        """ Start a pool's counters and peaks afresh
+
+        @param string name  the [fcgi-program:x] group name
+        @return boolean  always true
+        """
+        self._update('resetStatistics')
+        self.plugin.reset(self._get_pool(name))
+        return True
+
+
+def make_fcgi_rpcinterface(supervisord, **config):
+    return FcgiNamespaceRPCInterface(supervisord, parse_settings(config))

@@ -1,0 +1,78 @@
+"""How evenly requests spread over a pool's workers.
+
+Jain's fairness index J = (sum x)^2 / (n * sum x^2) lies in [1/n, 1]; n*J is the
+number of workers effectively used.  Balance is max/mean (HAProxy's balance
+factor): 1.0 is perfect, n means one worker took everything.  Both are
+reported next to the best value reachable for that many requests (10 requests
+cannot spread perfectly over 6 workers) and the value uniform random choice
+would give, so a reader can tell a good spread from luck.
+"""
+
+import random
+
+__all__ = ['jain_index', 'balance', 'best_split', 'best_jain', 'random_jain',
+           'summarize']
+
+
+def jain_index(counts):
+    """Jain's index of counts; 0.0 when nothing was counted (undefined)."""
+    counts = list(counts)
+    total = sum(counts)
+    squares = sum(c * c for c in counts)
+    if not counts or squares == 0:
+        return 0.0
+    return total * total / (len(counts) * squares)
+
+
+def balance(counts):
+    """max/mean of counts; 0.0 when nothing was counted."""
+    counts = list(counts)
+    total = sum(counts)
+    if not counts or total == 0:
+        return 0.0
+    return max(counts) * len(counts) / total
+
+
+def best_split(requests, workers):
+    """The most even split of requests over workers (what FIFO accept gives)."""
+    if workers <= 0:
+        return []
+    share, extra = divmod(requests, workers)
+    return [share + 1] * extra + [share] * (workers - extra)
+
+
+def best_jain(requests, workers):
+    return jain_index(best_split(requests, workers))
+
+
+def random_jain(requests, workers, seed=1):
+    """Mean Jain index when each request picks a worker uniformly at random.
+
+    Estimated by simulation with a fixed seed, so the figure is the same on
+    every run and machine; the trial count shrinks for large runs to keep the
+    cost near 0.1 s.
+    """
+    if workers <= 0 or requests <= 0:
+        return 0.0
+    trials = min(2000, max(100, 400000 // requests))
+    rng = random.Random(seed)
+    total = 0.0
+    for _ in range(trials):
+        counts = [0] * workers
+        for _ in range(requests):
+            counts[rng.randrange(workers)] += 1
+        total += jain_index(counts)
+    return total / trials
+
+
+def summarize(counts):
+    """Fairness figures of one distribution, as plain numbers."""
+    counts = list(counts)
+    requests = sum(counts)
+    return {
+        'fairness': jain_index(counts),
+        'balance': balance(counts),
+        'best_fairness': best_jain(requests, len(counts)),
+        'random_fairness': random_jain(requests, len(counts)),
+        'effective_workers': jain_index(counts) * len(counts),
+    }
