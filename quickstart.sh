@@ -1,0 +1,44 @@
+#!/bin/sh
+# The README's Quick start, one script for both set-up commands:
+#   sh quickstart.sh experiment [fcgi-experiment options]   the main job
+#   sh quickstart.sh test [pytest options]                  the whole test suite
+# It installs what it needs: a virtualenv in .venv with the package and its
+# test/plot extras, and (when root) Debian's nginx-light and python3-venv.
+set -eu
+cd "$(dirname "$0")"
+venv=${VENV:-.venv}
+action=${1:-}
+case "$action" in
+    experiment|test) shift ;;
+    *) echo "usage: sh quickstart.sh experiment|test [options]" >&2; exit 2 ;;
+esac
+
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "quickstart: $1 is missing; install it: sudo apt-get install $2" >&2
+        return 1
+    fi
+    echo "quickstart: installing $2 (apt-get)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    apt_install nginx nginx-light
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" 2>/dev/null || {
+        rm -rf "$venv"
+        apt_install "python3 -m venv" python3-venv
+        python3 -m venv "$venv"
+    }
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,plot]' 2>&1 \
+    | grep -v '^WARNING: Location' >&2 || true
+"$venv/bin/python" -c 'import supervisor_fcgi_ext, flup, supervisor, pytest' || {
+    echo "quickstart: installing the Python packages failed" >&2; exit 1; }
+
+if [ "$action" = experiment ]; then
+    exec "$venv/bin/fcgi-experiment" "$@"
+fi
+exec "$venv/bin/python" -m pytest "$@"
