@@ -8,6 +8,7 @@ has a 1 s deadline), every fd opened here is closed before returning, and
 every failure surfaces as one exception type, :class:`SocketStatsError`.
 """
 import collections
+import errno
 import os
 import socket
 import struct
@@ -45,7 +46,7 @@ TCP_CLOSE_WAIT = 8
 HELD_TCP_STATES = ((1 << TCP_ESTABLISHED) | (1 << TCP_FIN_WAIT1) |
                    (1 << TCP_FIN_WAIT2) | (1 << TCP_CLOSE_WAIT))
 INET_DIAG_REQ_V2 = struct.Struct('=BBBxI48s')  # family, proto, ext, states, id
-INET_DIAG_MSG_INODE = 68        # 4 x u8, 48-byte sockid, expires..uid (4 x u32)
+INET_DIAG_MSG_INODE = 68  # after 4 x u8, 48-byte sockid, 4 x u32
 INET_DIAG_REQ_BYTECODE = 1
 INET_DIAG_BC_S_GE = 2
 INET_DIAG_BC_S_LE = 3
@@ -90,7 +91,7 @@ def listener_stats(sock):
         except OSError as e:
             raise SocketStatsError('TCP_INFO failed: %s' % e.strerror)
         if len(info) < 32 or info[0] != TCP_LISTEN:
-            raise SocketStatsError('TCP_INFO: socket is not listening')
+            raise SocketStatsError('TCP_INFO: not a TCP listener')
         queue, backlog = TCP_INFO_QUEUES.unpack_from(info, 24)
         return ListenerStats(queue, backlog, _tcp_drops(s))
 
@@ -169,13 +170,13 @@ class _Borrowed(object):
                                              socket.SO_ACCEPTCONN)
         except OSError as e:
             self.__exit__()
-            if e.errno == 9:  # EBADF
+            if e.errno == errno.EBADF:
                 raise SocketStatsError('socket is closed')
             raise SocketStatsError('not a usable socket: %s' % e.strerror)
-        if self.sock.family not in INET_FAMILIES + (socket.AF_UNIX,):
+        family = self.sock.family
+        if family not in INET_FAMILIES + (socket.AF_UNIX,):
             self.__exit__()
-            raise SocketStatsError('unsupported socket family %d'
-                                   % self.sock.family)
+            raise SocketStatsError('unsupported socket family %d' % family)
         if not listening:
             self.__exit__()
             raise SocketStatsError('socket is not listening')
@@ -296,7 +297,10 @@ def _netlink_query(payload, dump):
         nl.settimeout(NETLINK_TIMEOUT)
         nl.sendto(request, (0, 0))
         while True:
-            nl.settimeout(max(deadline - time.monotonic(), 0.0))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout()
+            nl.settimeout(left)
             if _parse_datagram(nl.recv(RECV_SIZE), replies) or not dump:
                 return replies
     except socket.timeout:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 
 from supervisor_fcgi_ext import sockstats
 from supervisor_fcgi_ext.sockstats import (
@@ -206,6 +207,17 @@ class TestErrors(Sockets, unittest.TestCase):
             os.close(r)
             os.close(w)
 
+    def test_unsupported_family(self):
+        netlink = self.keep(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                          sockstats.NETLINK_SOCK_DIAG))
+        self.assertStatsError('unsupported socket family 16',
+                              listener_stats, netlink)
+
+    def test_netlink_deadline(self):
+        with mock.patch.object(sockstats, 'NETLINK_TIMEOUT', 0.0):
+            self.assertStatsError('sock_diag: no answer within 0.0 s',
+                                  accepted_inodes, self.tcp_listener())
+
     def test_netlink_error_carries_errno_text(self):
         tcp = self.tcp_listener()  # no unix socket has this inode
         req = sockstats.UNIX_DIAG_REQ.pack(
@@ -290,7 +302,7 @@ class TestSocketInodes(Sockets, unittest.TestCase):
 
 
 class PoolTests(Sockets):
-    """Real worker processes sharing one listener on fd 0, as under supervisor."""
+    """Real workers sharing one listener on fd 0, as under supervisor."""
 
     def listener(self):
         raise NotImplementedError
@@ -366,9 +378,10 @@ class PoolTests(Sockets):
         self.expect_line(worker, b'ready\n')
         self.connect(listener)
         self.keep(listener.accept()[0])
-        self.assertEqual(connections_by_pid(listener, [worker.pid, os.getpid()]),
+        pids = [worker.pid, os.getpid()]
+        self.assertEqual(connections_by_pid(listener, pids),
                          {worker.pid: 0, os.getpid(): 1})
-        self.assertEqual(connections_by_pid(other, [worker.pid, os.getpid()]),
+        self.assertEqual(connections_by_pid(other, pids),
                          {worker.pid: 2, os.getpid(): 0})
 
     def test_inherited_connection_counts_for_each_holder(self):
