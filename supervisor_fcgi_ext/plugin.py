@@ -17,7 +17,6 @@ import shutil
 import tempfile
 
 from supervisor import events
-from supervisor.process import FastCGIProcessGroup
 from supervisor.states import getProcessStateDescription
 
 from supervisor_fcgi_ext import scoreboard
@@ -44,7 +43,8 @@ def get_plugin(supervisord, settings):
 
 
 def is_fcgi_group(group):
-    return isinstance(group, FastCGIProcessGroup)
+    """Duck-typed, so supervisor's test dummies count too."""
+    return getattr(group, 'socket_manager', None) is not None
 
 
 def default_scoreboard_dir():
