@@ -210,9 +210,10 @@ def _reason(exc):
 
 
 def _exchange(sock, reader, address, request_id, params, body, keep_conn,
-              timeout):
-    """Send one request on ``sock`` and read its response."""
-    reader.deadline = time.monotonic() + timeout
+              timeout, deadline=None):
+    """Send one request on ``sock`` and read its response by ``deadline``
+    (default: ``timeout`` from now)."""
+    reader.deadline = deadline or time.monotonic() + timeout
     reader.error = None
     out = _Writer()
     flags = FCGI_KEEP_CONN if keep_conn else 0
@@ -227,7 +228,7 @@ def _exchange(sock, reader, address, request_id, params, body, keep_conn,
     out.record(FCGI_STDIN, request_id)
     where = format_address(address)
     try:
-        sock.settimeout(timeout)
+        sock.settimeout(max(reader.deadline - time.monotonic(), 0.001))
         sock.sendall(b''.join(out.chunks))
     except OSError as exc:
         raise FastCGIError('sending request to %s failed: %s'
@@ -238,9 +239,12 @@ def _exchange(sock, reader, address, request_id, params, body, keep_conn,
         try:
             rec.read(reader)
         except EOFError:
+            if isinstance(reader.error, socket.timeout):
+                raise FastCGIError('no complete response from %s within %gs: '
+                                   'timed out' % (where, timeout))
             if reader.error is not None:
-                raise FastCGIError('no complete response from %s after %.1fs: %s'
-                                   % (where, timeout, _reason(reader.error)))
+                raise FastCGIError('connection to %s lost before FCGI_END_REQUEST: '
+                                   '%s' % (where, _reason(reader.error)))
             raise FastCGIError('%s closed the connection before FCGI_END_REQUEST'
                                % where)
         if rec.requestId != request_id:
@@ -308,7 +312,7 @@ def fcgi_request(address, uri='/', method='GET', params=None, body=b'',
     own = connect(address, timeout)
     try:
         return _exchange(own, _Reader(own), address, 1, params, body,
-                         keep_conn, max(deadline - time.monotonic(), 0.001))
+                         keep_conn, timeout, deadline)
     finally:
         own.close()
 

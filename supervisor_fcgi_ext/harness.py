@@ -79,7 +79,8 @@ def kill_session(sid, timeout=5.0):
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(procs, timeout=timeout)
+    # Not psutil.wait_procs: orphans become zombies of an init that may
+    # never reap them; session_processes() skips zombies.
     wait_for(lambda: not session_processes(sid), timeout,
              'processes of session %d to exit' % sid)
 

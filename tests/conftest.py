@@ -1,0 +1,121 @@
+"""Fixtures for the integration layer: real flup workers, supervisord, nginx.
+
+Every fixture stops what it started at teardown, even when the test failed.
+A missing nginx skips locally but fails in CI (CI=true): integration tests
+must never be silently skipped there.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from supervisor_fcgi_ext.harness import HarnessError, Nginx, Supervisor, find_nginx
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+# A bare flup worker serving fd 0 (see flupapp.py), usable as a pool command.
+FLUPAPP_ARGV = [sys.executable, os.path.join(TESTS_DIR, 'flupapp.py')]
+FLUPAPP_COMMAND = shlex.join(FLUPAPP_ARGV)
+
+
+def in_ci():
+    return os.environ.get('CI', '').lower() in ('1', 'true', 'yes')
+
+
+@pytest.fixture
+def flupapp_command():
+    return FLUPAPP_COMMAND
+
+
+@pytest.fixture
+def nginx_binary():
+    """Path of nginx; skip (locally) or fail (in CI) when it is missing."""
+    try:
+        return find_nginx()
+    except HarnessError as exc:
+        if in_ci():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def flup_factory(tmp_path):
+    """make(kind='tcp'|'unix', workers=1) -> (address, listening socket).
+
+    Like supervisord's fcgi-program without supervisord: the test owns the
+    listening socket and ``workers`` flup processes serve it as fd 0.
+    """
+    procs, socks = [], []
+
+    def make(kind='tcp', workers=1, backlog=16):
+        if kind == 'tcp':
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(('127.0.0.1', 0))
+            address = 'tcp://127.0.0.1:%d' % sock.getsockname()[1]
+        else:
+            path = str(tmp_path / ('flup%d.sock' % len(socks)))
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            address = 'unix://' + path
+        sock.listen(backlog)
+        socks.append(sock)
+        for _ in range(workers):
+            procs.append(subprocess.Popen(
+                FLUPAPP_ARGV, stdin=sock.fileno(),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return address, sock
+
+    yield make
+    for proc in procs:
+        # Killed, not terminated: a flup worker blocked in accept() ignores
+        # SIGTERM (see DESIGN.md 4).
+        proc.kill()
+    for proc in procs:
+        proc.wait(10)
+    for sock in socks:
+        sock.close()
+
+
+@pytest.fixture
+def supervisor_factory():
+    """make(pools, **Supervisor kwargs) -> a started Supervisor."""
+    started = []
+
+    def make(pools, wait_running=True, timeout=20, **kwargs):
+        sup = Supervisor(pools, **kwargs)
+        sup.start(wait_running=wait_running, timeout=timeout)
+        started.append(sup)
+        return sup
+
+    yield make
+    _stop_all(started)
+
+
+@pytest.fixture
+def nginx_factory(nginx_binary):
+    """make(upstream, **Nginx kwargs) -> a started Nginx."""
+    started = []
+
+    def make(upstream, **kwargs):
+        server = Nginx(upstream, nginx=nginx_binary, **kwargs)
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    _stop_all(started)
+
+
+def _stop_all(servers):
+    errors = []
+    for server in reversed(servers):
+        try:
+            server.stop()
+        except Exception as exc:   # keep stopping the others
+            errors.append(exc)
+    if errors:
+        raise errors[0]

@@ -1,0 +1,174 @@
+"""The harness with real supervisord, real flup workers and real nginx.
+
+The plugin sections are left out (rpcinterface=False, ctlplugin=False): these
+tests are about the harness, not the plugin.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import urllib.request
+
+import psutil
+import pytest
+
+from supervisor_fcgi_ext.fcgiclient import fcgi_request
+from supervisor_fcgi_ext.harness import (
+    HarnessError, Nginx, PoolSpec, Supervisor, find_nginx, session_processes,
+    wait_for,
+)
+
+NO_PLUGIN = dict(rpcinterface=False, ctlplugin=False)
+
+
+def alive(pid):
+    """Running, not a zombie (orphans' zombies wait for an init that may not
+    reap them in containers)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def assert_all_gone(sid, pids, workdir):
+    assert session_processes(sid) == []
+    assert [p for p in pids if alive(p)] == []
+    assert not os.path.exists(workdir)
+
+
+def test_write_config_has_plugin_sections_and_pool_options(tmp_path):
+    sup = Supervisor([PoolSpec('web', numprocs=2, socket='unix', backlog=7,
+                               extra={'startsecs': 0})],
+                     workdir=str(tmp_path), plugin_options={'interval': '2'},
+                     unix_http_server=True, extra_sections='[group:g]\nprograms=web\n')
+    text = sup.write_config()
+    assert '[rpcinterface:fcgi]\nsupervisor.rpcinterface_factory = ' \
+           'supervisor_fcgi_ext.rpcinterface:make_fcgi_rpcinterface\ninterval = 2\n' in text
+    assert 'supervisor_fcgi_ext.controllerplugin:make_fcgi_controllerplugin' in text
+    assert '[unix_http_server]\nfile = %s/supervisor.sock' % tmp_path in text
+    assert 'serverurl = %s\n' % sup.url in text
+    spec = sup.pool('web')
+    assert spec.socket_url == 'unix://%s/web.sock' % tmp_path
+    assert 'socket = %s\n' % spec.socket_url in text
+    assert 'socket_mode = 0666\nsocket_backlog = 7\n' in text
+    assert 'command = %s/fcgi-worker\n' % os.path.dirname(sys.executable) in text
+    assert 'startsecs = 0\n' in text and 'startsecs = 1' not in text
+    assert text.endswith('[group:g]\nprograms=web\n')
+    assert sup.write_config() == text   # ports and sockets resolved once
+    with open(sup.conf_path) as f:
+        assert f.read() == text
+
+
+def test_write_config_without_plugin(tmp_path):
+    text = Supervisor([PoolSpec(socket='tcp')], workdir=str(tmp_path),
+                      **NO_PLUGIN).write_config()
+    assert 'rpcinterface:fcgi' not in text and 'ctlplugin' not in text
+    assert 'socket = tcp://127.0.0.1:' in text and 'socket_mode' not in text
+
+
+@pytest.mark.parametrize('kind, keepalive', [('tcp', False), ('unix', True)])
+def test_pool_behind_nginx_serves_and_stops_clean(flupapp_command, nginx_binary,
+                                                  kind, keepalive):
+    sup = Supervisor([PoolSpec(command=flupapp_command, numprocs=3, socket=kind)],
+                     unix_http_server=True, **NO_PLUGIN)
+    nginx = Nginx(sup.pools[0].resolve_socket(sup.workdir), keepalive=keepalive,
+                  nginx=nginx_binary)
+    with sup:
+        pids = sup.pids('app')
+        assert sorted(pids) == ['app_00', 'app_01', 'app_02']
+        with nginx:
+            served = set()
+            for _ in range(12):
+                with urllib.request.urlopen(nginx.url + '/hello?x=1', timeout=10) as r:
+                    assert r.status == 200
+                    data = json.loads(r.read())
+                assert (data['path'], data['query']) == ('/hello', 'x=1')
+                served.add(data['pid'])
+            assert served <= set(pids.values())
+            nginx_sid, nginx_pids = nginx.pid, [p.pid for p in session_processes(nginx.pid)]
+            assert len(nginx_pids) == 2   # master + one worker
+        assert_all_gone(nginx_sid, nginx_pids, nginx.workdir)
+        direct = fcgi_request(sup.pools[0].socket_url, '/', timeout=10)
+        assert json.loads(direct.body)['pid'] in pids.values()
+        status = sup.ctl('status', check=True).stdout
+        assert status.count('RUNNING') == 3, status
+        sid = sup.pid
+    assert_all_gone(sid, list(pids.values()), sup.workdir)
+
+
+def test_port_in_use_is_a_one_line_reason_and_leaves_nothing(flupapp_command):
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen(1)
+        url = 'tcp://127.0.0.1:%d' % busy.getsockname()[1]
+        sup = Supervisor([PoolSpec(command=flupapp_command, numprocs=1, socket=url)],
+                         **NO_PLUGIN)
+        with pytest.raises(HarnessError) as info:
+            sup.start(timeout=10)
+    first, _, logs = str(info.value).partition('\n')
+    assert first.startswith('supervisord exited with status 1 while waiting for')
+    assert first.endswith('Could not create FastCGI socket %s: '
+                          '[Errno 98] Address already in use' % url)
+    assert 'supervisord.log' in logs   # the log tail follows the reason
+    assert sup.proc is None and not os.path.exists(sup.workdir)
+
+
+def test_fatal_worker_fails_start_with_its_stderr():
+    command = '%s -c "import sys; sys.exit(\'boom: no app\')"' % sys.executable
+    sup = Supervisor([PoolSpec(command=command, numprocs=1,
+                               extra={'startretries': 0})], **NO_PLUGIN)
+    with pytest.raises(HarnessError) as info:
+        sup.start(timeout=15)
+    first = str(info.value).splitlines()[0]
+    assert first == 'app:app_00 is FATAL: Exited too quickly (process log may have details)'
+    assert 'boom: no app' in str(info.value)
+    assert not os.path.exists(sup.workdir)
+
+
+def test_stop_kills_workers_orphaned_by_a_dead_supervisord(supervisor_factory,
+                                                           flupapp_command):
+    sup = supervisor_factory([PoolSpec(command=flupapp_command, numprocs=2)],
+                             **NO_PLUGIN)
+    sid, pids = sup.pid, list(sup.pids('app').values())
+    os.kill(sid, signal.SIGKILL)
+    sup.proc.wait(5)
+    assert all(alive(p) for p in pids)   # orphans, still serving
+    sup.stop()
+    assert_all_gone(sid, pids, sup.workdir)
+
+
+def test_supervisor_factory_teardown_runs_ctl(supervisor_factory, flupapp_command):
+    sup = supervisor_factory([PoolSpec(command=flupapp_command, numprocs=1)],
+                             **NO_PLUGIN)
+    result = sup.ctl('stop', 'app:app_00')
+    assert result.returncode == 0 and 'app:app_00: stopped' in result.stdout
+    assert sup.pids('app') == {}
+    with pytest.raises(HarnessError, match='^supervisorctl nosuchcommand exited'):
+        sup.ctl('nosuchcommand', check=True)
+
+
+def test_nginx_conf_is_self_contained(tmp_path, nginx_binary):
+    plain = Nginx('tcp://127.0.0.1:9000', workdir=str(tmp_path), port=8080,
+                  nginx=nginx_binary).conf_text
+    assert 'server 127.0.0.1:9000;' in plain and 'listen 127.0.0.1:8080;' in plain
+    assert 'include' not in plain and 'keepalive' not in plain
+    assert 'fastcgi_param PATH_INFO $uri;' in plain
+    assert 'fastcgi_temp_path %s/fastcgi_temp;' % tmp_path in plain
+    kept = Nginx('unix:///run/x.sock', workdir=str(tmp_path), keepalive=True,
+                 nginx=nginx_binary).conf_text
+    assert 'server unix:/run/x.sock;' in kept
+    assert 'keepalive 16;' in kept and 'fastcgi_keep_conn on;' in kept
+
+
+def test_find_nginx_missing_says_how_to_install():
+    with pytest.raises(HarnessError, match='apt-get install nginx-light$'):
+        find_nginx('/nonexistent/nginx')
+
+
+def test_wait_for_returns_the_value_or_names_what_timed_out():
+    assert wait_for(lambda: 42, 1, 'x') == 42
+    with pytest.raises(HarnessError, match=r'^timed out after 0.1s waiting for godot$'):
+        wait_for(lambda: False, 0.1, 'godot')
