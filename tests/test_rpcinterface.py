@@ -20,13 +20,16 @@ from supervisor.tests.base import (DummyFCGIGroupConfig, DummyFCGIProcessGroup,
 from supervisor.xmlrpc import Faults as SupervisorFaults
 from supervisor.xmlrpc import RPCError
 
+from supervisor_fcgi_ext.harness import free_port
+
 
 def make_supervisord():
     options = DummyOptions()
     supervisord = DummySupervisor(options)
     pconfig = DummyPConfig(options, 'app_00', '/bin/true')
     config = DummyFCGIGroupConfig(options, 'app', pconfigs=[pconfig],
-                                  socket_config=InetStreamSocketConfig('127.0.0.1', 0))
+                                  socket_config=InetStreamSocketConfig('127.0.0.1', free_port(),
+                                                                       backlog=7))
     group = DummyFCGIProcessGroup(config)
     group.socket_manager = SocketManager(config.socket_config)
     group.processes = {'app_00': DummyProcess(pconfig)}
@@ -134,7 +137,7 @@ class MethodTests(RPCInterfaceTestBase):
         status = self._makeOne(supervisord).getPoolStatus('app')
         self.assertTrue(status['socket_open'])
         self.assertEqual(status['listen_queue'], 0)
-        self.assertEqual(status['listen_queue_len'], 128)
+        self.assertEqual(status['listen_queue_len'], 7)
         del proxy
 
     def test_getAllPoolStatus_lists_only_fcgi_pools(self):
