@@ -21,7 +21,7 @@ from supervisor.states import getProcessStateDescription
 
 from supervisor_fcgi_ext import scoreboard
 from supervisor_fcgi_ext.loophook import LoopHook
-from supervisor_fcgi_ext.pools import PoolMonitor, PoolView, ProcessView
+from supervisor_fcgi_ext.pools import PoolMonitor, PoolView, ProcessView, running
 
 __all__ = ['Plugin', 'get_plugin', 'is_fcgi_group', 'default_scoreboard_dir']
 
@@ -29,6 +29,8 @@ __all__ = ['Plugin', 'get_plugin', 'is_fcgi_group', 'default_scoreboard_dir']
 # the process while supervisor notifies).
 _EXIT_EVENTS = (events.ProcessStateExitedEvent, events.ProcessStateStoppedEvent,
                 events.ProcessStateBackoffEvent)
+
+STALE_SLOT_SWEEP = 60   # samples between sweeps for slots of vanished pids
 
 _plugins = {}
 
@@ -58,7 +60,8 @@ class Plugin:
         self.supervisord = supervisord
         self.logger = supervisord.options.logger
         self.settings = settings
-        self.monitors = {}
+        self.monitors = {}   # pool name: (group, PoolMonitor)
+        self.samples = 0
         self.hook = None
         self.scoreboard_dir = None
 
@@ -105,12 +108,10 @@ class Plugin:
     def monitor(self, group):
         """The monitor of a group; a group replaced by `update` starts afresh."""
         name = group.config.name
-        monitor = self.monitors.get(name)
-        if monitor is None or monitor.group is not group:
-            monitor = PoolMonitor(name, self.scoreboard_dir)
-            monitor.group = group
-            self.monitors[name] = monitor
-        return monitor
+        known = self.monitors.get(name)
+        if known is None or known[0] is not group:
+            known = self.monitors[name] = (group, PoolMonitor(name, self.scoreboard_dir))
+        return known[1]
 
     def view(self, group):
         manager = group.socket_manager
@@ -137,9 +138,16 @@ class Plugin:
         for name in list(self.monitors):
             if name not in groups:
                 self._forget(name)
+        self.samples += 1
         for group in groups.values():
             try:
-                self.monitor(group).sample(self.view(group))
+                view = self.view(group)
+                self.monitor(group).sample(view)
+                if self.scoreboard_dir and self.samples % STALE_SLOT_SWEEP == 0:
+                    # exits are harvested as they happen; this catches slots
+                    # whose exit we never saw (a reload, a missed event)
+                    scoreboard.remove_stale(self.scoreboard_dir, view.name,
+                                            [p.pid for p in running(view)])
             except Exception as e:
                 self.logger.error('fcgi: sampling pool %s failed: %r'
                                   % (group.config.name, e))

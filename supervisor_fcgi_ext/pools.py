@@ -177,6 +177,7 @@ class PoolMonitor:
             'content_length': 0,
             'last_request_cpu': 0.0,
             'last_request_memory': 0,
+            'exceptions': 0,
         }
         if not proc.pid:
             status['worker_state'] = 'stopped'
@@ -194,6 +195,7 @@ class PoolMonitor:
                 'content_length': slot.content_length,
                 'last_request_cpu': slot.last_request_cpu,
                 'last_request_memory': slot.last_request_memory,
+                'exceptions': slot.exceptions,
             })
             return status
         if slot is not None and str(slot) != 'no slot':

@@ -160,5 +160,30 @@ class FcgiNamespaceRPCInterface:
         return True
 
 
+    @_rpc_method
+    def recordSlowRequest(self, name):
+        """ Count a request seen running past a slowlog timeout (fcgi-guard)
+
+        @param string name  the [fcgi-program:x] group name
+        @return int  the pool's slow_requests now
+        """
+        self._update('recordSlowRequest')
+        monitor = self.plugin.monitor(self._get_pool(name))
+        monitor.slow_requests += 1
+        return monitor.slow_requests
+
+    @_rpc_method
+    def recordTerminatedRequest(self, name):
+        """ Count a request ended by stopping its worker (fcgi-guard)
+
+        @param string name  the [fcgi-program:x] group name
+        @return int  the pool's terminated_requests now
+        """
+        self._update('recordTerminatedRequest')
+        monitor = self.plugin.monitor(self._get_pool(name))
+        monitor.terminated_requests += 1
+        return monitor.terminated_requests
+
+
 def make_fcgi_rpcinterface(supervisord, **config):
     return FcgiNamespaceRPCInterface(supervisord, parse_settings(config))
