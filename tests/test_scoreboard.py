@@ -1,0 +1,390 @@
+"""The slot format in memory, then the files: hostile ones, torn ones, and a
+writer process racing a reader."""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import random
+import stat
+import struct
+import threading
+import time
+import unittest
+
+import pytest
+
+from supervisor_fcgi_ext import scoreboard
+from supervisor_fcgi_ext.scoreboard import (
+    ENV_VAR, RECORD_SIZE, ScoreboardError, Slot, SlotWriter, decode_slot,
+    encode_slot, ensure_pool_dir, harvest_slot, read_pool, read_slot,
+    remove_stale, slot_path,
+)
+
+PID = 4242
+
+
+def make_slot(**fields):
+    base = dict(pid=PID, start_time=1700000000.25, state='idle', accepted_conn=3,
+                requests=5, request_method='POST', request_uri='/a?b=c',
+                content_length=12, request_start=1700000100.5,
+                request_duration_us=1500, last_request_duration_us=1500,
+                last_request_cpu=12.5, last_request_memory=30 << 20, last_status=201,
+                active=0, threads=1, max_requests=1000, exceptions=1,
+                protocol_errors=2, bytes_sent=777)
+    base.update(fields)
+    return Slot(**base)
+
+
+class FormatTests(unittest.TestCase):
+    """encode_slot/decode_slot: no files."""
+
+    def test_round_trip_of_an_idle_slot_is_exact(self):
+        slot = make_slot()
+        self.assertEqual(decode_slot(encode_slot(slot)), slot)
+        self.assertEqual(len(encode_slot(slot)), RECORD_SIZE)
+
+    def test_layout_is_the_documented_one(self):
+        # docs/scoreboard.rst promises these offsets to writers in other languages
+        self.assertEqual(scoreboard.OFFSETS, {
+            'start_time': 24, 'accepted_conn': 32, 'requests': 40, 'exceptions': 48,
+            'protocol_errors': 56, 'bytes_sent': 64, 'max_requests': 72,
+            'request_start': 80, 'last_request_duration': 88, 'content_length': 96,
+            'last_request_memory': 104, 'last_request_cpu': 112, 'last_status': 120,
+            'active': 122, 'threads': 124, 'state': 126, 'method': 128, 'uri': 144})
+        data = encode_slot(make_slot())
+        self.assertEqual(data[:8], b'SVFCGISB')
+        self.assertEqual(struct.unpack_from('<HHIQ', data, 8), (1, 512, PID, 0))
+        self.assertEqual(data[400:], bytes(112))
+
+    def test_running_slot_reports_elapsed_time_from_now(self):
+        slot = make_slot(state='running', active=1)
+        decoded = decode_slot(encode_slot(slot), now=slot.request_start + 2.25)
+        self.assertEqual(decoded.request_duration_us, 2250000)
+        self.assertEqual(decoded.last_request_duration_us, 1500)
+        self.assertEqual(decode_slot(encode_slot(slot), now=0).request_duration_us, 0)
+
+    def test_long_fields_are_truncated_and_bad_bytes_replaced(self):
+        slot = make_slot(request_method='M' * 40, request_uri='/' + 'x' * 400)
+        decoded = decode_slot(encode_slot(slot))
+        self.assertEqual(decoded.request_method, 'M' * scoreboard.METHOD_SIZE)
+        self.assertEqual(len(decoded.request_uri), scoreboard.URI_SIZE)
+        data = bytearray(encode_slot(slot))
+        data[144:147] = b'/\xff\xfe'
+        self.assertEqual(decode_slot(bytes(data)).request_uri[:3], '/\ufffd\ufffd')
+
+    def test_bad_records_raise_one_line_errors(self):
+        good = encode_slot(make_slot())
+        cases = {
+            'bad magic': b'XXXXXXXX' + good[8:],
+            'version 2': good[:8] + struct.pack('<H', 2) + good[10:],
+            'size 1024': good[:10] + struct.pack('<H', 1024) + good[12:],
+            'being written': good[:16] + struct.pack('<Q', 7) + good[24:],
+            'bad worker state 9': good[:126] + b'\x09' + good[127:],
+            'truncated': good[:100],
+        }
+        for reason, data in cases.items():
+            with self.assertRaises(ScoreboardError) as ctx:
+                decode_slot(data)
+            self.assertIn(reason, str(ctx.exception))
+            self.assertNotIn('\n', str(ctx.exception))
+        with self.assertRaisesRegex(ScoreboardError, 'belongs to pid 4242, not 7'):
+            decode_slot(good, pid=7)
+
+    def test_mutated_records_decode_or_raise_scoreboard_error_only(self):
+        good = encode_slot(make_slot())
+        rng = random.Random(1)
+        for _ in range(3000):
+            data = bytearray(good)
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(RECORD_SIZE)] = rng.randrange(256)
+            try:
+                decode_slot(bytes(data))
+            except ScoreboardError:
+                pass
+
+    def test_unknown_state_cannot_be_encoded(self):
+        with self.assertRaises(ScoreboardError):
+            encode_slot(make_slot(state='sleeping'))
+
+
+@pytest.fixture
+def pool_dir(tmp_path):
+    return ensure_pool_dir(str(tmp_path / 'board'), 'pool')
+
+
+def write_file(path, data):
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
+def read_in_thread(path, timeout=2.0):
+    """read_slot(path) in a thread: a blocking read fails the test instead of hanging it."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(_try_read(path)), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), 'read_slot blocked on %s' % path
+    return result[0]
+
+
+def _try_read(path):
+    try:
+        return read_slot(path)
+    except ScoreboardError as exc:
+        return exc
+    except BaseException as exc:   # reported by the test, not lost in the thread
+        return exc
+
+
+class TestPoolDir:
+    def test_created_0700_idempotent_and_mode_fixed(self, tmp_path):
+        base = str(tmp_path / 'board')
+        path = ensure_pool_dir(base, 'web')
+        assert path == os.path.join(base, 'web')
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+        os.chmod(path, 0o777)
+        assert ensure_pool_dir(base, 'web') == path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason='chown needs root')
+    def test_owner_is_set_and_fixed(self, tmp_path):
+        path = ensure_pool_dir(str(tmp_path), 'web', uid=65534)
+        assert os.stat(path).st_uid == 65534
+        os.chown(path, 0, -1)
+        ensure_pool_dir(str(tmp_path), 'web', uid=65534)
+        assert os.stat(path).st_uid == 65534
+
+    def test_symlink_and_file_are_refused(self, tmp_path):
+        os.mkdir(tmp_path / 'elsewhere', 0o755)
+        os.chmod(tmp_path / 'elsewhere', 0o755)
+        os.symlink(tmp_path / 'elsewhere', tmp_path / 'linked')
+        write_file(tmp_path / 'afile', b'')
+        for name in ('linked', 'afile'):
+            with pytest.raises(ScoreboardError, match='not a directory'):
+                ensure_pool_dir(str(tmp_path), name)
+        assert stat.S_IMODE(os.stat(tmp_path / 'elsewhere').st_mode) == 0o755
+
+    @pytest.mark.parametrize('pool', ['', '.', '..', 'a/b', 'x\0y', 'p' * 300, None])
+    def test_bad_pool_names_are_refused(self, tmp_path, pool):
+        with pytest.raises(ScoreboardError, match='bad pool name'):
+            ensure_pool_dir(str(tmp_path), pool)
+        with pytest.raises(ScoreboardError, match='bad pool name'):
+            slot_path(str(tmp_path), pool, 1)
+
+    def test_slot_path(self):
+        assert slot_path('/b', 'web', 12) == '/b/web/12.slot'
+        for pid in (0, -1, '12', 1.5):
+            with pytest.raises(ScoreboardError, match='bad pid'):
+                slot_path('/b', 'web', pid)
+
+
+class TestWriter:
+    def test_life_of_a_request(self, pool_dir):
+        writer = SlotWriter(pool_dir, pid=PID, threads=1, max_requests=50)
+        path = os.path.join(pool_dir, '%d.slot' % PID)
+        assert writer.path == path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert os.path.getsize(path) == RECORD_SIZE
+        assert not os.path.exists(path + '.tmp')
+        slot = read_slot(path)
+        assert (slot.state, slot.max_requests, slot.requests) == ('starting', 50, 0)
+        assert abs(slot.start_time - time.time()) < 5
+        writer.set_state('idle')
+        writer.set_state('reading')
+        assert read_slot(path).state == 'reading'
+        start = time.time() - 0.25
+        writer.request_started('GET', '/x?y=1', 0, start, accepted=True)
+        slot = read_slot(path)
+        assert (slot.state, slot.accepted_conn, slot.requests, slot.active) == ('running', 1, 1, 1)
+        assert (slot.request_method, slot.request_uri) == ('GET', '/x?y=1')
+        assert slot.request_duration_us >= 250000
+        writer.set_state('idle')     # ignored: a request is in flight
+        writer.set_state('finishing')
+        assert read_slot(path).state == 'finishing'
+        writer.request_finished(250000, 40.0, 1 << 24, 200, sent=90)
+        writer.accepted()
+        writer.protocol_error()
+        slot = read_slot(path)
+        assert slot == dataclasses.replace(
+            slot, state='idle', accepted_conn=2, requests=1, active=0,
+            request_duration_us=250000, last_request_duration_us=250000,
+            last_request_cpu=40.0, last_request_memory=1 << 24, last_status=200,
+            bytes_sent=90, exceptions=0, protocol_errors=1)
+        writer.request_started('POST', '/f', 5)
+        writer.request_finished(10, 0.0, 1, 500, failed=True, sent=10)
+        assert read_slot(path).exceptions == 1
+        writer.close()
+        writer.close()
+        assert read_slot(path).requests == 2    # left for supervisord to harvest
+
+    def test_from_environ(self, tmp_path, capsys):
+        base = str(tmp_path / 'board')
+        assert SlotWriter.from_environ({}) is None
+        assert SlotWriter.from_environ({ENV_VAR: base}) is None
+        env = {ENV_VAR: base, 'SUPERVISOR_GROUP_NAME': 'web'}
+        assert SlotWriter.from_environ(env, pid=PID) is None    # no pool dir
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and 'scoreboard disabled' in err and 'web' in err
+        ensure_pool_dir(base, 'web')
+        single = SlotWriter.from_environ(env, pid=PID)
+        threaded = SlotWriter.from_environ(env, pid=PID + 1, threads=4, max_requests=9)
+        assert type(single) is SlotWriter and type(threaded) is not SlotWriter
+        assert read_slot(threaded.path).threads == 4
+        threaded.request_started('GET', '/', 0)
+        threaded.request_started('GET', '/', 0)
+        threaded.request_finished(1, 1.0, 1)
+        threaded.set_state('reading')    # another thread's request still runs
+        assert (read_slot(threaded.path).state, read_slot(threaded.path).active) == ('running', 1)
+        assert SlotWriter.from_environ(dict(env, SUPERVISOR_GROUP_NAME='../x')) is None
+        assert 'bad pool name' in capsys.readouterr().err
+
+    def test_non_latin1_text_is_stored_as_utf8(self, pool_dir):
+        writer = SlotWriter(pool_dir, pid=PID)
+        writer.request_started('GET', '/caf\u00e9/\u20ac', 0)
+        assert read_slot(writer.path).request_uri == '/caf\u00e9/\u20ac'
+        writer.request_started('GET', '/caf\u00e9', 0)     # latin-1: the raw bytes
+        assert read_slot(writer.path).request_uri == '/caf\ufffd'
+
+
+
+class TestReader:
+    def test_missing_slot(self, pool_dir):
+        with pytest.raises(ScoreboardError) as info:
+            read_slot(os.path.join(pool_dir, '77.slot'))
+        assert str(info.value) == 'no slot'
+
+    def test_bad_name(self, pool_dir):
+        with pytest.raises(ScoreboardError, match='not a slot file name'):
+            read_slot(os.path.join(pool_dir, 'x.slot'))
+
+    @pytest.mark.parametrize('data, reason', [
+        (b'', 'truncated'),
+        (b'\0' * 100, 'truncated'),
+        (os.urandom(RECORD_SIZE), 'bad magic'),
+        (encode_slot(make_slot())[:RECORD_SIZE - 1], 'truncated'),
+        (encode_slot(make_slot(pid=999)), 'belongs to pid 999'),
+        (b'SVFCGISB' + struct.pack('<HH', 2, 512) + bytes(500), 'version 2'),
+    ])
+    def test_bad_files(self, pool_dir, data, reason):
+        path = slot_path(os.path.dirname(pool_dir), 'pool', PID)
+        write_file(path, data)
+        result = read_in_thread(path)
+        assert isinstance(result, ScoreboardError) and reason in str(result)
+
+    def test_fifo_directory_and_symlink_are_not_followed_or_blocked_on(self, pool_dir):
+        good = os.path.join(pool_dir, '1.slot')
+        write_file(good, encode_slot(make_slot(pid=1)))
+        fifo, directory, link = (os.path.join(pool_dir, '%d.slot' % n) for n in (2, 3, 4))
+        os.mkfifo(fifo)
+        os.mkdir(directory)
+        os.symlink(good, link)
+        for path, reason in ((fifo, 'not a regular file'),
+                             (directory, 'not a regular file'),
+                             (link, 'cannot open slot')):
+            result = read_in_thread(path)
+            assert isinstance(result, ScoreboardError) and reason in str(result), result
+
+    def test_huge_file_is_read_up_to_the_record(self, pool_dir):
+        path = os.path.join(pool_dir, '%d.slot' % PID)
+        write_file(path, encode_slot(make_slot()) + os.urandom(4 << 20))
+        assert read_slot(path) == make_slot()
+
+    def test_torn_write_is_refused_after_bounded_retries(self, pool_dir):
+        path = os.path.join(pool_dir, '%d.slot' % PID)
+        data = encode_slot(make_slot())
+        write_file(path, data[:16] + struct.pack('<Q', 5) + data[24:])
+        began = time.monotonic()
+        with pytest.raises(ScoreboardError, match='still being written after 5 reads'):
+            read_slot(path)
+        assert time.monotonic() - began < 0.5
+
+    def test_read_pool_answers_every_pid(self, pool_dir):
+        base = os.path.dirname(pool_dir)
+        SlotWriter(pool_dir, pid=11)
+        write_file(slot_path(base, 'pool', 12), b'junk')
+        result = read_pool(base, 'pool', [11, 12, 13])
+        assert isinstance(result[11], Slot) and result[11].pid == 11
+        assert 'truncated' in str(result[12])
+        assert str(result[13]) == 'no slot'
+        assert all(isinstance(v, ScoreboardError) for v in read_pool(base, '..', [1]).values())
+
+
+def hammer(path, stop):
+    """Writer process: updates whose fields agree with each other, as fast as it can."""
+    writer = SlotWriter(os.path.dirname(path), pid=PID)
+    i = 0
+    while not stop.is_set() and i < 10_000_000:
+        writer.request_started('GET', '/r/%d' % i, i, start=i)
+        writer.request_finished(i, float(i), i, 200, sent=1)
+        i += 1
+
+
+def test_reader_never_sees_a_torn_slot_while_a_writer_hammers(pool_dir):
+    path = os.path.join(pool_dir, '%d.slot' % PID)
+    ctx = multiprocessing.get_context('fork')
+    stop = ctx.Event()
+    proc = ctx.Process(target=hammer, args=(path, stop))
+    proc.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:    # until the writer's first update
+            slot = read_pool(os.path.dirname(pool_dir), 'pool', [PID])[PID]
+            if isinstance(slot, Slot) and slot.requests:
+                break
+            time.sleep(0.01)
+        good = refused = 0
+        for _ in range(10_000):
+            try:
+                slot = read_slot(path)
+            except ScoreboardError as exc:
+                assert 'still being written' in str(exc)
+                refused += 1
+                continue
+            good += 1
+            n = slot.content_length
+            assert slot.requests == n + 1 and slot.request_uri == '/r/%d' % n
+            assert slot.request_start == n
+            if slot.state == 'running':
+                assert slot.bytes_sent == n and slot.last_request_duration_us == max(n - 1, 0)
+            else:
+                assert slot.state == 'idle'
+                assert slot.bytes_sent == n + 1 and slot.last_request_duration_us == n
+                assert slot.last_request_memory == n and slot.last_request_cpu == float(n)
+        assert proc.is_alive(), 'the writer stopped early: the race was not run'
+        # a writer this busy holds the counter odd much of the time: some
+        # reads are refused, none may be inconsistent
+        assert good > 2000, (good, refused)
+    finally:
+        stop.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+
+
+class TestHarvestAndStale:
+    def test_harvest_reads_then_unlinks_and_never_raises(self, pool_dir):
+        base = os.path.dirname(pool_dir)
+        writer = SlotWriter(pool_dir, pid=PID)
+        writer.request_started('GET', '/', 0)
+        slot = harvest_slot(base, 'pool', PID)
+        assert slot.requests == 1 and not os.path.exists(writer.path)
+        assert harvest_slot(base, 'pool', PID) is None
+        write_file(slot_path(base, 'pool', 5), b'garbage')
+        assert harvest_slot(base, 'pool', 5) is None
+        assert not os.path.exists(slot_path(base, 'pool', 5))
+        assert harvest_slot(base, '..', 5) is None
+        assert harvest_slot(base, 'pool', -3) is None
+
+    def test_remove_stale_keeps_live_workers_only(self, pool_dir):
+        base = os.path.dirname(pool_dir)
+        for pid in (10, 11, 12):
+            SlotWriter(pool_dir, pid=pid)
+        for name in ('11.slot.tmp', '13.slot.tmp', 'junk', '.hidden'):
+            write_file(os.path.join(pool_dir, name), b'x')
+        os.mkdir(os.path.join(pool_dir, 'subdir'))
+        assert remove_stale(base, 'pool', [11, 99]) == [10, 12]
+        assert sorted(os.listdir(pool_dir)) == ['11.slot', '11.slot.tmp', 'subdir']
+        assert remove_stale(base, 'pool', [11]) == []
+        assert remove_stale(base, 'missing', []) == []
+        assert remove_stale(base, '../..', []) == []
