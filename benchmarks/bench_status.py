@@ -1,0 +1,144 @@
+"""What fcgi.getPoolStatus costs supervisord, for pools of 8, 64 and 256 workers.
+
+Part 1, server side: the plugin's own code path (PoolMonitor.status plus
+XML-RPC marshalling), run here on a real listening socket shared by real
+worker processes, each holding its share of 256 open client connections.
+Two kinds of worker: tests/holdconn.py (writes no scoreboard: its
+connections are sampled) and fcgi-worker (exact counts from its scoreboard
+slot; its connections are held by slow requests).
+
+Part 2, round trip through a real supervisord, next to supervisor's own
+getAllProcessInfo: both include supervisor's HTTP layer, whose response
+writes meet the client's delayed ACK (about 40 ms on Linux loopback) —
+a floor the plugin cannot change, shown so nobody mistakes it for ours.
+
+    python benchmarks/bench_status.py [--runs 50] [--workers 8,64,256]
+"""
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xmlrpc.client
+
+from supervisor_fcgi_ext import scoreboard
+from supervisor_fcgi_ext.fcgiclient import FastCGIError, fcgi_request
+from supervisor_fcgi_ext.harness import PoolSpec, Supervisor, resolve_command, wait_for
+from supervisor_fcgi_ext.pools import PoolMonitor, PoolView, ProcessView
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HOLDCONN = os.path.join(os.path.dirname(HERE), 'tests', 'holdconn.py')
+CONNECTIONS = 256
+
+
+def median_ms(call, runs):
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def start_workers(kind, workers, per_worker, listener, board):
+    env = dict(os.environ, SUPERVISOR_GROUP_NAME='app')
+    env[scoreboard.ENV_VAR] = board
+    if kind == 'sampled':
+        argv = [sys.executable, HOLDCONN, str(per_worker)]
+    else:
+        argv = resolve_command('fcgi-worker').split() + ['--threads', str(per_worker)]
+    return [subprocess.Popen(argv, stdin=listener.fileno(), env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(workers)]
+
+
+def slow_request(url):
+    try:
+        fcgi_request(url, uri='/?sleep=30', timeout=60)
+    except FastCGIError:  # the benchmark kills the worker mid-request
+        pass
+
+
+def open_connections(kind, address, count):
+    if kind == 'sampled':
+        return [socket.create_connection(address) for _ in range(count)]
+    url = 'tcp://%s:%d' % address
+    threads = [threading.Thread(target=slow_request, args=(url,), daemon=True)
+               for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return []
+
+
+def server_side(kind, workers, runs):
+    per_worker = max(1, CONNECTIONS // workers)
+    board = tempfile.mkdtemp(prefix='sfe-bench-')
+    scoreboard.ensure_pool_dir(board, 'app')
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(1024)
+    procs = start_workers(kind, workers, per_worker, listener, board)
+    try:
+        clients = open_connections(kind, listener.getsockname(), per_worker * workers)
+        view = PoolView('app', 'tcp://%s:%d' % listener.getsockname(), 1024,
+                        listener, [ProcessView('app_%03d' % i, p.pid, 'RUNNING', 0)
+                                   for i, p in enumerate(procs)], False)
+        monitor = PoolMonitor('app', board)
+        wait_for(lambda: monitor.status(view)['connections'] >= per_worker * workers,
+                 60, 'connections held')
+        status = monitor.status(view)
+        cost = median_ms(lambda: monitor.status(view), runs)
+        marshal = median_ms(lambda: xmlrpc.client.dumps((status,), methodresponse=True),
+                            runs)
+        for client in clients:
+            client.close()
+        return status, cost, marshal
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        listener.close()
+        shutil.rmtree(board, ignore_errors=True)
+
+
+def round_trips(workers, runs):
+    spec = PoolSpec(command='sleep 1000', numprocs=workers, extra={'startsecs': 0})
+    with Supervisor([spec]) as sup:
+        sup.wait_running(timeout=120)
+        rpc = sup.rpc
+        return (median_ms(rpc.fcgi.getAPIVersion, runs),
+                median_ms(rpc.supervisor.getAllProcessInfo, runs),
+                median_ms(lambda: rpc.fcgi.getPoolStatus('app'), runs))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--runs', type=int, default=50)
+    parser.add_argument('--workers', default='8,64,256')
+    args = parser.parse_args()
+    sizes = [int(w) for w in args.workers.split(',')]
+    print('server side (median of %d):' % args.runs)
+    print('  %-8s %-8s %6s %10s %10s %10s %9s' % (
+        'workers', 'counts', 'conns', 'status', 'marshal', 'total', 'per wkr'))
+    for workers in sizes:
+        for kind in ('sampled', 'exact'):
+            status, cost, marshal = server_side(kind, workers, args.runs)
+            print('  %-8d %-8s %6d %8.2fms %8.2fms %8.2fms %7.1fus' % (
+                workers, kind, status['connections'], cost, marshal,
+                cost + marshal, (cost + marshal) * 1000 / workers), flush=True)
+    print('round trip through supervisord (median of %d):' % args.runs)
+    print('  %-8s %14s %20s %16s' % ('workers', 'getAPIVersion',
+                                     'getAllProcessInfo', 'getPoolStatus'))
+    for workers in sizes:
+        empty, theirs, ours = round_trips(workers, args.runs)
+        print('  %-8d %12.2fms %18.2fms %14.2fms' % (workers, empty, theirs, ours),
+              flush=True)
+
+
+if __name__ == '__main__':
+    main()
