@@ -149,7 +149,9 @@ class _Server:
         """The last meaningful line the server printed before dying."""
         lines = [l.strip() for l in tail(self.stdio_path, 50).splitlines()]
         lines = [l for l in lines if l and not l.startswith(('File ', '^', '~'))]
-        return lines[-1] if lines else 'no output'
+        # supervisord ends with usage hints after "Error: ..." or a traceback.
+        errors = [l for l in lines if l.partition(':')[0].endswith('Error')]
+        return (errors or lines or ['no output'])[-1]
 
     def _check_alive(self, what):
         if self.proc.poll() is not None:
@@ -209,6 +211,17 @@ class PoolSpec:
         return self.socket_url
 
 
+class _TimeoutTransport(xmlrpc.client.Transport):
+    def __init__(self, timeout):
+        super().__init__()
+        self.timeout = timeout
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.timeout = self.timeout
+        return conn
+
+
 def resolve_command(command):
     """Put the venv's bin dir in front of a bare first word that lives there
     (``fcgi-worker``, ``python``): supervisord does not search our venv."""
@@ -251,8 +264,14 @@ class Supervisor(_Server):
 
     @property
     def rpc(self):
-        """A fresh ServerProxy (they are not thread safe)."""
-        return xmlrpc.client.ServerProxy(self.url + '/RPC2')
+        """A fresh ServerProxy (they are not thread safe), 60 s timeout."""
+        return self.rpc_proxy()
+
+    def rpc_proxy(self, timeout=60.0):
+        """A ServerProxy whose calls fail after ``timeout`` seconds instead of
+        hanging (e.g. when something else holds our port and never answers)."""
+        return xmlrpc.client.ServerProxy(self.url + '/RPC2',
+                                         transport=_TimeoutTransport(timeout))
 
     def pool(self, name):
         for spec in self.pools:
@@ -335,7 +354,7 @@ class Supervisor(_Server):
                      '-c', self.conf_path])
         deadline = time.monotonic() + timeout
         try:
-            wait_for(self._rpc_ready, timeout, 'supervisord XML-RPC at %s' % self.url)
+            wait_for(self._rpc_ready, timeout, 'XML-RPC at %s' % self.url)
             if wait_running:
                 self.wait_running(max(deadline - time.monotonic(), 0.1))
         except HarnessError as exc:
@@ -346,9 +365,10 @@ class Supervisor(_Server):
         return self
 
     def _rpc_ready(self):
-        self._check_alive('XML-RPC')
+        self._check_alive('XML-RPC at %s' % self.url)
         try:
-            return self.rpc.supervisor.getState()['statename'] == 'RUNNING'
+            state = self.rpc_proxy(2.0).supervisor.getState()
+            return state['statename'] == 'RUNNING'
         except (OSError, xmlrpc.client.Error):
             return False
 

@@ -32,7 +32,7 @@ def flupapp_command():
 
 
 @pytest.fixture
-def nginx_binary():
+def requires_nginx():
     """Path of nginx; skip (locally) or fail (in CI) when it is missing."""
     try:
         return find_nginx()
@@ -96,12 +96,12 @@ def supervisor_factory():
 
 
 @pytest.fixture
-def nginx_factory(nginx_binary):
+def nginx_factory(requires_nginx):
     """make(upstream, **Nginx kwargs) -> a started Nginx."""
     started = []
 
     def make(upstream, **kwargs):
-        server = Nginx(upstream, nginx=nginx_binary, **kwargs)
+        server = Nginx(upstream, nginx=requires_nginx, **kwargs)
         server.start()
         started.append(server)
         return server

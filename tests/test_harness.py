@@ -70,12 +70,12 @@ def test_write_config_without_plugin(tmp_path):
 
 
 @pytest.mark.parametrize('kind, keepalive', [('tcp', False), ('unix', True)])
-def test_pool_behind_nginx_serves_and_stops_clean(flupapp_command, nginx_binary,
+def test_pool_behind_nginx_serves_and_stops_clean(flupapp_command, requires_nginx,
                                                   kind, keepalive):
     sup = Supervisor([PoolSpec(command=flupapp_command, numprocs=3, socket=kind)],
                      unix_http_server=True, **NO_PLUGIN)
     nginx = Nginx(sup.pools[0].resolve_socket(sup.workdir), keepalive=keepalive,
-                  nginx=nginx_binary)
+                  nginx=requires_nginx)
     with sup:
         pids = sup.pids('app')
         assert sorted(pids) == ['app_00', 'app_01', 'app_02']
@@ -99,19 +99,29 @@ def test_pool_behind_nginx_serves_and_stops_clean(flupapp_command, nginx_binary,
     assert_all_gone(sid, list(pids.values()), sup.workdir)
 
 
-def test_port_in_use_is_a_one_line_reason_and_leaves_nothing(flupapp_command):
+@pytest.mark.parametrize('taken', ['pool', 'http'])
+def test_port_in_use_is_a_one_line_reason_and_leaves_nothing(flupapp_command, taken):
     with socket.socket() as busy:
         busy.bind(('127.0.0.1', 0))
         busy.listen(1)
-        url = 'tcp://127.0.0.1:%d' % busy.getsockname()[1]
-        sup = Supervisor([PoolSpec(command=flupapp_command, numprocs=1, socket=url)],
-                         **NO_PLUGIN)
+        port = busy.getsockname()[1]
+        socket_url = 'tcp://127.0.0.1:%d' % port if taken == 'pool' else 'tcp'
+        sup = Supervisor([PoolSpec(command=flupapp_command, numprocs=1,
+                                   socket=socket_url)], **NO_PLUGIN)
+        if taken == 'http':
+            sup.port = port
         with pytest.raises(HarnessError) as info:
             sup.start(timeout=10)
     first, _, logs = str(info.value).partition('\n')
-    assert first.startswith('supervisord exited with status 1 while waiting for')
-    assert first.endswith('Could not create FastCGI socket %s: '
-                          '[Errno 98] Address already in use' % url)
+    if taken == 'pool':
+        assert first == ('supervisord exited with status 1 while waiting for '
+                         'XML-RPC at %s: ValueError: Could not create FastCGI '
+                         'socket %s: [Errno 98] Address already in use'
+                         % (sup.url, socket_url))
+    else:
+        assert first.startswith('supervisord exited with status 2 while waiting '
+                                'for XML-RPC at http://127.0.0.1:%d: Error: '
+                                'Another program is already listening' % port)
     assert 'supervisord.log' in logs   # the log tail follows the reason
     assert sup.proc is None and not os.path.exists(sup.workdir)
 
@@ -150,15 +160,15 @@ def test_supervisor_factory_teardown_runs_ctl(supervisor_factory, flupapp_comman
         sup.ctl('nosuchcommand', check=True)
 
 
-def test_nginx_conf_is_self_contained(tmp_path, nginx_binary):
+def test_nginx_conf_is_self_contained(tmp_path, requires_nginx):
     plain = Nginx('tcp://127.0.0.1:9000', workdir=str(tmp_path), port=8080,
-                  nginx=nginx_binary).conf_text
+                  nginx=requires_nginx).conf_text
     assert 'server 127.0.0.1:9000;' in plain and 'listen 127.0.0.1:8080;' in plain
     assert 'include' not in plain and 'keepalive' not in plain
     assert 'fastcgi_param PATH_INFO $uri;' in plain
     assert 'fastcgi_temp_path %s/fastcgi_temp;' % tmp_path in plain
     kept = Nginx('unix:///run/x.sock', workdir=str(tmp_path), keepalive=True,
-                 nginx=nginx_binary).conf_text
+                 nginx=requires_nginx).conf_text
     assert 'server unix:/run/x.sock;' in kept
     assert 'keepalive 16;' in kept and 'fastcgi_keep_conn on;' in kept
 
