@@ -108,6 +108,20 @@ def _make_workdir(workdir, prefix):
     return path, True
 
 
+def _others_can_reach(directory):
+    """Whether ``directory`` and all above it are searchable by anyone."""
+    parent = os.path.abspath(directory)
+    while True:
+        try:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        if parent == '/':
+            return True
+        parent = os.path.dirname(parent)
+
+
 class _Server:
     """Process bookkeeping shared by Supervisor and Nginx."""
 
@@ -494,6 +508,7 @@ class Nginx(_Server):
         if self.port is None:
             self.port = free_port()
         wd = self.workdir
+        server = nginx_upstream(self.upstream)
         keep = ('    keepalive 16;\n' if self.keepalive else '')
         keep_conn = ('            fastcgi_keep_conn on;\n'
                      if self.keepalive else '')
@@ -503,7 +518,7 @@ class Nginx(_Server):
                           for kind in ('client_body', 'fastcgi', 'proxy',
                                        'uwsgi', 'scgi'))
         return f"""daemon off;
-master_process on;
+{self._worker_user(server)}master_process on;
 worker_processes 1;
 error_log {self.error_log} notice;
 pid {wd}/nginx.pid;
@@ -514,7 +529,7 @@ http {{
     access_log off;
 {temps}
     upstream fcgi_pool {{
-        server {nginx_upstream(self.upstream)};
+        server {server};
 {keep}    }}
     server {{
         listen 127.0.0.1:{self.port};
@@ -526,6 +541,19 @@ http {{
     }}
 }}
 """
+
+    def _worker_user(self, server):
+        """'user root;' only when needed: nginx started as root runs its
+        workers as nobody, who must traverse to the temp dirs and to a unix
+        upstream socket."""
+        if os.geteuid() != 0:
+            return ''
+        dirs = [self.workdir]
+        if server.startswith('unix:'):
+            dirs.append(os.path.dirname(server[len('unix:'):]))
+        if all(_others_can_reach(d) for d in dirs):
+            return ''
+        return 'user root;  # nobody cannot reach %s\n' % ' or '.join(dirs)
 
     def _log_paths(self):
         return [self.stdio_path, self.error_log]

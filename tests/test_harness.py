@@ -160,17 +160,36 @@ def test_supervisor_factory_teardown_runs_ctl(supervisor_factory, flupapp_comman
         sup.ctl('nosuchcommand', check=True)
 
 
-def test_nginx_conf_is_self_contained(tmp_path, requires_nginx):
-    plain = Nginx('tcp://127.0.0.1:9000', workdir=str(tmp_path), port=8080,
-                  nginx=requires_nginx).conf_text
-    assert 'server 127.0.0.1:9000;' in plain and 'listen 127.0.0.1:8080;' in plain
-    assert 'include' not in plain and 'keepalive' not in plain
-    assert 'fastcgi_param PATH_INFO $uri;' in plain
-    assert 'fastcgi_temp_path %s/fastcgi_temp;' % tmp_path in plain
-    kept = Nginx('unix:///run/x.sock', workdir=str(tmp_path), keepalive=True,
+def test_nginx_conf_is_self_contained(requires_nginx):
+    plain = Nginx('tcp://127.0.0.1:9000', port=8080, nginx=requires_nginx)
+    text = plain.conf_text
+    assert 'server 127.0.0.1:9000;' in text and 'listen 127.0.0.1:8080;' in text
+    assert 'include' not in text and 'keepalive' not in text
+    assert 'fastcgi_param PATH_INFO $uri;' in text
+    assert 'fastcgi_temp_path %s/fastcgi_temp;' % plain.workdir in text
+    assert 'user' not in text   # the temp workdir is reachable by nobody
+    plain.stop()   # never started: removes the workdir
+    assert not os.path.exists(plain.workdir)
+    kept = Nginx('unix:///run/x.sock', keepalive=True, nginx=requires_nginx)
+    text = kept.conf_text
+    kept.stop()
+    assert 'server unix:/run/x.sock;' in text
+    assert 'keepalive 16;' in text and 'fastcgi_keep_conn on;' in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='nginx only switches user as root')
+def test_nginx_workers_run_as_root_only_when_nobody_cannot_reach(tmp_path,
+                                                                 requires_nginx):
+    private = tmp_path / 'private'
+    private.mkdir(mode=0o700)
+    text = Nginx('unix://%s/app.sock' % private, workdir=str(tmp_path / 'ngx'),
                  nginx=requires_nginx).conf_text
-    assert 'server unix:/run/x.sock;' in kept
-    assert 'keepalive 16;' in kept and 'fastcgi_keep_conn on;' in kept
+    assert text.splitlines()[1].startswith('user root;')
+    assert text.splitlines()[1].endswith(' or %s' % private)
+    # tmp_path's parents are 0700, so a workdir there needs root on its own
+    text = Nginx('tcp://127.0.0.1:9000', workdir=str(tmp_path / 'ngx'),
+                 nginx=requires_nginx).conf_text
+    assert text.splitlines()[1].startswith('user root;')
 
 
 def test_find_nginx_missing_says_how_to_install():
