@@ -1,0 +1,203 @@
+"""fcgi-worker against bare flup, side by side, through one nginx.
+
+    python benchmarks/bench_worker.py [--workers 6] [--rounds 5] [--seconds 3]
+                                      [--concurrency 12] [--socket unix|tcp]
+
+Like supervisord's fcgi-program, this script binds one listening socket and
+starts --workers processes of a variant with it as fd 0; a temporary nginx
+(harness.Nginx, no upstream keep-alive, like the seed experiment) passes
+every request to it.  The client is a small keep-alive HTTP/1.1 load loop in
+this process, the same for every variant.  Variants take turns within each
+round, so drift hits all of them alike; the report is the median req/s per
+variant and its ratio to bare flup threaded.  Every variant serves the same
+demo app (supervisor_fcgi_ext.worker.demo_app).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import selectors
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+from supervisor_fcgi_ext.harness import Nginx, find_nginx
+from supervisor_fcgi_ext.scoreboard import ENV_VAR, ensure_pool_dir
+
+BIN = os.path.dirname(sys.executable)
+FLUP = ("import sys; from flup.server.{mod} import WSGIServer; "
+        "from supervisor_fcgi_ext.worker import demo_app; WSGIServer(demo_app).run()")
+VARIANTS = {
+    'flup threaded': [sys.executable, '-c', FLUP.format(mod='fcgi')],
+    'flup single': [sys.executable, '-c', FLUP.format(mod='fcgi_single')],
+    'fcgi-worker + scoreboard': [os.path.join(BIN, 'fcgi-worker')],
+    'fcgi-worker, no scoreboard': [os.path.join(BIN, 'fcgi-worker')],
+}
+SHM = '/dev/shm'
+REQUEST = b'GET / HTTP/1.1\r\nHost: bench\r\n\r\n'
+
+
+def load(port, concurrency, seconds):
+    """Requests completed in ``seconds`` by ``concurrency`` keep-alive connections."""
+    sel = selectors.DefaultSelector()
+
+    def connect():
+        sock = socket.create_connection(('127.0.0.1', port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        sock.send(REQUEST)
+        sel.register(sock, selectors.EVENT_READ, bytearray())
+
+    for _ in range(concurrency):
+        connect()
+    done = errors = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            for key, _ in sel.select(0.5):
+                buf = key.data
+                try:
+                    data = key.fileobj.recv(65536)
+                except ConnectionResetError:
+                    data = b''
+                if not data:
+                    # nginx's keepalive_requests reached: it closes after a
+                    # response, resetting if our next request was in flight
+                    if buf:
+                        raise RuntimeError('nginx closed a connection mid-response')
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
+                    connect()
+                    continue
+                buf += data
+                end = buf.find(b'\r\n\r\n')
+                if end < 0:
+                    continue
+                head = bytes(buf[:end]).lower()
+                length = int(head.split(b'content-length:')[1].split(b'\r\n')[0])
+                if len(buf) < end + 4 + length:
+                    continue
+                if not head.startswith(b'http/1.1 200'):
+                    errors += 1
+                del buf[:end + 4 + length]
+                done += 1
+                key.fileobj.send(REQUEST)
+    finally:
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+        sel.close()
+    if errors:
+        raise RuntimeError('%d responses were not 200' % errors)
+    return done
+
+
+def start_pool(name, listener, workers, env):
+    procs = [subprocess.Popen(VARIANTS[name], stdin=listener.fileno(), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(workers)]
+    return procs
+
+
+def pool_cpu(procs):
+    """CPU seconds (user + system) the pool's processes have used so far."""
+    total = 0.0
+    for proc in procs:
+        times = psutil.Process(proc.pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def stop_pool(procs):
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait(10)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--workers', type=int, default=6)
+    parser.add_argument('--rounds', type=int, default=5)
+    parser.add_argument('--seconds', type=float, default=3.0)
+    parser.add_argument('--concurrency', type=int, default=12)
+    parser.add_argument('--socket', choices=('unix', 'tcp'), default='unix')
+    parser.add_argument('--only', choices=('all', 'fcgi-worker'), default='all',
+                        help='fcgi-worker: just the scoreboard on/off pair')
+    args = parser.parse_args(argv)
+    names = [name for name in VARIANTS
+             if args.only == 'all' or name.startswith(args.only)]
+    find_nginx()
+    tmp = tempfile.mkdtemp(prefix='sfe-bench-')
+    board = None
+    results = {name: [] for name in names}
+    cpu_us = {name: [] for name in names}
+    try:
+        if args.socket == 'unix':
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(os.path.join(tmp, 'pool.sock'))
+            # nginx's workers run as an unprivileged user
+            os.chmod(tmp, 0o755)
+            os.chmod(listener.getsockname(), 0o777)
+            upstream = 'unix://' + listener.getsockname()
+        else:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.bind(('127.0.0.1', 0))
+            upstream = 'tcp://127.0.0.1:%d' % listener.getsockname()[1]
+        listener.listen(1024)
+        # On tmpfs, like the plugin's default scoreboard directory: slots on a
+        # disk filesystem pay for writeback of the dirty page.
+        board = tempfile.mkdtemp(prefix='sfe-bench-', dir=SHM if os.path.isdir(SHM) else None)
+        ensure_pool_dir(board, 'bench')
+        base_env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+        envs = {name: base_env for name in VARIANTS}
+        envs['fcgi-worker + scoreboard'] = dict(base_env, SUPERVISOR_GROUP_NAME='bench',
+                                                **{ENV_VAR: board})
+        nginx = Nginx(upstream, workdir=os.path.join(tmp, 'nginx'))
+        nginx.start()
+        try:
+            print('%d workers per variant, %s socket, %d client connections, '
+                  '%d rounds of %gs' % (args.workers, args.socket, args.concurrency,
+                                        args.rounds, args.seconds))
+            for rnd in range(args.rounds):
+                for name in names:
+                    procs = start_pool(name, listener, args.workers, envs[name])
+                    try:
+                        load(nginx.port, args.concurrency, 0.5)   # warm up, all started
+                        cpu0 = pool_cpu(procs)
+                        count = load(nginx.port, args.concurrency, args.seconds)
+                        cpu = (pool_cpu(procs) - cpu0) / count * 1e6
+                    finally:
+                        stop_pool(procs)
+                    rate = count / args.seconds
+                    results[name].append(rate)
+                    cpu_us[name].append(cpu)
+                    print('  round %d  %-28s %8.0f req/s %6.1f µs CPU/request'
+                          % (rnd + 1, name, rate, cpu), flush=True)
+        finally:
+            nginx.stop()
+            listener.close()
+        reference = statistics.median(results[names[0]])
+        print('\n%-28s %10s %8s %16s' % ('variant', 'median/s', 'ratio', 'µs CPU/request'))
+        print('(ratio: to %s)' % names[0])
+        for name, rates in results.items():
+            median = statistics.median(rates)
+            print('%-28s %10.0f %8.2f %16.1f' % (name, median, median / reference,
+                                                 statistics.median(cpu_us[name])))
+        board, bare = 'fcgi-worker + scoreboard', 'fcgi-worker, no scoreboard'
+        print('scoreboard overhead: %.1f%% req/s, %.1f%% worker CPU per request' % (
+            100.0 * (1 - statistics.median(results[board]) / statistics.median(results[bare])),
+            100.0 * (statistics.median(cpu_us[board]) / statistics.median(cpu_us[bare]) - 1)))
+    finally:
+        shutil.rmtree(tmp, True)
+        if board:
+            shutil.rmtree(board, True)
+
+
+if __name__ == '__main__':
+    main()
