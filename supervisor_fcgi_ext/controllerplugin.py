@@ -6,6 +6,7 @@
 
 import json
 import shlex
+import time
 import xmlrpc.client
 
 from supervisor import xmlrpc as supervisor_xmlrpc
@@ -15,6 +16,10 @@ from supervisor.supervisorctl import (ControllerPluginBase, LSBInitExitStatuses,
 from supervisor_fcgi_ext.report import format_pool
 
 __all__ = ['FcgiControllerPlugin', 'make_fcgi_controllerplugin']
+
+# fcgi_restart drives the restart by polling, so that it can print progress:
+# a deferred XML-RPC call answers only once, at the end.
+POLL_INTERVAL = 0.2
 
 NO_NAMESPACE = ('Error: supervisord has no fcgi namespace: add [rpcinterface:fcgi] '
                 'to supervisord.conf and restart it')
@@ -80,6 +85,71 @@ class FcgiControllerPlugin(ControllerPluginBase):
             self.ctl.output('No fcgi-program pools configured')
         else:
             self.ctl.output('\n\n'.join(format_pool(p) for p in pools))
+
+    def do_fcgi_restart(self, arg):
+        if not self.ctl.upcheck():
+            return
+        parsed = self._restart_args(arg)
+        if parsed is None:
+            self.help_fcgi_restart()
+            self.ctl.exitstatus = LSBInitExitStatuses.INVALID_ARGS
+            return
+        name, batch = parsed
+        status = self._call('rollingRestart', name, batch, False)
+        printed = 0
+        while status is not None:
+            for line in status['messages'][printed:]:
+                self.ctl.output(line)
+            printed = len(status['messages'])
+            if status['state'] != 'running':
+                break
+            try:
+                time.sleep(POLL_INTERVAL)
+            except KeyboardInterrupt:
+                self.ctl.output('%s: no longer watching; the restart goes on '
+                                'in supervisord' % name)
+                return
+            status = self._call('getRestartStatus', name)
+        if status is not None and status['state'] == 'failed':
+            self.ctl.output('%s: ERROR (%s)' % (name, status['error']))
+            self.ctl.exitstatus = LSBInitExitStatuses.GENERIC
+
+    def _restart_args(self, arg):
+        """(pool, batch) from 'POOL [--batch N]'; None (and why) if wrong."""
+        try:
+            args = shlex.split(arg)
+        except ValueError as e:
+            self.ctl.output('Error: %s' % e)
+            return None
+        batch = 1
+        names = []
+        while args:
+            word = args.pop(0)
+            if word == '--batch' or word.startswith('--batch='):
+                value = word[len('--batch='):] if '=' in word else \
+                    (args.pop(0) if args else '')
+                if not value.isdigit() or int(value) < 1:
+                    self.ctl.output('Error: --batch needs a number >= 1, not %r'
+                                    % value)
+                    return None
+                batch = int(value)
+            elif word.startswith('-'):
+                self.ctl.output('Error: unknown option %s' % word)
+                return None
+            else:
+                names.append(word)
+        if len(names) != 1:
+            self.ctl.output('Error: fcgi_restart takes one pool name')
+            return None
+        return names[0], batch
+
+    def help_fcgi_restart(self):
+        self.ctl.output('fcgi_restart <pool> [--batch N]\tRolling restart: '
+                        'replace N workers at a time (default 1);')
+        self.ctl.output('\t\t\t\tthe socket stays open, no request is '
+                        'refused.  After')
+        self.ctl.output('\t\t\t\treread, it deploys a changed command '
+                        'worker by worker.')
 
     def help_fcgi_status(self):
         self.ctl.output('fcgi_status\t\t\tStatus of all fcgi-program pools')

@@ -17,10 +17,13 @@ import shutil
 import tempfile
 
 from supervisor import events
-from supervisor.states import getProcessStateDescription
+from supervisor.states import SupervisorStates, getProcessStateDescription
 
 from supervisor_fcgi_ext import scoreboard
+from supervisor_fcgi_ext.holds import (SocketHolds, kept_open_by_plugin,
+                                       remove_unix_socket_file)
 from supervisor_fcgi_ext.loophook import LoopHook
+from supervisor_fcgi_ext.rolling import RollingRestart
 from supervisor_fcgi_ext.pools import PoolMonitor, PoolView, ProcessView, running
 
 __all__ = ['Plugin', 'get_plugin', 'is_fcgi_group', 'default_scoreboard_dir']
@@ -64,14 +67,26 @@ class Plugin:
         self.samples = 0
         self.hook = None
         self.scoreboard_dir = None
+        self.holds = SocketHolds(self.logger)
+        self.socket_managers = {}  # pool name: its SocketManager, for removal
+        self.restarts = {}         # pool name: its last RollingRestart
+        self.stepper = None        # a LoopHook while a restart runs
 
     def attach(self, settings):
         """Subscribe to events and hook the loop; doing it twice changes nothing."""
         self.settings = settings
         self._prepare_scoreboard(settings['scoreboard_dir'])
+        for name, group in self.fcgi_groups().items():
+            self.socket_managers[name] = group.socket_manager
         for event_type, callback in ((events.ProcessStateStartingEvent,
                                       self.on_starting),
-                                     (events.ProcessStateEvent, self.on_state)):
+                                     (events.ProcessStateEvent, self.on_state),
+                                     (events.ProcessGroupAddedEvent,
+                                      self.on_group_added),
+                                     (events.ProcessGroupRemovedEvent,
+                                      self.on_group_removed),
+                                     (events.SupervisorStoppingEvent,
+                                      self.on_stopping)):
             if (event_type, callback) not in events.callbacks:
                 events.subscribe(event_type, callback)
         if self.hook is None or self.hook.socket_map.get(self.hook.fd) is not self.hook \
@@ -123,13 +138,41 @@ class Plugin:
                                      key=lambda p: p.config.name)]
         config = group.config.socket_config
         return PoolView(group.config.name, config.url, config.get_backlog(),
-                        sock, processes, False)
+                        sock, processes, kept_open_by_plugin(group))
 
     def status(self, group):
         return self.monitor(group).status(self.view(group))
 
     def reset(self, group):
         self.monitor(group).reset(self.view(group))
+
+    # -- rolling restarts ----------------------------------------------------
+
+    def start_restart(self, group, batch):
+        """Begin a rolling restart; raises (NotRollable, supervisor's command
+        errors) before touching any process when it cannot be done."""
+        restart = RollingRestart(self.supervisord, group, batch,
+                                 self.scoreboard_dir, self.logger)
+        restart.begin()
+        self.restarts[restart.name] = restart
+        if self.stepper is None:
+            # interval 0: every pass of supervisord's loop, so a replacement
+            # starts in the pass after its predecessor was reaped
+            self.stepper = LoopHook(self.step_restarts, 0, self.logger)
+        return restart
+
+    def running_restart(self, name):
+        restart = self.restarts.get(name)
+        return restart if restart is not None and restart.state == 'running' \
+            else None
+
+    def step_restarts(self):
+        running = [r for r in self.restarts.values() if r.state == 'running']
+        for restart in running:
+            restart.step()
+        if not any(r.state == 'running' for r in running):
+            self.stepper.close()
+            self.stepper = None
 
     # -- callbacks from supervisord ----------------------------------------
 
@@ -158,7 +201,16 @@ class Plugin:
             shutil.rmtree(os.path.join(self.scoreboard_dir, name), True)
 
     def on_starting(self, event):
-        """Make the pool's scoreboard directory before the worker forks."""
+        """Hold the pool socket, which exists from now on, and make the pool's
+        scoreboard directory before the worker forks."""
+        try:
+            group = event.process.group
+            if is_fcgi_group(group) and self.settings['hold_sockets'] \
+                    and self.supervisord.options.mood >= SupervisorStates.RUNNING:
+                self.holds.hold(group)
+        except Exception as e:
+            self.logger.error('fcgi: cannot hold the socket of %s: %r'
+                              % (event.process.config.name, e))
         try:
             group = event.process.group
             if self.scoreboard_dir and is_fcgi_group(group):
@@ -167,6 +219,48 @@ class Plugin:
         except Exception as e:
             self.logger.error('fcgi: no scoreboard for %s: %s'
                               % (event.process.config.name, e))
+
+    def on_group_added(self, event):
+        """A pool added by `update` opens its socket now rather than at its
+        first worker's spawn, a loop pass later: `update` of a changed pool
+        refuses connections only between its remove and add calls."""
+        try:
+            group = self.supervisord.process_groups.get(event.group)
+            if is_fcgi_group(group):
+                self.socket_managers[event.group] = group.socket_manager
+                if self.settings['hold_sockets'] and any(
+                        c.autostart for c in group.config.process_configs):
+                    self.holds.hold(group, open_socket=True)
+        except Exception as e:
+            self.logger.error('fcgi: after adding %s: %r' % (event.group, e))
+
+    def on_group_removed(self, event):
+        """Close a removed pool's socket, so a re-added pool can bind the
+        address, and remove its unix socket file."""
+        name = event.group
+        try:
+            restart = self.running_restart(name)
+            if restart is not None:
+                restart.abort('the pool was removed during the restart')
+            self.holds.release(name)
+            manager = self.socket_managers.pop(name, None)
+            if manager is not None and not manager.is_prepared():
+                removed = remove_unix_socket_file(manager.config())
+                if removed:
+                    self.logger.info('fcgi: removed socket file %s of pool %s'
+                                     % (removed, name))
+        except Exception as e:
+            self.logger.error('fcgi: after removing %s: %r' % (name, e))
+
+    def on_stopping(self, event):
+        """supervisord stops or reloads: let every socket close with its
+        workers (a reload binds the same addresses again)."""
+        try:
+            for restart in self.restarts.values():
+                restart.abort('supervisord is stopping')
+            self.holds.release_all()
+        except Exception as e:
+            self.logger.error('fcgi: releasing sockets failed: %r' % (e,))
 
     def on_state(self, event):
         """Keep an exiting worker's final counts in its pool's totals."""

@@ -4,10 +4,14 @@
     supervisor.rpcinterface_factory = supervisor_fcgi_ext.rpcinterface:make_fcgi_rpcinterface
     ;sample_interval = 1        ; seconds between listen-queue samples
     ;scoreboard_dir = auto      ; auto | none | /path shared with the workers
+    ;hold_sockets = true        ; keep a pool's socket open while no worker runs
 """
 
 import functools
 
+from supervisor.datatypes import boolean
+from supervisor.http import NOT_DONE_YET
+from supervisor.options import BadCommand, NoPermission, NotExecutable, NotFound
 from supervisor.states import SupervisorStates
 from supervisor.xmlrpc import Faults as SupervisorFaults
 from supervisor.xmlrpc import RPCError
@@ -15,6 +19,7 @@ from supervisor.xmlrpc import RPCError
 from supervisor_fcgi_ext import API_VERSION
 from supervisor_fcgi_ext.plugin import (default_scoreboard_dir, get_plugin,
                                         is_fcgi_group)
+from supervisor_fcgi_ext.rolling import NotRollable
 
 __all__ = ['Faults', 'FcgiNamespaceRPCInterface', 'make_fcgi_rpcinterface',
            'parse_settings']
@@ -27,6 +32,7 @@ class Faults:
     NOT_FCGI_POOL = 200
     ALREADY_RESTARTING = 201
     RESTART_FAILED = 202
+    NOT_ROLLABLE = 203
 
 
 def fault(code, detail):
@@ -40,7 +46,8 @@ def fault(code, detail):
 
 def parse_settings(config):
     """[rpcinterface:fcgi] keys -> settings; ValueError names the bad key."""
-    settings = {'sample_interval': 1.0, 'scoreboard_dir': default_scoreboard_dir()}
+    settings = {'sample_interval': 1.0, 'scoreboard_dir': default_scoreboard_dir(),
+                'hold_sockets': True}
     for key, value in config.items():
         if key == 'sample_interval':
             try:
@@ -61,6 +68,12 @@ def parse_settings(config):
                                      'auto, none or an absolute path, not %r'
                                      % value)
                 settings[key] = value.rstrip('/') or '/'
+        elif key == 'hold_sockets':
+            try:
+                settings[key] = boolean(value)
+            except ValueError:
+                raise ValueError('[rpcinterface:fcgi] hold_sockets must be true '
+                                 'or false, not %r' % value)
         else:
             raise ValueError('[rpcinterface:fcgi] unknown key %r (known: %s)'
                              % (key, ', '.join(sorted(settings))))
@@ -183,6 +196,70 @@ class FcgiNamespaceRPCInterface:
         monitor = self.plugin.monitor(self._get_pool(name))
         monitor.terminated_requests += 1
         return monitor.terminated_requests
+
+    @_rpc_method
+    def rollingRestart(self, name, batch=1, wait=True):
+        """ Replace a pool's workers a batch at a time; the socket stays open
+
+        Each batch is stopped gracefully and started again (with the config
+        of a preceding reread, if it changed); the next batch starts when
+        the replacements are RUNNING and accepting.
+
+        @param string name  the [fcgi-program:x] group name
+        @param int batch  workers replaced at a time (default 1)
+        @param boolean wait  return when done (default), else at once
+        @return struct  the restart's status (see getRestartStatus)
+        """
+        self._update('rollingRestart')
+        group = self._get_pool(name)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise RPCError(SupervisorFaults.INCORRECT_PARAMETERS,
+                           'batch must be a whole number >= 1, not %r' % (batch,))
+        if self.plugin.running_restart(name) is not None:
+            raise fault(Faults.ALREADY_RESTARTING,
+                        '%s: a rolling restart is already running' % name)
+        try:
+            restart = self.plugin.start_restart(group, batch)
+        except NotRollable as e:
+            raise fault(Faults.NOT_ROLLABLE, str(e))
+        except NotFound as e:
+            raise RPCError(SupervisorFaults.NO_FILE, e.args[0])
+        except (BadCommand, NotExecutable, NoPermission) as e:
+            raise RPCError(SupervisorFaults.NOT_EXECUTABLE, e.args[0])
+        except OSError as e:
+            raise fault(Faults.RESTART_FAILED,
+                        '%s: cannot open the pool socket: %s' % (name, e))
+        if not wait:
+            return restart.status()
+
+        def onwait():
+            # polled by supervisord's HTTP layer: look, never wait
+            if restart.state == 'running':
+                return NOT_DONE_YET
+            if restart.state == 'failed':
+                raise fault(Faults.RESTART_FAILED, restart.error)
+            return restart.status()
+        onwait.delay = 0.1
+        onwait.rpcinterface = self
+        return onwait
+
+    @_rpc_method
+    def getRestartStatus(self, name):
+        """ Progress of the running, or the last, rolling restart of a pool
+
+        @param string name  the [fcgi-program:x] group name
+        @return struct  state (idle, running, done, failed), batch, total,
+                        replaced, min_accepting, changed, elapsed, error,
+                        messages
+        """
+        self._update('getRestartStatus')
+        self._get_pool(name)
+        restart = self.plugin.restarts.get(name)
+        if restart is None:
+            return {'name': name, 'state': 'idle', 'batch': 0, 'total': 0,
+                    'replaced': 0, 'min_accepting': 0, 'changed': '',
+                    'elapsed': 0.0, 'error': '', 'messages': []}
+        return restart.status()
 
 
 def make_fcgi_rpcinterface(supervisord, **config):

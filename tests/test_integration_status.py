@@ -107,11 +107,14 @@ def test_max_listen_queue_catches_a_one_second_burst(supervisor_factory):
     assert pool_status(sup)['max_listen_queue'] == status['listen_queue']
 
 
-def test_pool_with_all_workers_stopped_still_answers(supervisor_factory):
-    sup = supervisor_factory([PoolSpec(command='sleep 1000', numprocs=2)])
+@pytest.mark.parametrize('hold', [True, False])
+def test_pool_with_all_workers_stopped_still_answers(supervisor_factory, hold):
+    sup = supervisor_factory([PoolSpec(command='sleep 1000', numprocs=2)],
+                             plugin_options={'hold_sockets': str(hold).lower()})
     sup.ctl('stop', 'app:*', check=True)
     status = pool_status(sup)
-    assert status['socket_open'] is False
+    assert status['socket_open'] is hold
+    assert status['socket_held'] is hold
     assert status['total_processes'] == 0
     assert [p['state'] for p in status['processes']] == ['STOPPED', 'STOPPED']
     assert [p['worker_state'] for p in status['processes']] == ['stopped'] * 2
