@@ -16,6 +16,8 @@ import pytest
 
 from supervisor_fcgi_ext.harness import HarnessError, Nginx, Supervisor, find_nginx
 
+pytest_plugins = ['pytester']   # test_harness runs the nginx fixtures in a sub-pytest
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 # A bare flup worker serving fd 0 (see flupapp.py), usable as a pool command.
 FLUPAPP_ARGV = [sys.executable, os.path.join(TESTS_DIR, 'flupapp.py')]

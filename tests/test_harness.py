@@ -192,6 +192,21 @@ def test_nginx_workers_run_as_root_only_when_nobody_cannot_reach(tmp_path,
     assert text.splitlines()[1].startswith('user root;')
 
 
+def test_missing_nginx_skips_locally_and_fails_in_ci(pytester, monkeypatch):
+    with open(os.path.join(os.path.dirname(__file__), 'conftest.py')) as f:
+        pytester.makeconftest(f.read())
+    pytester.makepyfile('def test_needs_nginx(nginx_factory): pass')
+    monkeypatch.setenv('NGINX', '/nonexistent/nginx')
+    monkeypatch.delenv('CI', raising=False)
+    local = pytester.runpytest_subprocess('-rs', '-p', 'no:cacheprovider')
+    local.assert_outcomes(skipped=1)
+    local.stdout.fnmatch_lines(['*nginx not found*apt-get install nginx-light'])
+    monkeypatch.setenv('CI', 'true')
+    ci = pytester.runpytest_subprocess('-p', 'no:cacheprovider')
+    ci.assert_outcomes(errors=1)
+    ci.stdout.fnmatch_lines(['*Failed: nginx not found*apt-get install nginx-light'])
+
+
 def test_find_nginx_missing_says_how_to_install():
     with pytest.raises(HarnessError, match='apt-get install nginx-light$'):
         find_nginx('/nonexistent/nginx')
