@@ -23,7 +23,7 @@ opt-in:
 --max-requests N  a worker past N requests is stopped gracefully and started
     again, one worker of a pool at a time, only while another one runs.
     PHP-FPM's pm.max_requests.
---queue-alarm PCT  a listen queue at PCT%% of the backlog or more, or new
+--queue-alarm PCT  a listen queue at PCT% of the backlog or more, or new
     drops, at two checks in a row: one alarm, until two good checks in a row.
 --crash-threshold N/SECONDS  N unexpected exits of a pool's workers within
     SECONDS: one alarm, until the rate falls below.  PHP-FPM's
@@ -31,7 +31,7 @@ opt-in:
 
 --alarm-command CMD runs CMD with /bin/sh for each alarm, with FCGI_GUARD_*
 variables in its environment.  Timeouts need workers that write the
-scoreboard (request_source 'exact'): other workers report no durations.
+scoreboard (requests_source 'exact'): other workers report no durations.
 supervisord is found through SUPERVISOR_SERVER_URL; credentials come from
 --username/--password or SUPERVISOR_USERNAME/SUPERVISOR_PASSWORD.  Logs go
 to stderr; stdout is the event protocol.
@@ -52,7 +52,7 @@ import xmlrpc.client
 from supervisor import childutils
 
 __all__ = ['FcgiGuard', 'QueueWatch', 'CrashWatch', 'extract_stack',
-           'parse_args', 'main']
+           'parse_args', 'make_rpc', 'main']
 
 BUSY_STATES = frozenset(('reading', 'running', 'finishing'))
 POLL = 0.05            # seconds between looks while waiting on supervisord
@@ -333,11 +333,11 @@ class FcgiGuard:
                           self.rpc.supervisor.readProcessStdoutLog)
         else:
             return "no stack: the worker's stderr is not logged"
-        offset = tail(name, 0, 0)[1]
-        if not self._try('slowlog %s' % name, self.rpc.supervisor.signalProcess,
-                         name, signame):
+        end = self._try('slowlog %s' % name, tail, name, 0, 0)
+        if end is None or not self._try('slowlog %s' % name,
+                                        self.rpc.supervisor.signalProcess, name, signame):
             return 'no stack: the worker is gone'
-        return read, name, offset
+        return read, name, end[1]    # the log's size before the dump
 
     def _collect_stacks(self, reads):
         """Each worker's stack: its log is read until the dump in it has not
@@ -536,9 +536,9 @@ class FcgiGuard:
             status = proc.poll()
             if status is None and self.clock() - started > ALARM_COMMAND_TIMEOUT:
                 proc.kill()
-                status = proc.wait()
+                proc.wait()
                 self.log('--alarm-command killed after %g s' % ALARM_COMMAND_TIMEOUT)
-            if status is None:
+            elif status is None:
                 running.append((proc, started))
             elif status:
                 self.log('--alarm-command exited with status %d' % status)
@@ -640,20 +640,26 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    env = dict(os.environ)
-    if not env.get('SUPERVISOR_SERVER_URL'):
-        sys.stderr.write('fcgi-guard: must be run as a supervisor event listener '
-                         '(SUPERVISOR_SERVER_URL is not set)\n')
-        return 2
+def make_rpc(args, environ):
+    """childutils' proxy for SUPERVISOR_SERVER_URL; --username/--password
+    override SUPERVISOR_USERNAME/SUPERVISOR_PASSWORD (supervisor sets neither)."""
+    env = dict(environ)
     if args.username is not None:
         env['SUPERVISOR_USERNAME'] = args.username
     if args.password is not None:
         env['SUPERVISOR_PASSWORD'] = args.password
+    return childutils.getRPCInterface(env)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not os.environ.get('SUPERVISOR_SERVER_URL'):
+        sys.stderr.write('fcgi-guard: must be run as a supervisor event listener '
+                         '(SUPERVISOR_SERVER_URL is not set)\n')
+        return 2
     # Header len counts characters: no newline translation on the way in.
     sys.stdin.reconfigure(newline='')
-    guard = FcgiGuard(childutils.getRPCInterface(env), args,
+    guard = FcgiGuard(make_rpc(args, os.environ), args,
                       sys.stdin, sys.stdout, sys.stderr)
     guard.log('guarding %s' % (', '.join(args.pools) if args.pools
                                else 'every fcgi pool'))

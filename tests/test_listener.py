@@ -418,6 +418,32 @@ class FcgiGuardTests(unittest.TestCase):
         with open(out) as f:
             self.assertEqual(f.read(), 'queue app 7\n')
 
+    def run_alarm_command(self, command, advance=0.0):
+        """Log lines after one alarm running ``command`` and one more event."""
+        guard = self._makeOne(DummyRPC(), '--queue-alarm', '80',
+                              '--alarm-command', command)
+        with open(os.path.join(self.tmp, 'stderr'), 'w+') as stderr:
+            guard.stderr = stderr
+            guard.alarm('queue', 'app', 'test')
+            proc = guard.commands[0][0]
+            if not advance:
+                proc.wait(5)
+            self.clock.t += advance
+            guard.handle_event({'eventname': 'PROCESS_STATE_RUNNING'}, '')
+            self.assertEqual(guard.commands, [])
+            self.assertIsNotNone(proc.poll())
+            stderr.seek(0)
+            return stderr.read().splitlines()[1:]
+
+    def test_failing_alarm_command_is_logged(self):
+        self.assertIn('--alarm-command exited with status 3',
+                      self.run_alarm_command('exit 3')[0])
+
+    def test_alarm_command_is_killed_after_a_minute(self):
+        lines = self.run_alarm_command('sleep 30', advance=61)
+        self.assertEqual(len(lines), 1)
+        self.assertIn('--alarm-command killed after 60 s', lines[0])
+
     # -- --crash-threshold -------------------------------------------------------------
 
     def test_crash_loop_raises_one_alarm_per_episode(self):
@@ -534,6 +560,15 @@ class ParseArgsTests(unittest.TestCase):
             self.assertEqual(cm.exception.code, 2, argv)
             self.assertEqual(len(err.getvalue().splitlines()), 1, argv)
             self.assertTrue(err.getvalue().startswith('fcgi-guard: error: '), argv)
+
+    def test_credentials_from_options_override_the_environment(self):
+        from supervisor_fcgi_ext.listener import make_rpc
+        env = {'SUPERVISOR_SERVER_URL': 'unix:///run/s.sock',
+               'SUPERVISOR_USERNAME': 'env-user', 'SUPERVISOR_PASSWORD': 'env-pw'}
+        transport = make_rpc(self.parse('--max-requests', '1', '--password', 'pw'),
+                             env)('transport')
+        self.assertEqual((transport.serverurl, transport.username, transport.password),
+                         ('unix:///run/s.sock', 'env-user', 'pw'))
 
     def test_main_outside_supervisor_says_so(self):
         from contextlib import redirect_stderr
