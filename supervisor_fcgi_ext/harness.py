@@ -29,6 +29,8 @@ __all__ = ['HarnessError', 'PoolSpec', 'Supervisor', 'Nginx', 'free_port',
            'find_nginx', 'wait_for', 'kill_session']
 
 BIN_DIR = os.path.dirname(sys.executable)
+# Short: test and benchmark teardowns wait this long for stuck flup workers.
+STOPWAITSECS = 1
 NGINX_CANDIDATES = ('/usr/sbin/nginx', '/usr/local/sbin/nginx',
                     '/usr/local/nginx/sbin/nginx')
 
@@ -126,6 +128,9 @@ class _Server:
     """Process bookkeeping shared by Supervisor and Nginx."""
 
     name = 'server'
+    # Which error line names the cause: the last for Python tracebacks,
+    # the first for nginx (it ends with "still could not bind()").
+    cause_index = -1
     proc = None
     stdio_path = None
     stop_timeout = 10.0
@@ -142,7 +147,7 @@ class _Server:
         return self.proc.pid if self.proc else None
 
     def _spawn(self, argv):
-        self._stdio = open(self.stdio_path, 'ab')
+        self._stdio = open(self.stdio_path, 'wb')   # this run's output only
         # A new session: stop() then finds every descendant by its sid.
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=self._stdio, stderr=subprocess.STDOUT,
@@ -160,12 +165,20 @@ class _Server:
         return '\n'.join(parts)
 
     def _exit_reason(self):
-        """The last meaningful line the server printed before dying."""
-        lines = [l.strip() for l in tail(self.stdio_path, 50).splitlines()]
-        lines = [l for l in lines if l and not l.startswith(('File ', '^', '~'))]
-        # supervisord ends with usage hints after "Error: ..." or a traceback.
-        errors = [l for l in lines if l.partition(':')[0].endswith('Error')]
-        return (errors or lines or ['no output'])[-1]
+        """The error line that names the cause, from the first log with
+        any output; else that log's last line."""
+        for path in self._log_paths():
+            lines = [l.strip() for l in tail(path, 50).splitlines()]
+            lines = [l for l in lines
+                     if l and not l.startswith(('File ', '^', '~'))]
+            # supervisord adds usage hints after "Error: ..." or a traceback.
+            errors = [l for l in lines if '[emerg]' in l
+                      or l.partition(':')[0].endswith('Error')]
+            if errors:
+                return errors[self.cause_index]
+            if lines:
+                return lines[-1]
+        return 'no output'
 
     def _check_alive(self, what):
         if self.proc.poll() is not None:
@@ -268,9 +281,11 @@ class Supervisor(_Server):
         self.stdio_path = os.path.join(self.workdir, 'supervisord.stdio.log')
         self.unix_socket_path = os.path.join(self.workdir, 'supervisor.sock')
         self.port = None
-        # Workers blocked in accept() may ignore SIGTERM until SIGKILL.
+        # supervisord waits up to stopwaitsecs before it SIGKILLs a worker
+        # (one blocked in accept() ignores SIGTERM).
         self.stop_timeout = 10.0 + max(
-            [float(p.extra.get('stopwaitsecs', 1)) for p in self.pools] or [0])
+            [float(p.extra.get('stopwaitsecs', STOPWAITSECS)) for p in self.pools]
+            or [0])
 
     @property
     def url(self):
@@ -338,7 +353,7 @@ class Supervisor(_Server):
             'autorestart': 'true',
             # 1 s: a worker that dies on import is FATAL, not briefly RUNNING.
             'startsecs': 1,
-            'stopwaitsecs': 1,
+            'stopwaitsecs': STOPWAITSECS,
             'redirect_stderr': 'false',
             'stdout_logfile': '%s/%%(program_name)s_%%(process_num)02d.out.log'
                               % self.workdir,
@@ -438,15 +453,15 @@ class Supervisor(_Server):
 
 def find_nginx(explicit=None):
     """Path of the nginx binary: ``explicit``, $NGINX, PATH, usual places."""
+    explicit = explicit or os.environ.get('NGINX')
     candidates = [explicit] if explicit else (
-        [os.environ['NGINX']] if os.environ.get('NGINX') else
         [shutil.which('nginx')] + list(NGINX_CANDIDATES))
     for path in candidates:
         if path and os.access(path, os.X_OK) and not os.path.isdir(path):
             return path
+    looked = explicit or 'PATH, ' + ', '.join(NGINX_CANDIDATES)
     raise HarnessError('nginx not found (looked at %s): install it: '
-                       'apt-get install nginx-light'
-                       % ', '.join(p for p in candidates if p) or 'PATH')
+                       'apt-get install nginx-light' % looked)
 
 
 _FASTCGI_PARAMS = """\
@@ -486,6 +501,8 @@ class Nginx(_Server):
     """nginx on a free loopback port, fastcgi_pass to one pool socket."""
 
     name = 'nginx'
+    cause_index = 0
+    stop_timeout = 5.0
 
     def __init__(self, upstream, workdir=None, keepalive=False, port=None,
                  nginx=None, keep=False):
@@ -565,6 +582,7 @@ http {{
         with open(self.conf_path, 'w') as f:
             f.write(self.conf_text)
         # -e: otherwise nginx opens its default error log before the config.
+        # A port in use fails after nginx's five bind() retries, 2.5 s.
         self._spawn([self.binary, '-p', self.workdir, '-e', self.error_log,
                      '-c', self.conf_path])
         try:
@@ -578,16 +596,17 @@ http {{
         return self
 
     def _listening(self):
+        """Whether the master holds the listening socket. Not a connect():
+        while nginx retries bind(), someone else may answer on that port."""
         self._check_alive('its port')
-        try:
-            socket.create_connection(('127.0.0.1', self.port), 1).close()
-            return True
-        except OSError:
-            return False
+        master = psutil.Process(self.proc.pid)
+        # psutil < 6 calls it connections()
+        conns = getattr(master, 'net_connections', master.connections)('tcp')
+        return any(c.status == psutil.CONN_LISTEN and c.laddr[1] == self.port
+                   for c in conns)
 
     def stop(self):
         """Fast shutdown (SIGTERM), then kill leftovers; remove the workdir."""
-        self.stop_timeout = 5.0
         try:
             self._terminate(signal.SIGTERM)
         finally:

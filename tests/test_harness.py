@@ -126,6 +126,21 @@ def test_port_in_use_is_a_one_line_reason_and_leaves_nothing(flupapp_command, ta
     assert sup.proc is None and not os.path.exists(sup.workdir)
 
 
+def test_nginx_port_in_use_is_the_reason_not_a_false_start(requires_nginx):
+    # A connect() to the port would succeed: the test's socket answers it.
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        nginx = Nginx('tcp://127.0.0.1:9', port=port, nginx=requires_nginx)
+        with pytest.raises(HarnessError) as info:
+            nginx.start()
+    assert str(info.value).splitlines()[0] == (
+        'nginx exited with status 1 while waiting for its port: nginx: [emerg] '
+        'bind() to 127.0.0.1:%d failed (98: Address already in use)' % port)
+    assert nginx.proc is None and not os.path.exists(nginx.workdir)
+
+
 def test_fatal_worker_fails_start_with_its_stderr():
     command = '%s -c "import sys; sys.exit(\'boom: no app\')"' % sys.executable
     sup = Supervisor([PoolSpec(command=command, numprocs=1,
