@@ -396,8 +396,10 @@ class Supervisor(_Server):
     def _rpc_ready(self):
         self._check_alive('XML-RPC at %s' % self.url)
         try:
-            state = self.rpc_proxy(2.0).supervisor.getState()
-            return state['statename'] == 'RUNNING'
+            rpc = self.rpc_proxy(2.0).supervisor
+            # Our supervisord, not another one that got the same free port.
+            return (rpc.getPID() == self.proc.pid
+                    and rpc.getState()['statename'] == 'RUNNING')
         except (OSError, xmlrpc.client.Error):
             return False
 

@@ -126,6 +126,16 @@ def test_port_in_use_is_a_one_line_reason_and_leaves_nothing(flupapp_command, ta
     assert sup.proc is None and not os.path.exists(sup.workdir)
 
 
+def test_start_is_not_fooled_by_another_supervisord_on_its_port(supervisor_factory):
+    first = supervisor_factory([PoolSpec(command='sleep 100', numprocs=1)],
+                               **NO_PLUGIN)
+    second = Supervisor([PoolSpec(command='sleep 100', numprocs=1)], **NO_PLUGIN)
+    second.port = first.port   # as if free_port() had handed it out twice
+    with pytest.raises(HarnessError, match='Another program is already listening'):
+        second.start(timeout=10)
+    assert first.rpc.supervisor.getPID() == first.pid
+
+
 def test_nginx_port_in_use_is_the_reason_not_a_false_start(requires_nginx):
     # A connect() to the port would succeed: the test's socket answers it.
     with socket.socket() as busy:
