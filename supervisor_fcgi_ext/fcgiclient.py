@@ -20,8 +20,8 @@ from flup.server.fcgi_base import (
     FCGI_RESPONDER, FCGI_STDERR, FCGI_STDIN, FCGI_STDOUT, Record, encode_pair,
 )
 
-__all__ = ['FastCGIError', 'Response', 'FastCGIConnection', 'parse_address',
-           'cgi_params', 'fcgi_request']
+__all__ = ['FastCGIError', 'Response', 'FastCGIConnection', 'fcgi_request',
+           'parse_address', 'format_address', 'connect', 'cgi_params']
 
 # A record's content length is a u16.
 _MAX_CONTENT = 65535

@@ -9,6 +9,10 @@ import time
 
 import pytest
 
+from flup.server.fcgi_base import (
+    FCGI_END_REQUEST, FCGI_EndRequestBody, FCGI_STDERR, FCGI_STDOUT, Record,
+)
+
 from supervisor_fcgi_ext.fcgiclient import (
     FastCGIConnection, FastCGIError, cgi_params, fcgi_request, parse_address,
 )
@@ -81,6 +85,69 @@ def test_connection_keeps_one_socket_for_several_requests(flup_factory, kind):
         for i in range(5):
             assert conn.request('/echo', 'POST', body=b'%d' % i).body == b'%d' % i
         assert conn.sock is sock and first.status == 200
+
+
+def test_keep_alive_requests_do_not_stall_on_delayed_acks(flup_factory):
+    # Without TCP_QUICKACK each request waits ~40 ms for flup's last segment.
+    address, _ = flup_factory()
+    with FastCGIConnection(address) as conn:
+        conn.request('/')
+        start = time.monotonic()
+        for _ in range(10):
+            conn.request('/')
+        assert time.monotonic() - start < 0.3
+
+
+def fake_server(listener, *records):
+    """Accept one connection, read the request, answer with ``records``
+    ((type, content) pairs for request id 1)."""
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for rtype, content in records:
+                rec = Record(rtype, 1)
+                rec.contentData, rec.contentLength = content, len(content)
+                rec.write(conn)
+            conn.recv(1)   # until the client closes
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize('records, message', [
+    ([(FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 0, 2))],
+     'refused the request: FCGI_OVERLOADED'),
+    ([(FCGI_STDOUT, b'Status: 200 OK\r\nno end of headers'),
+      (FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 0, 0))],
+     'malformed response from .*: no end of headers'),
+    ([(FCGI_STDOUT, b'Status: abc\r\n\r\n'),
+      (FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 0, 0))],
+     "malformed Status header from .*: 'abc'"),
+])
+def test_protocol_errors_are_one_line(records, message):
+    with socket.socket() as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+        thread = fake_server(listener, *records)
+        with pytest.raises(FastCGIError, match=message) as info:
+            fcgi_request(listener.getsockname(), '/', timeout=5)
+        assert '\n' not in str(info.value)
+        thread.join(5)
+
+
+def test_location_without_status_is_a_redirect_and_app_status_kept():
+    with socket.socket() as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+        thread = fake_server(
+            listener, (FCGI_STDERR, b'warn'),
+            (FCGI_STDOUT, b'Location: /there\n\nbody'),
+            (FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 3, 0)))
+        response = fcgi_request(listener.getsockname(), '/', timeout=5)
+        thread.join(5)
+    assert (response.status, response.header('location')) == (302, '/there')
+    assert (response.body, response.stderr, response.app_status) == (b'body', b'warn', 3)
 
 
 def test_keep_conn_decides_whether_the_server_closes(flup_factory):
