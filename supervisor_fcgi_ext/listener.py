@@ -55,6 +55,10 @@ __all__ = ['FcgiGuard', 'QueueWatch', 'CrashWatch', 'extract_stack',
            'parse_args', 'make_rpc', 'main']
 
 BUSY_STATES = frozenset(('reading', 'running', 'finishing'))
+# Timeouts and the slowlog apply once the app runs: while a worker reads a
+# request its slot still names the last one, and a silent peer is the
+# worker's own I/O timeout's business (fcgi-worker --timeout).
+REQUEST_STATES = frozenset(('running', 'finishing'))
 POLL = 0.05            # seconds between looks while waiting on supervisord
 STACK_WAIT = 1.0       # longest wait for a worker's stack dump to be logged
 STACK_QUIET = 0.15     # a dump is complete when its log stops growing this long
@@ -268,9 +272,10 @@ class FcgiGuard:
             self.log('pool %s: reachable again' % name)
 
     def _candidates(self, status):
-        """Busy RUNNING workers of a pool this guard is not already handling."""
+        """RUNNING workers of a pool running a request, which this guard is not
+        already handling."""
         for proc in status['processes']:
-            if (proc['state'] == 'RUNNING' and proc['worker_state'] in BUSY_STATES
+            if (proc['state'] == 'RUNNING' and proc['worker_state'] in REQUEST_STATES
                     and '%s:%s' % (status['name'], proc['name']) not in self.pending):
                 yield proc
 

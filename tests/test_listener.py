@@ -245,7 +245,8 @@ class FcgiGuardTests(unittest.TestCase):
         rpc = DummyRPC(
             [pool('app', proc('app_00', 100, 'running', 31.0, 4, uri='/?sleep=60'),
                   proc('app_01', 101, 'running', 29.0),
-                  proc('app_02', 102, 'idle', 100.0))],    # the last one's duration
+                  proc('app_02', 102, 'idle', 100.0),      # the last one's duration
+                  proc('app_03', 103, 'reading', 40.0))],  # a silent client
             {'app:app_00': DummyProcess(100, on_term='ignore')})
         guard = self._makeOne(rpc, '--request-timeout', '30', '--grace', '2')
         start = self.clock()
