@@ -31,23 +31,29 @@ VERSION = 1
 RECORD_SIZE = 512
 METHOD_SIZE = 16
 URI_SIZE = 256
-# Offset 0: constant header, then the seqlock counter.
+# Offset 0: constant header, then the seqlock counter.  The writer stores the
+# counter with one 8-byte copy (mmap slice assignment): struct.pack_into
+# zero-fills its target first, so a reader could see a counter of 0.
 _HEADER = struct.Struct('<8sHHIQ')
 _SEQ = struct.Struct('<Q')
 SEQ_OFFSET = 16
-# Offset 24: the payload, in the spec's order (docs/scoreboard.rst); offsets
-# 400..511 are reserved (zero) for additions that old readers can ignore.
-_LAYOUT = (('start_time', 'q'), ('accepted_conn', 'Q'), ('requests', 'Q'),
-           ('exceptions', 'Q'), ('protocol_errors', 'Q'), ('bytes_sent', 'Q'),
-           ('max_requests', 'Q'), ('request_start', 'q'),
-           ('last_request_duration', 'q'), ('content_length', 'q'),
-           ('last_request_memory', 'Q'), ('last_request_cpu', 'd'),
-           ('last_status', 'H'), ('active', 'H'), ('threads', 'H'),
-           ('state', 'B'), (None, 'x'), ('method', '%ds' % METHOD_SIZE),
-           ('uri', '%ds' % URI_SIZE))
+_SEQ_END = SEQ_OFFSET + 8
+# Offset 24: the payload (docs/scoreboard.rst).  Laid out for the writer: the
+# fields a request's start changes are one run (accepted_conn .. state), those
+# its end changes another (active .. last_status), so each is one pack.
+# Offsets 410..511 are reserved (zero) for additions old readers ignore.
+_LAYOUT = (('start_time', 'q'), ('max_requests', 'Q'), ('protocol_errors', 'Q'),
+           ('threads', 'H'), (None, '6x'),
+           ('accepted_conn', 'Q'), ('requests', 'Q'), ('request_start', 'q'),
+           ('content_length', 'q'), ('method', '%ds' % METHOD_SIZE),
+           ('uri', '%ds' % URI_SIZE), ('active', 'H'), ('state', 'B'), (None, '5x'),
+           ('last_request_duration', 'q'), ('last_request_memory', 'Q'),
+           ('last_request_cpu', 'd'), ('bytes_sent', 'Q'), ('exceptions', 'Q'),
+           ('last_status', 'H'))
 BODY_OFFSET = 24
+_NAMES = tuple(name for name, _ in _LAYOUT if name)
 _BODY = struct.Struct('<' + ''.join(fmt for _, fmt in _LAYOUT))
-assert BODY_OFFSET + _BODY.size == 400 <= RECORD_SIZE
+assert BODY_OFFSET + _BODY.size == 410 <= RECORD_SIZE
 OFFSETS = {}
 _prefix = '<'
 for _name, _fmt in _LAYOUT:
@@ -55,14 +61,13 @@ for _name, _fmt in _LAYOUT:
         OFFSETS[_name] = BODY_OFFSET + struct.calcsize(_prefix)
     _prefix += _fmt
 del _prefix, _name, _fmt
-# The writer packs one contiguous run of fields per update: every update is
-# three C calls (seq odd, fields, seq even), since in a busy worker each line
-# of Python costs more than the bytes it writes.
-_COUNTERS = struct.Struct('<QQQQQQ')          # accepted_conn .. max_requests
-_STARTED = struct.Struct('<QQQQQQqqqQdHHHBx%ds%ds' % (METHOD_SIZE, URI_SIZE))
-_FINISHED = struct.Struct('<QQQQQQqqqQdHHHB')  # accepted_conn .. state
-_COUNTERS_OFFSET = OFFSETS['accepted_conn']
+_STARTED = struct.Struct('<QQqq%ds%dsHB' % (METHOD_SIZE, URI_SIZE))  # accepted_conn .. state
+_FINISHED = struct.Struct('<HB5xqQdQQH')                            # active .. last_status
+_STARTED_OFFSET = OFFSETS['accepted_conn']
+_FINISHED_OFFSET = OFFSETS['active']
 _STATE_OFFSET = OFFSETS['state']
+_Q = struct.Struct('<Q')
+assert _STARTED_OFFSET + _STARTED.size == _FINISHED_OFFSET + 3
 
 # Bounded retries of a torn read; a writer holds the seq odd for a few µs.
 READ_RETRIES = 5
@@ -123,19 +128,24 @@ def encode_slot(slot, seq=0):
         state = WORKER_STATES.index(slot.state)
     except ValueError:
         raise ScoreboardError('unknown worker state %r' % (slot.state,))
-    body = _BODY.pack(
-        _us(slot.start_time), slot.accepted_conn, slot.requests, slot.exceptions,
-        slot.protocol_errors, slot.bytes_sent, slot.max_requests,
-        _us(slot.request_start), slot.last_request_duration_us, slot.content_length,
-        slot.last_request_memory, slot.last_request_cpu, slot.last_status,
-        slot.active, slot.threads, state, _raw(slot.request_method, METHOD_SIZE),
-        _raw(slot.request_uri, URI_SIZE))
+    fields = dict(
+        start_time=_us(slot.start_time), max_requests=slot.max_requests,
+        protocol_errors=slot.protocol_errors, threads=slot.threads,
+        accepted_conn=slot.accepted_conn, requests=slot.requests,
+        request_start=_us(slot.request_start), content_length=slot.content_length,
+        method=_raw(slot.request_method, METHOD_SIZE),
+        uri=_raw(slot.request_uri, URI_SIZE), active=slot.active, state=state,
+        last_request_duration=slot.last_request_duration_us,
+        last_request_memory=slot.last_request_memory,
+        last_request_cpu=slot.last_request_cpu, bytes_sent=slot.bytes_sent,
+        exceptions=slot.exceptions, last_status=slot.last_status)
+    body = _BODY.pack(*[fields[name] for name in _NAMES])
     record = _HEADER.pack(MAGIC, VERSION, RECORD_SIZE, slot.pid, seq) + body
     return record.ljust(RECORD_SIZE, b'\0')
 
 
-def decode_slot(data, now=None, pid=None):
-    """The Slot in ``data`` (a consistent record); ScoreboardError when it is not one."""
+def _check_header(data, pid):
+    """(pid, seq) of a record whose constant header is right."""
     if len(data) < RECORD_SIZE:
         raise ScoreboardError('truncated slot (%d of %d bytes)' % (len(data), RECORD_SIZE))
     magic, version, size, rpid, seq = _HEADER.unpack_from(data)
@@ -145,21 +155,27 @@ def decode_slot(data, now=None, pid=None):
         raise ScoreboardError('unsupported slot format version %d size %d' % (version, size))
     if pid is not None and rpid != pid:
         raise ScoreboardError('slot belongs to pid %d, not %d' % (rpid, pid))
+    return rpid, seq
+
+
+def decode_slot(data, now=None, pid=None):
+    """The Slot in ``data`` (a consistent record); ScoreboardError when it is not one."""
+    rpid, seq = _check_header(data, pid)
     if seq & 1:
         raise ScoreboardError('slot is being written')
-    (start, accepted, requests, exceptions, errors, sent, max_requests, req_start,
-     last_duration, content_length, memory, cpu, status, active, threads, state,
-     method, uri) = _BODY.unpack_from(data, BODY_OFFSET)
+    f = dict(zip(_NAMES, _BODY.unpack_from(data, BODY_OFFSET)))
+    state = f['state']
     if state >= len(WORKER_STATES):
         raise ScoreboardError('bad worker state %d' % state)
-    duration = last_duration
-    if state in _BUSY and req_start > 0:
+    duration = last_duration = f['last_request_duration']
+    if state in _BUSY and f['request_start'] > 0:
         now_us = _us(time.time() if now is None else now)
-        duration = max(0, now_us - req_start)
-    return Slot(rpid, start / 1e6, WORKER_STATES[state], accepted, requests,
-                _text(method), _text(uri), content_length, req_start / 1e6,
-                duration, last_duration, cpu, memory, status, active, threads,
-                max_requests, exceptions, errors, sent)
+        duration = max(0, now_us - f['request_start'])
+    return Slot(rpid, f['start_time'] / 1e6, WORKER_STATES[state], f['accepted_conn'],
+                f['requests'], _text(f['method']), _text(f['uri']), f['content_length'],
+                f['request_start'] / 1e6, duration, last_duration, f['last_request_cpu'],
+                f['last_request_memory'], f['last_status'], f['active'], f['threads'],
+                f['max_requests'], f['exceptions'], f['protocol_errors'], f['bytes_sent'])
 
 
 def _check_pool(pool):
@@ -237,9 +253,8 @@ def read_slot(path, now=None):
             before = os.pread(fd, 8, SEQ_OFFSET)
             data = os.pread(fd, RECORD_SIZE, 0)
             after = os.pread(fd, 8, SEQ_OFFSET)
-            if len(data) < RECORD_SIZE:
-                raise ScoreboardError('truncated slot (%d of %d bytes)' % (len(data), RECORD_SIZE))
-            if before == after and not before[0] & 1:
+            _check_header(data, pid)
+            if before == after == data[SEQ_OFFSET:_SEQ_END] and not before[0] & 1:
                 return decode_slot(data, now, pid)
             os.sched_yield()
         raise ScoreboardError('slot still being written after %d reads' % READ_RETRIES)
@@ -325,6 +340,8 @@ class SlotWriter:
     seqlock counter.  Not thread-safe: from_environ(threads > 1) returns a
     locked subclass.
     """
+    __slots__ = ('pid', 'path', 'threads', 'max_requests', 'accepted_conn', 'requests',
+                 'exceptions', 'protocol_errors', 'bytes_sent', 'active', '_seq', '_mm')
 
     def __init__(self, directory, pid=None, threads=1, max_requests=0):
         self.pid = os.getpid() if pid is None else pid
@@ -333,8 +350,6 @@ class SlotWriter:
         self.max_requests = max_requests
         self.accepted_conn = self.requests = self.exceptions = 0
         self.protocol_errors = self.bytes_sent = self.active = 0
-        self.content_length = self.request_start = 0
-        self._last = (0, 0, 0.0, 0)     # duration µs, memory, cpu %, status
         self._seq = 0
         self._mm = None
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -378,11 +393,6 @@ class SlotWriter:
             _log('scoreboard disabled: %s: %s' % (os.path.join(base, pool), _reason(exc)))
         return None
 
-    def _counters(self):
-        _COUNTERS.pack_into(self._mm, _COUNTERS_OFFSET, self.accepted_conn,
-                            self.requests, self.exceptions, self.protocol_errors,
-                            self.bytes_sent, self.max_requests)
-
     def set_state(self, state):
         """Enter ``state``.  While a request is in flight (another thread's,
         with --threads) only 'running' and 'finishing' are shown."""
@@ -390,30 +400,30 @@ class SlotWriter:
         if code < 3 and self.active:
             return
         seq = self._seq + 1
-        _SEQ.pack_into(self._mm, SEQ_OFFSET, seq)
+        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
         self._mm[_STATE_OFFSET] = code
         self._seq = seq + 1
-        _SEQ.pack_into(self._mm, SEQ_OFFSET, seq + 1)
+        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
 
     def accepted(self):
         self.accepted_conn += 1
         seq = self._seq + 1
-        _SEQ.pack_into(self._mm, SEQ_OFFSET, seq)
-        self._counters()
+        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
+        _Q.pack_into(self._mm, _STARTED_OFFSET, self.accepted_conn)
         self._seq = seq + 1
-        _SEQ.pack_into(self._mm, SEQ_OFFSET, seq + 1)
+        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
 
     def protocol_error(self):
         """A connection dropped without a complete request (garbage, timeout,
         EOF); the worker is idle again unless a request is in flight."""
         self.protocol_errors += 1
         seq = self._seq + 1
-        _SEQ.pack_into(self._mm, SEQ_OFFSET, seq)
-        self._counters()
+        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
+        _Q.pack_into(self._mm, OFFSETS['protocol_errors'], self.protocol_errors)
         if not self.active:
             self._mm[_STATE_OFFSET] = 1
         self._seq = seq + 1
-        _SEQ.pack_into(self._mm, SEQ_OFFSET, seq + 1)
+        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
 
     def request_started(self, method, uri, content_length, start=None, accepted=False):
         """The app is about to be called; ``start`` (epoch) defaults to now.
@@ -424,38 +434,31 @@ class SlotWriter:
         self.requests += 1
         self.active += 1
         self.accepted_conn += accepted
-        self.content_length = content_length
-        self.request_start = int((time.time() if start is None else start) * 1e6)
         try:
             method, uri = method.encode('latin-1'), uri.encode('latin-1')
         except UnicodeEncodeError:
             method, uri = _raw(method, METHOD_SIZE), _raw(uri, URI_SIZE)
-        mm, seq, last = self._mm, self._seq + 1, self._last
-        _SEQ.pack_into(mm, SEQ_OFFSET, seq)
+        mm, seq = self._mm, self._seq + 1
+        mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
         # 's' fields truncate what does not fit
-        _STARTED.pack_into(mm, _COUNTERS_OFFSET, self.accepted_conn, self.requests,
-                           self.exceptions, self.protocol_errors, self.bytes_sent,
-                           self.max_requests, self.request_start, last[0],
-                           content_length, last[1], last[2], last[3],
-                           min(self.active, 0xffff), self.threads, 3, method, uri)
+        _STARTED.pack_into(mm, _STARTED_OFFSET, self.accepted_conn, self.requests,
+                           int((time.time() if start is None else start) * 1e6),
+                           content_length, method, uri, min(self.active, 0xffff), 3)
         self._seq = seq + 1
-        _SEQ.pack_into(mm, SEQ_OFFSET, seq + 1)
+        mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
 
     def request_finished(self, duration_us, cpu_pct, memory, status=0,
                          failed=False, sent=0):
         self.active = active = max(0, self.active - 1)
         self.exceptions += failed
         self.bytes_sent += sent
-        self._last = (duration_us, memory, cpu_pct, status)
         mm, seq = self._mm, self._seq + 1
-        _SEQ.pack_into(mm, SEQ_OFFSET, seq)
-        _FINISHED.pack_into(mm, _COUNTERS_OFFSET, self.accepted_conn, self.requests,
-                            self.exceptions, self.protocol_errors, self.bytes_sent,
-                            self.max_requests, self.request_start, duration_us,
-                            self.content_length, memory, cpu_pct, status,
-                            min(active, 0xffff), self.threads, 3 if active else 1)
+        mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
+        _FINISHED.pack_into(mm, _FINISHED_OFFSET, min(active, 0xffff), 3 if active else 1,
+                            duration_us, memory, cpu_pct, self.bytes_sent,
+                            self.exceptions, status)
         self._seq = seq + 1
-        _SEQ.pack_into(mm, SEQ_OFFSET, seq + 1)
+        mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
 
     def close(self):
         """Unmap; the file stays for supervisord to harvest when we have exited."""
@@ -466,6 +469,7 @@ class SlotWriter:
 
 class _LockedSlotWriter(SlotWriter):
     """For --threads: the same updates, one thread at a time."""
+    __slots__ = ('_lock',)
 
     def __init__(self, *args, **kwargs):
         self._lock = threading.Lock()

@@ -503,9 +503,7 @@ class _WorkerMixin:
         self.scoreboard = scoreboard
         self.stopping = False
         self.stop_reason = None
-        self.rusage_who = _RUSAGE_THREAD if threads > 1 else resource.RUSAGE_SELF
         self._served = itertools.count(1)
-        self._cpu = threading.local()
         self._connectionClass = WorkerConnection
         self._tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -538,19 +536,6 @@ class _WorkerMixin:
             self._detached = True
             os.dup2(self._devnull, self.listener.fileno())
 
-    def cpu_and_memory(self):
-        """CPU seconds this thread used since its last call, and peak RSS bytes.
-
-        One getrusage() per request: the CPU counted is the request's plus
-        the accept() before it, which is next to nothing.
-        """
-        ru = resource.getrusage(self.rusage_who)
-        now = ru.ru_utime + ru.ru_stime
-        # a new pool thread has used next to nothing before its first request
-        used = now - getattr(self._cpu, 'last', 0.0)
-        self._cpu.last = now
-        return used, ru.ru_maxrss * 1024
-
     def request_done(self):
         if self.max_requests and next(self._served) >= self.max_requests \
                 and not self.stopping:
@@ -564,7 +549,7 @@ class _WorkerMixin:
         for signum in STOP_SIGNALS:
             signal.signal(signum, self.handle_stop)
         if self.scoreboard is not None:
-            self.cpu_and_memory()     # the first request's CPU starts here
+            self.cpu_and_memory()     # the first request's CPU counts from here
             self.scoreboard.set_state('idle')
         try:
             while not self.stopping:
@@ -686,6 +671,18 @@ class SingleWorker(_WorkerMixin, fcgi_single.WSGIServer):
                  max_requests=0, scoreboard=None):
         fcgi_single.WSGIServer.__init__(self, application)
         self._setup(listener, 1, timeout, max_requests, scoreboard)
+        self._cpu_last = 0.0
+
+    def cpu_and_memory(self):
+        """CPU seconds used since the last call, and peak RSS in bytes.
+
+        One getrusage() per request: the CPU counted is the request's and the
+        accept() before it, which is next to nothing.
+        """
+        ru = resource.getrusage(_RUSAGE_THREAD)
+        now = ru.ru_utime + ru.ru_stime
+        used, self._cpu_last = now - self._cpu_last, now
+        return used, ru.ru_maxrss * 1024
 
     def _wait_for_thread(self):
         return True
@@ -718,6 +715,16 @@ class ThreadedWorker(_WorkerMixin, fcgi.WSGIServer):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self._setup(listener, threads, timeout, max_requests, scoreboard)
         self._free = threading.BoundedSemaphore(threads)
+        self._cpu = threading.local()
+
+    def cpu_and_memory(self):
+        """CPU seconds this thread used since its last call (a new pool thread
+        has used next to nothing before), and peak RSS in bytes."""
+        ru = resource.getrusage(_RUSAGE_THREAD)
+        now = ru.ru_utime + ru.ru_stime
+        used = now - getattr(self._cpu, 'last', 0.0)
+        self._cpu.last = now
+        return used, ru.ru_maxrss * 1024
 
     def _wait_for_thread(self):
         return self._free.acquire(timeout=_WAIT_SLICE)

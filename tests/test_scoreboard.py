@@ -47,15 +47,16 @@ class FormatTests(unittest.TestCase):
     def test_layout_is_the_documented_one(self):
         # docs/scoreboard.rst promises these offsets to writers in other languages
         self.assertEqual(scoreboard.OFFSETS, {
-            'start_time': 24, 'accepted_conn': 32, 'requests': 40, 'exceptions': 48,
-            'protocol_errors': 56, 'bytes_sent': 64, 'max_requests': 72,
-            'request_start': 80, 'last_request_duration': 88, 'content_length': 96,
-            'last_request_memory': 104, 'last_request_cpu': 112, 'last_status': 120,
-            'active': 122, 'threads': 124, 'state': 126, 'method': 128, 'uri': 144})
+            'start_time': 24, 'max_requests': 32, 'protocol_errors': 40, 'threads': 48,
+            'accepted_conn': 56, 'requests': 64, 'request_start': 72,
+            'content_length': 80, 'method': 88, 'uri': 104, 'active': 360,
+            'state': 362, 'last_request_duration': 368, 'last_request_memory': 376,
+            'last_request_cpu': 384, 'bytes_sent': 392, 'exceptions': 400,
+            'last_status': 408})
         data = encode_slot(make_slot())
         self.assertEqual(data[:8], b'SVFCGISB')
         self.assertEqual(struct.unpack_from('<HHIQ', data, 8), (1, 512, PID, 0))
-        self.assertEqual(data[400:], bytes(112))
+        self.assertEqual(data[410:], bytes(102))
 
     def test_running_slot_reports_elapsed_time_from_now(self):
         slot = make_slot(state='running', active=1)
@@ -70,7 +71,7 @@ class FormatTests(unittest.TestCase):
         self.assertEqual(decoded.request_method, 'M' * scoreboard.METHOD_SIZE)
         self.assertEqual(len(decoded.request_uri), scoreboard.URI_SIZE)
         data = bytearray(encode_slot(slot))
-        data[144:147] = b'/\xff\xfe'
+        data[104:107] = b'/\xff\xfe'
         self.assertEqual(decode_slot(bytes(data)).request_uri[:3], '/\ufffd\ufffd')
 
     def test_bad_records_raise_one_line_errors(self):
@@ -80,7 +81,7 @@ class FormatTests(unittest.TestCase):
             'version 2': good[:8] + struct.pack('<H', 2) + good[10:],
             'size 1024': good[:10] + struct.pack('<H', 1024) + good[12:],
             'being written': good[:16] + struct.pack('<Q', 7) + good[24:],
-            'bad worker state 9': good[:126] + b'\x09' + good[127:],
+            'bad worker state 9': good[:362] + b'\x09' + good[363:],
             'truncated': good[:100],
         }
         for reason, data in cases.items():
