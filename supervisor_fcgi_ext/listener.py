@@ -36,7 +36,6 @@ supervisord is found through SUPERVISOR_SERVER_URL; credentials come from
 --username/--password or SUPERVISOR_USERNAME/SUPERVISOR_PASSWORD.  Logs go
 to stderr; stdout is the event protocol.
 """
-from __future__ import annotations
 
 import argparse
 import collections
