@@ -92,6 +92,10 @@ class _Closed(Exception):
     """The connection ended between requests: nothing went wrong."""
 
 
+class _PeerGone(Exception):
+    """The web server went away while we answered: nobody to answer."""
+
+
 def _log(message):
     sys.stderr.write('fcgi-worker[%d]: %s\n' % (os.getpid(), message))
     sys.stderr.flush()
@@ -209,6 +213,8 @@ class WorkerRequest(fcgi_base.Request):
         failed = False
         try:
             protocol_status, app_status = server.handler(self)
+        except _PeerGone:
+            protocol_status, app_status = fcgi_base.FCGI_REQUEST_COMPLETE, 0
         except Exception:
             failed = True
             self.status = 500
@@ -222,8 +228,8 @@ class WorkerRequest(fcgi_base.Request):
         try:
             self._flush()
             self._end(app_status, protocol_status)
-        except OSError:
-            conn.lost = True   # the peer went away: nobody to answer
+        except _PeerGone:
+            pass
         finally:
             conn.phase = conn._shown = None
             conn.linger = conn.linger or not self.stdin._eof
@@ -305,14 +311,17 @@ class WorkerConnection(fcgi_base.Connection):
             self._do_stdin(rec)
         elif kind == fcgi_base.FCGI_BEGIN_REQUEST:
             self._do_begin_request(rec)
-        elif kind == fcgi_base.FCGI_GET_VALUES:
-            self._do_get_values(rec)
         elif kind == fcgi_base.FCGI_ABORT_REQUEST:
             self._do_abort_request(rec)
         elif kind == fcgi_base.FCGI_DATA:
             self._do_data(rec)
         elif rec.requestId == fcgi_base.FCGI_NULL_REQUEST_ID:
-            self._do_unknown_type(rec)
+            # management records are answered at once
+            if kind == fcgi_base.FCGI_GET_VALUES:
+                self._do_get_values(rec)
+            else:
+                self._do_unknown_type(rec)
+            self.flush()
 
     def _read_record(self):
         if len(self._rbuf) - self._rpos < 8:
@@ -396,6 +405,19 @@ class WorkerConnection(fcgi_base.Connection):
             board.set_state(state)
             self._shown = state
 
+    def _do_get_values(self, inrec):
+        """flup's, with the names decoded: on Python 3 flup answers nothing."""
+        pairs, pos = [], 0
+        while pos < inrec.contentLength:
+            pos, (name, _) = fcgi_base.decode_pair(inrec.contentData, pos)
+            value = self.server.capability.get(name.decode('latin-1'))
+            if value is not None:
+                pairs.append(fcgi_base.encode_pair(name, str(value).encode('latin-1')))
+        rec = fcgi_base.Record(fcgi_base.FCGI_GET_VALUES_RESULT)
+        rec.contentData = b''.join(pairs)
+        rec.contentLength = len(rec.contentData)
+        self.writeRecord(rec)
+
     def _do_params(self, inrec):
         req = self._requests.get(inrec.requestId)
         if req is not None and inrec.contentLength:
@@ -424,7 +446,8 @@ class WorkerConnection(fcgi_base.Connection):
                                       rec.contentLength, rec.paddingLength))
         if rec.contentLength:
             self._out.append(rec.contentData)
-            self._out.append(_PAD[:rec.paddingLength])
+            if rec.paddingLength:
+                self._out.append(_PAD[:rec.paddingLength])
 
     def write_stream(self, kind, request_id, data):
         """Buffer ``data`` as records of ``kind``; sent at the end of the request."""
@@ -441,18 +464,22 @@ class WorkerConnection(fcgi_base.Connection):
             self.flush()
 
     def flush(self):
-        if not self._out:
+        """Send the buffered records; _PeerGone if the peer is gone or stuck."""
+        out, self._out, self._outlen = self._out, [], 0
+        if not out or self.lost:
             return
-        data = memoryview(b''.join(self._out))
-        self._out.clear()
-        self._outlen = 0
-        while data:
-            try:
-                sent = self._sock.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                self._wait(select.POLLOUT)
-                continue
-            data = data[sent:]
+        data = memoryview(b''.join(out))
+        try:
+            while data:
+                try:
+                    sent = self._sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    self._wait(select.POLLOUT)
+                    continue
+                data = data[sent:]
+        except (OSError, ProtocolError) as exc:
+            self.lost = True
+            raise _PeerGone(_reason(exc))
 
     def end_request(self, req, appStatus=0,
                     protocolStatus=fcgi_base.FCGI_REQUEST_COMPLETE, remove=True):
@@ -493,7 +520,6 @@ class _WorkerMixin:
     the accept loop on fd 0, signals, scoreboard and max-requests."""
 
     request_class = WorkerRequest
-    maxwrite = _MAX_CONTENT + fcgi_base.FCGI_HEADER_LEN
 
     def _setup(self, listener, threads, timeout, max_requests, scoreboard):
         self.listener = listener
@@ -504,7 +530,6 @@ class _WorkerMixin:
         self.stopping = False
         self.stop_reason = None
         self._served = itertools.count(1)
-        self._connectionClass = WorkerConnection
         self._tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._detached = False
@@ -639,6 +664,7 @@ class _WorkerMixin:
         result = self.application(environ, start_response)
         try:
             if isinstance(result, (list, tuple)):
+                req._conn.phase = 'finishing'     # the app is done
                 body = b''.join(map(_bytes, result))
                 if not response:
                     raise AssertionError('app returned before start_response()')

@@ -13,8 +13,8 @@ import time
 
 import pytest
 from flup.server.fcgi_base import (
-    FCGI_BEGIN_REQUEST, FCGI_BeginRequestBody, FCGI_PARAMS, FCGI_RESPONDER,
-    FCGI_STDIN, encode_pair,
+    FCGI_BEGIN_REQUEST, FCGI_GET_VALUES, FCGI_GET_VALUES_RESULT, FCGI_BeginRequestBody,
+    FCGI_PARAMS, FCGI_RESPONDER, FCGI_STDIN, encode_pair,
 )
 
 from supervisor_fcgi_ext import worker
@@ -277,6 +277,33 @@ def test_scoreboard_shows_the_running_request(pool):
     assert 0 <= slot.last_request_cpu < 50     # it slept
 
 
+def test_scoreboard_shows_reading_while_the_peer_is_slow_to_ask(pool):
+    p = pool()
+    proc = p.start()
+    sock = p.connect()
+    sock.sendall(begin())
+    assert wait_for(lambda: p.state(proc) == 'reading')
+    assert p.slot(proc).accepted_conn == 1
+    sock.sendall(record(FCGI_PARAMS, params()) + record(FCGI_PARAMS) + record(FCGI_STDIN))
+    assert read_until_closed(sock).startswith(b'\x01\x06')    # FCGI_STDOUT
+    sock.close()
+    slot = p.settled(proc)
+    assert (slot.accepted_conn, slot.requests, slot.protocol_errors) == (1, 1, 0)
+
+
+def test_scoreboard_shows_finishing_while_the_peer_is_slow_to_take(pool, app_dir):
+    p = pool()
+    proc = p.start('myapp', cwd=app_dir)
+    sock = p.connect()
+    sock.sendall(begin() + record(FCGI_PARAMS, params('/big')) + record(FCGI_PARAMS)
+                 + record(FCGI_STDIN))
+    assert wait_for(lambda: p.state(proc) == 'finishing')
+    sock.close()                             # and never takes the answer
+    slot = p.settled(proc)
+    assert (slot.requests, slot.protocol_errors, slot.exceptions) == (1, 0, 0)
+    assert p.request('/').body == b'app %d' % proc.pid
+
+
 def test_without_the_scoreboard_env_no_slot_is_written(pool):
     p = pool()
     proc = p.start(board=False)
@@ -463,19 +490,35 @@ def begin():
     return record(FCGI_BEGIN_REQUEST, struct.pack(FCGI_BeginRequestBody, FCGI_RESPONDER, 0))
 
 
-def params():
-    return b''.join(encode_pair(k.encode(), str(v).encode())
-                    for k, v in cgi_params('/').items())
+def params(uri='/'):
+    return b''.join(encode_pair(k.encode(), v if isinstance(v, bytes) else str(v).encode())
+                    for k, v in cgi_params(uri).items())
 
 
-def closed_by_worker(sock, timeout=5):
+def read_until_closed(sock, timeout=5):
+    """All the worker sends until it closes; raises socket.timeout if it never does."""
     sock.settimeout(timeout)
+    data = []
     try:
-        while sock.recv(65536):
-            pass
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data.append(chunk)
     except ConnectionResetError:
         pass
-    return True
+    return b''.join(data)
+
+
+def test_get_values_tells_the_web_server_one_connection_at_a_time(pool):
+    p = pool()
+    p.start()
+    sock = p.connect()
+    sock.sendall(record(FCGI_GET_VALUES, encode_pair(b'FCGI_MAX_CONNS', b''), 0))
+    sock.settimeout(5)
+    answer = sock.recv(65536)
+    sock.close()
+    assert answer[1] == FCGI_GET_VALUES_RESULT and b'FCGI_MAX_CONNS1' in answer
 
 
 def test_bad_input_never_hangs_the_worker_nor_skews_its_counters(pool):
@@ -493,7 +536,7 @@ def test_bad_input_never_hangs_the_worker_nor_skews_its_counters(pool):
             sock.sendall(data)
         except OSError:
             pass       # the worker may have hung up already
-        assert closed_by_worker(sock), name
+        read_until_closed(sock)
         sock.close()
         assert pid_of(p.request('/')) == proc.pid, name
     began = time.monotonic()
