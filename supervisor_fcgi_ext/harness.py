@@ -310,6 +310,14 @@ class Supervisor(_Server):
 
     def write_config(self):
         """Write supervisord.conf into the workdir and return its text."""
+        text = self.config_text()
+        with open(self.conf_path, 'w') as f:
+            f.write(text)
+        return text
+
+    def config_text(self):
+        """supervisord.conf as write_config() writes it (ports and sockets
+        are chosen on the first call)."""
         if self.port is None:
             self.port = free_port()
         wd = self.workdir
@@ -338,10 +346,7 @@ class Supervisor(_Server):
         out += ['[supervisorctl]', 'serverurl = %s' % self.url, '']
         for spec in self.pools:
             out += self._pool_section(spec)
-        text = '\n'.join(out) + '\n' + self.extra_sections
-        with open(self.conf_path, 'w') as f:
-            f.write(text)
-        return text
+        return '\n'.join(out) + '\n' + self.extra_sections
 
     def _pool_section(self, spec):
         url = spec.resolve_socket(self.workdir)
@@ -528,7 +533,9 @@ class Nginx(_Server):
             self.port = free_port()
         wd = self.workdir
         server = nginx_upstream(self.upstream)
-        keep = ('    keepalive 16;\n' if self.keepalive else '')
+        # True: 16 idle connections kept; a number: that many.
+        idle = 16 if self.keepalive is True else self.keepalive
+        keep = ('    keepalive %d;\n' % idle if self.keepalive else '')
         keep_conn = ('            fastcgi_keep_conn on;\n'
                      if self.keepalive else '')
         params = '\n'.join('            ' + line
