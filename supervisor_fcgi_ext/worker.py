@@ -25,8 +25,17 @@ once when idle).  USR1 writes every thread's stack to stderr and goes on.
 When supervisord's fcgi plugin runs, every request is counted in this worker's
 scoreboard slot (supervisor_fcgi_ext.scoreboard).
 
+--timeout bounds every wait for the web server on a connection: a request
+that stops arriving, an answer nobody takes, and an idle kept-alive connection
+(nginx's fastcgi_keep_conn), which holds a single-threaded worker until then.
+
 Exit codes: 0 stopped by a signal or after --max-requests; 3 fd 0 is not a
 listening socket (not started as an fcgi-program); 4 the app cannot be loaded.
+A recycled worker exits 0, as a clean stop: supervisor's default
+autorestart=unexpected would leave it down, so pools set autorestart=true
+(then SIGHUP restarts one worker gracefully, too).  A dedicated exit code
+would be restarted by default, but logged as "not expected" at every recycle
+and counted as a crash by anything that watches exit codes.
 """
 from __future__ import annotations
 

@@ -203,13 +203,14 @@ def test_sleep_parameter(pool):
 def test_threads_serve_requests_at_once(pool):
     p = pool()
     proc = p.start('--threads', '3')
+    pid_of(p.request('/'))      # started
     began = time.monotonic()
     calls = [in_background(p.request, '/?sleep=0.5') for _ in range(3)]
     pids = {pid_of(call.result()) for call in calls}
     assert time.monotonic() - began < 1.2
     assert pids == {proc.pid}
     slot = p.settled(proc)
-    assert (slot.threads, slot.requests, slot.active, slot.state) == (3, 3, 0, 'idle')
+    assert (slot.threads, slot.requests, slot.active, slot.state) == (3, 4, 0, 'idle')
 
 
 def test_app_module_from_the_working_directory(pool, app_dir):
