@@ -47,6 +47,8 @@ POOL = 'app'
 MAX_SLEEP = 60.0          # the demo worker sleeps at most this long
 SETTLE_EXACT = 5.0        # a scoreboard is written as the response goes out
 SETTLE_SAMPLED = 3.0      # two sampling intervals (1 s) and some slack
+SAMPLING_HINT = ('\n            (a sample about every second misses shorter '
+                 'connections: try --sleep 2)')
 PID_RE = re.compile(rb'ProcessId:\s*(\d+)')
 
 
@@ -118,15 +120,15 @@ def plugin_delta(before, after):
     """Per-pid counts of one round from two fcgi.getPoolStatus answers.
 
     Counters only grow between resets, so a round is after minus before; a
-    worker that exited during the round took its counts into the pool total,
-    which gives the ``exited`` remainder.
+    worker that exited during the round (``gone``) took its counts into the
+    pool total, which gives the ``exited`` remainder.
     """
     old = {p['pid']: p for p in before['processes'] if p['pid']}
     processes = []
     for p in after['processes']:
         if not p['pid']:
             continue
-        prior = old.get(p['pid'], {'requests': 0, 'accepted_conn': 0})
+        prior = old.pop(p['pid'], {'requests': 0, 'accepted_conn': 0})
         processes.append({
             'pid': p['pid'], 'name': p['name'], 'source': p['requests_source'],
             'requests': p['requests'] - prior['requests'],
@@ -134,45 +136,54 @@ def plugin_delta(before, after):
     requests = after['requests'] - before['requests']
     return {'processes': processes, 'requests': requests,
             'accepted_conn': after['accepted_conn'] - before['accepted_conn'],
-            'exited': requests - sum(p['requests'] for p in processes)}
+            'exited': requests - sum(p['requests'] for p in processes),
+            'gone': [{'pid': p['pid'], 'name': p['name']} for p in old.values()]}
 
 
 def tally(round_):
     """One round's rows (one per pid), failures and agreement."""
     answered = [r for r in round_['responses'] if not r['error']]
+    failures = [r for r in round_['responses'] if r['error']]
     bodies = collections.Counter(r['pid'] for r in answered if r['pid'])
     plugin = {p['pid']: p for p in round_['plugin']['processes']}
+    gone = {p['pid']: p['name'] for p in round_['plugin']['gone']}
     rows = []
-    for pid in sorted(set(bodies) | set(plugin)):
+    for pid in sorted(set(bodies) | set(plugin) | set(gone)):
         p = plugin.get(pid)
-        rows.append({'pid': pid, 'name': p['name'] if p else '(exited)',
+        rows.append({'pid': pid, 'name': p['name'] if p else gone.get(pid, '?'),
                      'bodies': bodies.get(pid, 0),
                      'plugin': p['requests'] if p else None,
                      'accepted_conn': p['accepted_conn'] if p else None,
-                     'source': p['source'] if p else None})
-    return {'rows': rows, 'answered': len(answered),
-            'failures': [r for r in round_['responses'] if r['error']],
+                     'source': p['source'] if p else None,
+                     'exited': p is None})
+    return {'rows': rows, 'answered': len(answered), 'failures': failures,
             'pids_in_bodies': bool(bodies),
             'agreement': _agreement(rows, round_['plugin'], len(answered),
-                                    bool(bodies))}
+                                    len(failures), bool(bodies))}
 
 
-def _agreement(rows, plugin, answered, pids_in_bodies):
+def _agreement(rows, plugin, answered, failed, pids_in_bodies):
+    """Whether the responses and the plugin counted the same requests per pid.
+
+    A worker that dies holding a request has counted it (as PHP-FPM does, at
+    its start) and the client got an error: such ``lost`` requests, at most
+    one per failure, are the only difference allowed, on exited workers."""
     sources = {r['source'] for r in rows if r['source']}
-    source = sources.pop() if len(sources) == 1 else 'mixed'
+    agreement = {'source': sources.pop() if len(sources) == 1 else 'mixed',
+                 'mismatches': [], 'lost': 0,
+                 'plugin_total': plugin['requests'], 'answered': answered}
     if not pids_in_bodies:
-        return {'status': 'no-pids', 'source': source, 'mismatches': [],
-                'plugin_total': plugin['requests'], 'answered': answered}
+        return dict(agreement, status='no-pids')
     mismatches = [{'pid': r['pid'], 'bodies': r['bodies'], 'plugin': r['plugin']}
-                  for r in rows
-                  if r['plugin'] is not None and r['plugin'] != r['bodies']]
-    gone = sum(r['bodies'] for r in rows if r['plugin'] is None)
-    if gone != plugin['exited']:
+                  for r in rows if not r['exited'] and r['plugin'] != r['bodies']]
+    gone = sum(r['bodies'] for r in rows if r['exited'])
+    if 0 < plugin['exited'] - gone <= failed:
+        agreement['lost'] = plugin['exited'] - gone
+    elif plugin['exited'] != gone:
         mismatches.append({'pid': None, 'bodies': gone,
                            'plugin': plugin['exited']})
-    status = 'agree' if not mismatches else 'differ'
-    return {'status': status, 'source': source, 'mismatches': mismatches,
-            'plugin_total': plugin['requests'], 'answered': answered}
+    return dict(agreement, mismatches=mismatches,
+                status='differ' if mismatches else 'agree')
 
 
 def random_balance(requests, workers, seed=1):
@@ -212,16 +223,16 @@ def summarize(rounds):
         for row in t['rows']:
             total = totals.setdefault(row['pid'], {
                 'pid': row['pid'], 'name': row['name'], 'bodies': 0,
-                'plugin': 0, 'accepted_conn': 0, 'source': row['source']})
+                'plugin': 0, 'accepted_conn': 0, 'source': row['source'],
+                'exited': False})
             total['bodies'] += row['bodies']
             total['plugin'] += row['plugin'] or 0
             total['accepted_conn'] += row['accepted_conn'] or 0
-            if row['plugin'] is None:
-                total['name'] = '(exited)'
+            total['exited'] = total['exited'] or row['exited']
         splits.append(_split(t['rows'], by_bodies))
     per_round = [_figures(s) for s in splits]
     rows = sorted(totals.values(), key=lambda r: (r['name'], r['pid']))
-    overall = [r['bodies' if by_bodies else 'plugin'] for r in rows]
+    overall = _split(rows, by_bodies)
     statuses = {t['agreement']['status'] for t in tallies}
     return {
         'rows': rows,
@@ -237,6 +248,7 @@ def summarize(rounds):
         'failures': [dict(f, round=r['number'])
                      for r, t in zip(rounds, tallies) for f in t['failures']],
         'agreement': statuses.pop() if len(statuses) == 1 else 'differ',
+        'lost': sum(t['agreement']['lost'] for t in tallies),
         'source': _combined({t['agreement']['source'] for t in tallies}),
         'per_round': per_round,
         'overall': _figures(overall),
@@ -245,9 +257,13 @@ def summarize(rounds):
 
 
 def _split(rows, by_bodies):
-    """Counts per pid of one round, largest first (zeros included)."""
+    """Counts per pid of one round, largest first: zeros included, but not
+    those of a worker that exited without answering (it is no longer in
+    the pool)."""
     key = 'bodies' if by_bodies else 'plugin'
-    return sorted((r[key] or 0 for r in rows), reverse=True)
+    return sorted((r[key] or 0 for r in rows
+                   if not r['exited'] or (by_bodies and r['bodies'])),
+                  reverse=True)
 
 
 def _combined(sources):
@@ -280,7 +296,7 @@ def format_result(result):
         '']
     lines += _table(summary)
     lines.append('')
-    lines += _figure_lines(summary)
+    lines += _figure_lines(summary, result['seconds'])
     lines += ['', report.format_pool(result['fcgi_status'])]
     return '\n'.join(lines)
 
@@ -295,12 +311,12 @@ def _table(summary):
     for r in rows:
         shown = r['bodies' if summary['counted_from'] == 'bodies' else 'plugin']
         mark = '~' if r['source'] == 'sampled' else ''
-        out.append('  %-9s %7d %9s %9s %8s  %s' % (
+        out.append(('  %-9s %7d %9s %9s %8s  %s' % (
             r['name'], r['pid'],
             r['bodies'] if summary['counted_from'] == 'bodies' else '-',
-            '%s%d' % (mark, r['plugin']) if r['source'] else '-',
-            r['accepted_conn'] if r['source'] else '-',
-            report.share_bar(shown, largest)))
+            'exited' if r['exited'] else '%s%d' % (mark, r['plugin']),
+            '-' if r['exited'] else r['accepted_conn'],
+            report.share_bar(shown, largest))).rstrip())
     out.append('  %-9s %7s %9d %9s %8d' % (
         'total', '', sum(r['bodies'] for r in rows),
         '%s%d' % ('~' if sampled else '', summary['plugin_requests']),
@@ -308,10 +324,13 @@ def _table(summary):
     if sampled:
         out.append('  ~ sampled by the plugin: connections seen held by a pid '
                    '(the worker writes no scoreboard)')
+    if any(r['exited'] for r in rows):
+        out.append('  exited: the worker is gone; the plugin keeps its counts '
+                   'in the pool total only')
     return out
 
 
-def _figure_lines(summary):
+def _figure_lines(summary, seconds):
     out = ['agreement   ' + _agreement_text(summary)]
     overall, per_round = summary['overall'], summary['per_round']
     if len(per_round) > 1:
@@ -350,8 +369,8 @@ def _figure_lines(summary):
         summary['accepted_conn'], summary['answered']))
     out.append('failures    ' + _failure_text(summary))
     latency = summary['latency']
-    out.append('wall time   %.2f s%s' % (
-        sum(r['seconds'] for r in summary['rounds']),
+    out.append('wall time   %.2f s for the rounds, %.1f s in all%s' % (
+        sum(r['seconds'] for r in summary['rounds']), seconds,
         '; requests %.2f / %.2f / %.2f s (min / median / max)'
         % (latency['min'], latency['median'], latency['max'])
         if latency else ''))
@@ -361,19 +380,26 @@ def _figure_lines(summary):
 def _agreement_text(summary):
     status, source = summary['agreement'], summary['source']
     if status == 'no-pids':
+        missed = summary['answered'] - summary['plugin_requests']
         return ('the bodies carry no pid: the distribution is what the plugin '
-                'sampled (%d counted for %d answered requests)'
-                % (summary['plugin_requests'], summary['answered']))
+                'sampled (%d counted for %d answered requests)%s'
+                % (summary['plugin_requests'], summary['answered'],
+                   SAMPLING_HINT if missed > 0 else ''))
     if status == 'agree':
+        lost = summary['lost']
         return ('%s: every pid answered as many requests as fcgi.getPoolStatus '
-                'counted (%d)' % ('exact' if source == 'exact' else source,
-                                 summary['answered']))
+                'counted (%d)%s' % (source, summary['answered'],
+                                   '; and %d taken by a worker that died '
+                                   '(failed here)' % lost if lost else ''))
     worst = [m for r in summary['rounds'] for m in r['agreement']['mismatches']]
     shown = ', '.join('%s %d vs %d' % (
         'pid %d' % m['pid'] if m['pid'] else 'exited workers', m['bodies'],
         m['plugin']) for m in worst[:4])
-    return ('DIFFER (%s, responses vs plugin): %s%s'
-            % (source, shown, ', ...' if len(worst) > 4 else ''))
+    if source == 'exact':
+        return ('DIFFER (responses vs plugin): %s%s'
+                % (shown, ', ...' if len(worst) > 4 else ''))
+    return ('%s, so not exact (responses vs plugin): %s%s%s'
+            % (source, shown, ', ...' if len(worst) > 4 else '', SAMPLING_HINT))
 
 
 def _failure_text(summary):
@@ -480,6 +506,7 @@ def run_experiment(opts, progress=None, during_round=None):
     warning = _keepalive_warning(opts)
     if warning:
         progress('warning: ' + warning)
+    started = time.monotonic()
     workdir = _workdir(opts.keep)
     sup = nginx = None
     try:
@@ -487,6 +514,7 @@ def run_experiment(opts, progress=None, during_round=None):
         progress('starting supervisord (%d workers: %s) in %s...'
                  % (opts.workers, opts.command, workdir))
         sup.start(timeout=30)
+        supervisord_pid = sup.pid
         progress('starting nginx on 127.0.0.1:%d...' % nginx.port)
         nginx.start()
         rounds = _run_rounds(opts, sup, nginx, progress, during_round)
@@ -509,8 +537,11 @@ def run_experiment(opts, progress=None, during_round=None):
         'nginx': '127.0.0.1:%d' % nginx.port,
         'keepalive': nginx.keepalive or 0,
         'path': opts.request_path,
+        'workdir': workdir,
+        'supervisord_pid': supervisord_pid,
         'summary': summarize(rounds),
         'fcgi_status': status,
+        'seconds': time.monotonic() - started,
     }
 
 
