@@ -9,8 +9,10 @@ starts --workers processes of a variant with it as fd 0; a temporary nginx
 every request to it.  The client is a small keep-alive HTTP/1.1 load loop in
 this process, the same for every variant.  Variants take turns within each
 round, so drift hits all of them alike; the report is the median req/s per
-variant and its ratio to bare flup threaded.  Every variant serves the same
-demo app (supervisor_fcgi_ext.worker.demo_app).
+variant, its ratio to the first variant (bare flup threaded), and the pool's
+CPU time per request.  Every variant serves the same demo app
+(supervisor_fcgi_ext.worker.demo_app), which does next to nothing: the
+numbers are the servers' own cost.
 """
 from __future__ import annotations
 
@@ -28,10 +30,10 @@ import time
 import psutil
 
 from supervisor_fcgi_ext.harness import Nginx, find_nginx
-from supervisor_fcgi_ext.scoreboard import ENV_VAR, ensure_pool_dir
+from supervisor_fcgi_ext.scoreboard import ENV_VAR, ensure_pool_dir, harvest_slot
 
 BIN = os.path.dirname(sys.executable)
-FLUP = ("import sys; from flup.server.{mod} import WSGIServer; "
+FLUP = ("from flup.server.{mod} import WSGIServer; "
         "from supervisor_fcgi_ext.worker import demo_app; WSGIServer(demo_app).run()")
 VARIANTS = {
     'flup threaded': [sys.executable, '-c', FLUP.format(mod='fcgi')],
@@ -137,6 +139,7 @@ def main(argv=None):
     board = None
     results = {name: [] for name in names}
     cpu_us = {name: [] for name in names}
+    counted = answered = 0
     try:
         if args.socket == 'unix':
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -168,12 +171,16 @@ def main(argv=None):
                 for name in names:
                     procs = start_pool(name, listener, args.workers, envs[name])
                     try:
-                        load(nginx.port, args.concurrency, 0.5)   # warm up, all started
+                        warm = load(nginx.port, args.concurrency, 0.5)   # all started
                         cpu0 = pool_cpu(procs)
                         count = load(nginx.port, args.concurrency, args.seconds)
                         cpu = (pool_cpu(procs) - cpu0) / count * 1e6
                     finally:
                         stop_pool(procs)
+                    if name == 'fcgi-worker + scoreboard':
+                        answered += warm + count
+                        counted += sum(harvest_slot(board, 'bench', proc.pid).requests
+                                       for proc in procs)
                     rate = count / args.seconds
                     results[name].append(rate)
                     cpu_us[name].append(cpu)
@@ -189,10 +196,12 @@ def main(argv=None):
             median = statistics.median(rates)
             print('%-28s %10.0f %8.2f %16.1f' % (name, median, median / reference,
                                                  statistics.median(cpu_us[name])))
-        board, bare = 'fcgi-worker + scoreboard', 'fcgi-worker, no scoreboard'
+        on, off = 'fcgi-worker + scoreboard', 'fcgi-worker, no scoreboard'
         print('scoreboard overhead: %.1f%% req/s, %.1f%% worker CPU per request' % (
-            100.0 * (1 - statistics.median(results[board]) / statistics.median(results[bare])),
-            100.0 * (statistics.median(cpu_us[board]) / statistics.median(cpu_us[bare]) - 1)))
+            100.0 * (1 - statistics.median(results[on]) / statistics.median(results[off])),
+            100.0 * (statistics.median(cpu_us[on]) / statistics.median(cpu_us[off]) - 1)))
+        print('scoreboard counted %d requests, the client got %d answers (+ up to %d '
+              'in flight at each stop)' % (counted, answered, args.concurrency))
     finally:
         shutil.rmtree(tmp, True)
         if board:
