@@ -1,0 +1,316 @@
+"""fcgi-experiment: the computation on plain data, then end to end with real
+supervisord, real nginx and real workers (the same code main() runs)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from supervisor_fcgi_ext import experiment, spread
+from supervisor_fcgi_ext.experiment import (Options, parse_args, plugin_delta,
+                                            run_experiment, summarize, tally)
+from supervisor_fcgi_ext.harness import BIN_DIR, session_processes, wait_for
+
+
+def answered(pid, seconds=1.0):
+    return {'pid': pid, 'status': 200, 'error': '', 'seconds': seconds}
+
+
+FAILED = {'pid': None, 'status': 502, 'error': '502 Bad Gateway', 'seconds': 1.0}
+
+
+def pool(counts, exited=0, source='exact'):
+    """A getPoolStatus answer with {pid: requests} (and exited workers' counts)."""
+    processes = [{'pid': pid, 'name': 'app_%02d' % i, 'requests': n,
+                  'accepted_conn': n, 'requests_source': source}
+                 for i, (pid, n) in enumerate(sorted(counts.items()))]
+    total = sum(counts.values()) + exited
+    return {'processes': processes, 'requests': total, 'accepted_conn': total}
+
+
+def make_round(number, responses, before, after):
+    return {'number': number, 'seconds': 2.0, 'responses': responses,
+            'plugin': plugin_delta(before, after)}
+
+
+# -- plain data -------------------------------------------------------------
+
+@pytest.mark.parametrize('body, pid', [
+    (b'ProcessId: 4242\n', 4242),
+    (b'Hello from Go\nProcessId: 77\n', 77),          # the seed's worker
+    (b'{"pid": 12, "path": "/sleep"}', None),         # a body without one
+    (b'', None),
+])
+def test_parse_pid(body, pid):
+    assert experiment.parse_pid(body) == pid
+
+
+def test_plugin_delta_is_after_minus_before_with_exited_remainder():
+    before = pool({1: 3, 2: 1})
+    # pid 2 served one more and exited; pid 3 is its replacement
+    after = pool({1: 5, 3: 1}, exited=1 + 1)
+    delta = plugin_delta(before, after)
+    assert [(p['pid'], p['requests']) for p in delta['processes']] == [(1, 2), (3, 1)]
+    assert delta['requests'] == 4 and delta['exited'] == 1
+    assert delta['gone'] == [{'pid': 2, 'name': 'app_01'}]
+
+
+def test_tally_agrees_per_pid_and_keeps_idle_workers():
+    t = tally(make_round(1, [answered(1), answered(1), answered(2)],
+                         pool({1: 0, 2: 0, 3: 0}), pool({1: 2, 2: 1, 3: 0})))
+    assert [(r['pid'], r['bodies'], r['plugin']) for r in t['rows']] == [
+        (1, 2, 2), (2, 1, 1), (3, 0, 0)]
+    assert t['agreement']['status'] == 'agree'
+    assert t['agreement']['source'] == 'exact'
+
+
+def test_tally_names_each_pid_that_differs():
+    t = tally(make_round(1, [answered(1), answered(1), answered(2)],
+                         pool({1: 0, 2: 0}), pool({1: 1, 2: 2})))
+    assert t['agreement']['status'] == 'differ'
+    assert t['agreement']['mismatches'] == [
+        {'pid': 1, 'bodies': 2, 'plugin': 1}, {'pid': 2, 'bodies': 1, 'plugin': 2}]
+
+
+@pytest.mark.parametrize('responses, status, lost', [
+    ([answered(1), FAILED], 'agree', 1),          # taken, then the worker died
+    ([answered(1), answered(1)], 'differ', 0),    # no failure explains it
+])
+def test_a_request_lost_with_a_killed_worker_is_only_allowed_as_a_failure(
+        responses, status, lost):
+    before = pool({1: 0, 2: 0})
+    after = pool({1: 1, 3: 0}, exited=1)    # pid 2 counted one and was killed
+    t = tally(make_round(1, responses, before, after))
+    assert t['agreement']['status'] == status
+    assert t['agreement']['lost'] == lost
+    gone = [r for r in t['rows'] if r['pid'] == 2][0]
+    assert gone['exited'] and gone['name'] == 'app_01' and gone['plugin'] is None
+
+
+def test_without_pids_in_the_bodies_the_plugin_counts_are_the_distribution():
+    body_less = dict(answered(None))
+    rounds = [make_round(1, [body_less] * 3, pool({1: 0, 2: 0}, source='sampled'),
+                         pool({1: 2, 2: 1}, source='sampled'))]
+    summary = summarize(rounds)
+    assert summary['counted_from'] == 'plugin'
+    assert summary['agreement'] == 'no-pids' and summary['source'] == 'sampled'
+    assert summary['rounds'][0]['split'] == [2, 1]
+    assert summary['plugin_requests'] == summary['answered'] == 3
+
+
+def test_summarize_rounds_totals_splits_figures_and_failures():
+    first = make_round(1, [answered(1), answered(1), answered(2), FAILED],
+                       pool({1: 0, 2: 0}), pool({1: 2, 2: 1}))
+    second = make_round(2, [answered(2), answered(2), answered(1)],
+                        pool({1: 2, 2: 1}), pool({1: 3, 2: 3}))
+    summary = summarize([first, second])
+    assert [(r['pid'], r['bodies'], r['plugin']) for r in summary['rows']] == [
+        (1, 3, 3), (2, 3, 3)]
+    assert [r['split'] for r in summary['rounds']] == [[2, 1], [2, 1]]
+    assert summary['agreement'] == 'agree'
+    assert summary['requests'] == 7 and summary['answered'] == 6
+    assert summary['failures'] == [dict(FAILED, round=1)]
+    assert summary['overall']['fairness'] == 1.0
+    per_round = summary['per_round'][0]
+    assert per_round['fairness'] == spread.jain_index([2, 1])
+    assert per_round['best_fairness'] == spread.best_jain(3, 2)
+    assert per_round['best_balance'] == spread.balance([2, 1])
+
+
+def test_random_balance_is_repeatable_and_between_best_and_worst():
+    value = experiment.random_balance(10, 6)
+    assert value == experiment.random_balance(10, 6)
+    assert 1.2 < value < 6
+    assert 1.0 < experiment.random_balance(200, 6) < value
+    assert experiment.random_balance(5, 1) == 1.0
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--workers', '0'], '--workers must be at least 1'),
+    (['--concurrency', '0'], '--concurrency must be at least 1'),
+    (['--sleep', '61'], '--sleep must be seconds between 0 and 60'),
+    (['--worker-command', 'w', '--threads', '2'], '--threads is an option of fcgi-worker'),
+    (['--path', 'app'], '--path must start with /'),
+    (['--plot', 'out.pdf'], '--plot FILE must end in .png or .svg'),
+])
+def test_bad_options_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)
+    with pytest.raises(SystemExit):
+        parse_args(['--plot', 'out.png'])
+    assert "pip install 'supervisor-fcgi-ext[plot]'" in capsys.readouterr().err
+
+
+def test_keepalive_gives_each_kept_connection_a_worker_thread():
+    assert parse_args(['--keepalive']).command == 'fcgi-worker --threads 2'
+    assert parse_args([]).command == 'fcgi-worker'
+    assert experiment._keepalive_warning(parse_args(['--keepalive'])) is None
+    warning = experiment._keepalive_warning(
+        parse_args(['--keepalive', '--threads', '1']))
+    assert '6 worker slots for 10 concurrent requests' in warning
+
+
+def test_a_relative_worker_command_stays_relative_to_the_user(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    opts = parse_args(['--worker-command', './goworker -listen fd0'])
+    assert opts.command == '%s/goworker -listen fd0' % tmp_path
+
+
+@pytest.mark.parametrize('suffix, magic', [('png', b'\x89PNG'), ('svg', b'<?xml')])
+def test_plot_writes_a_bar_chart(tmp_path, suffix, magic):
+    pytest.importorskip('matplotlib')
+    rounds = [make_round(n, [answered(1), answered(2), answered(2)],
+                         pool({1: 0, 2: 0}), pool({1: 1, 2: 2})) for n in (1, 2)]
+    result = {'options': vars(Options()), 'summary': summarize(rounds)}
+    path = tmp_path / ('chart.' + suffix)
+    experiment.plot(result, str(path))
+    assert path.read_bytes().startswith(magic)
+
+
+# -- end to end -----------------------------------------------------------------
+
+SMALL = ['--workers', '3', '--requests', '6', '--sleep', '0.3', '--rounds', '2']
+
+
+def leftovers(workdir):
+    """Processes still running in or from the experiment's directory."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if (proc.cwd().startswith(workdir)
+                    or workdir in ' '.join(proc.cmdline())):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def assert_nothing_left(result):
+    assert session_processes(result['supervisord_pid']) == []
+    assert leftovers(result['workdir']) == []
+    assert not os.path.exists(result['workdir'])
+    assert not os.path.exists('/dev/shm/supervisor-fcgi-%d' % result['supervisord_pid'])
+
+
+def test_default_run_as_a_user_runs_it(requires_nginx):
+    """The original: 6 workers, 10 concurrent 1 s requests, through nginx."""
+    run = subprocess.run([os.path.join(BIN_DIR, 'fcgi-experiment')],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    out, err = run.stdout, run.stderr
+    assert 'starting supervisord (6 workers: fcgi-worker)' in err
+    assert 'round 1/1: 10 requests... ' in err
+    assert '6 x fcgi-worker on tcp://127.0.0.1:' in out
+    assert 'agreement   exact: every pid answered as many requests as ' \
+           'fcgi.getPoolStatus counted (10)' in out
+    assert 'fairness    0.' in out and '(best 0.926, random 0.687)' in out
+    assert 'failures    none' in out
+    assert '\npool app  tcp://127.0.0.1:' in out      # the fcgi_status text
+    total = [l for l in out.splitlines() if l.startswith('  total ')][0]
+    assert total.split() == ['total', '10', '10', '10']
+    workdir = err.split(' in ', 1)[1].split('...', 1)[0]
+    assert not os.path.exists(workdir) and leftovers(workdir) == []
+
+
+@pytest.mark.parametrize('kind', ['tcp', 'unix', 'keepalive'])
+def test_counts_agree_exactly(kind, requires_nginx, capsys):
+    argv = SMALL + ['--json'] + {'tcp': [], 'unix': ['--socket', 'unix'],
+                                 'keepalive': ['--keepalive']}[kind]
+    assert experiment.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = result['summary']
+    assert summary['agreement'] == 'agree' and summary['source'] == 'exact'
+    assert summary['answered'] == 12 and summary['failures'] == []
+    for r in summary['rounds']:
+        assert sum(r['split']) == 6
+        assert all(row['bodies'] == row['plugin'] for row in r['rows'])
+    assert result['socket'].startswith('unix://' if kind == 'unix' else 'tcp://')
+    if kind == 'keepalive':
+        # nginx reused its connections in round 2
+        assert result['keepalive'] == 6 and summary['accepted_conn'] <= 6
+    else:
+        assert summary['accepted_conn'] == 12
+    assert result['fcgi_status']['requests'] == 12
+    assert_nothing_left(result)
+
+
+def test_a_worker_killed_mid_round_is_respawned_and_serves(requires_nginx):
+    killed = {}
+
+    def kill_a_busy_worker(number, sup):
+        if number != 1:
+            return
+        def busy():
+            status = sup.rpc.fcgi.getPoolStatus('app')
+            return [p for p in status['processes'] if p['worker_state'] == 'running']
+        victim = wait_for(busy, 5, 'a busy worker')[0]
+        killed.update(pid=victim['pid'], name=victim['name'],
+                      held=victim['connections'])
+        os.kill(victim['pid'], signal.SIGKILL)
+
+    result = run_experiment(Options(workers=3, requests=6, sleep=1, rounds=2),
+                            during_round=kill_a_busy_worker)
+    first, second = result['summary']['rounds']
+    assert 1 <= first['failures'] <= killed['held']
+    assert second['failures'] == 0 and sum(second['split']) == 6
+    assert killed['pid'] not in {row['pid'] for row in second['rows']}
+    # supervisor's replacement answers through nginx: it took the same socket
+    replacement = [row for row in second['rows'] if row['name'] == killed['name']]
+    assert len(replacement) == 1 and replacement[0]['bodies'] > 0
+    assert result['summary']['agreement'] == 'agree'
+    text = experiment.format_result(result)
+    assert 'failures    %d of 12: 502 Bad Gateway' % first['failures'] in text
+    assert 'exited' in text
+    assert_nothing_left(result)
+
+
+def test_a_non_cooperating_worker_is_counted_by_sampling(requires_nginx,
+                                                         flupapp_command):
+    # 2 s requests: a sample about every second catches each connection
+    result = run_experiment(Options(workers=3, requests=3, sleep=2, rounds=2,
+                                    worker_command=flupapp_command,
+                                    path='/sleep?s={sleep}'))
+    summary = result['summary']
+    assert summary['counted_from'] == 'plugin'
+    assert summary['agreement'] == 'no-pids' and summary['source'] == 'sampled'
+    assert summary['answered'] == 6 and summary['failures'] == []
+    assert sum(row['plugin'] for row in summary['rows']) == 6
+    assert [sum(r['split']) for r in summary['rounds']] == [3, 3]
+    text = experiment.format_result(result)
+    assert 'the bodies carry no pid' in text and '~ sampled by the plugin' in text
+    assert_nothing_left(result)
+
+
+def test_a_worker_command_that_does_not_start_is_one_clear_error(requires_nginx,
+                                                                 capsys):
+    command = '%s -c "import sys; sys.exit(\'no app here\')"' % sys.executable
+    assert experiment.main(['--workers', '1', '--worker-command', command]) == 2
+    err = capsys.readouterr().err
+    assert 'fcgi-experiment: error: app:app_00 is FATAL: Exited too quickly' in err
+    assert '  worker stderr: no app here' in err
+    workdir = err.split(' in ', 1)[1].split('...', 1)[0]
+    assert not os.path.exists(workdir) and leftovers(workdir) == []
+
+
+def test_missing_nginx_says_how_to_install_before_starting_anything(capsys):
+    assert experiment.main(['--nginx', '/nonexistent/nginx']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('fcgi-experiment: error: nginx not found')
+    assert 'apt-get install nginx-light' in err and 'starting' not in err
+
+
+def test_module_help_lists_the_options():
+    run = subprocess.run([sys.executable, '-m', 'supervisor_fcgi_ext.experiment',
+                          '--help'], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0
+    for option in ('--workers', '--keepalive', '--worker-command', '--plot', '--keep'):
+        assert option in run.stdout
