@@ -25,6 +25,9 @@ once when idle).  USR1 writes every thread's stack to stderr and goes on.
 When supervisord's fcgi plugin runs, every request is counted in this worker's
 scoreboard slot (supervisor_fcgi_ext.scoreboard).
 
+FCGI_WEB_SERVER_ADDRS (as in flup): the comma-separated addresses of the web
+servers allowed to connect; TCP pools only.
+
 --timeout bounds every wait for the web server on a connection: a request
 that stops arriving, an answer nobody takes, and an idle kept-alive connection
 (nginx's fastcgi_keep_conn), which holds a single-threaded worker until then.
@@ -540,6 +543,13 @@ class _WorkerMixin:
         self.stop_reason = None
         self._served = itertools.count(1)
         self._tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
+        # flup's FCGI_WEB_SERVER_ADDRS: the web servers allowed to connect (TCP)
+        addrs = os.environ.get('FCGI_WEB_SERVER_ADDRS')
+        self._allowed = None
+        if addrs and self._tcp:
+            self._allowed = {addr.strip() for addr in addrs.split(',')}
+        elif addrs:
+            _log('FCGI_WEB_SERVER_ADDRS ignored: the pool socket is not TCP')
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._detached = False
         self.capability = {fcgi_base.FCGI_MAX_CONNS: threads,
@@ -598,6 +608,10 @@ class _WorkerMixin:
                     self._accept_failed(exc)
                     continue
                 if self._tcp:
+                    if self._allowed is not None and addr[0] not in self._allowed:
+                        self._release_thread()
+                        sock.close()
+                        continue
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._dispatch(WorkerConnection(sock, addr, self, None))
         finally:

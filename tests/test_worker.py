@@ -72,8 +72,8 @@ class Pool:
         self.sock.listen(64)
         self.procs = []
 
-    def start(self, *args, board=True, cwd=None):
-        env = dict(os.environ, SUPERVISOR_GROUP_NAME='pool')
+    def start(self, *args, board=True, cwd=None, env=None):
+        env = dict(os.environ, SUPERVISOR_GROUP_NAME='pool', **(env or {}))
         env.pop(ENV_VAR, None)
         if board:
             env[ENV_VAR] = self.board
@@ -226,6 +226,20 @@ def test_app_module_from_the_working_directory(pool, app_dir):
     slot = p.settled(proc)
     assert (slot.requests, slot.exceptions, slot.last_status) == (6, 1, 200)
     assert 'RuntimeError: boom' in stderr_of(proc)
+
+
+def test_web_server_addrs_limit_who_may_connect_over_tcp(pool):
+    p = pool('tcp')
+    p.start(env={'FCGI_WEB_SERVER_ADDRS': '127.0.0.2, 10.0.0.1'})
+    with pytest.raises(FastCGIError, match='closed the connection|lost before'):
+        p.request('/')
+    allowed = pool('tcp')
+    proc = allowed.start(env={'FCGI_WEB_SERVER_ADDRS': '10.0.0.1,127.0.0.1'})
+    assert pid_of(allowed.request('/')) == proc.pid
+    unix = pool('unix')
+    proc = unix.start(env={'FCGI_WEB_SERVER_ADDRS': '10.0.0.1'})
+    assert pid_of(unix.request('/')) == proc.pid
+    assert 'FCGI_WEB_SERVER_ADDRS ignored' in stderr_of(proc)
 
 
 def test_keep_alive_connection_counts_one_connection(pool):
