@@ -233,16 +233,19 @@ def read_slot(path, now=None):
     no assumption on the order a copy runs in); an odd or changed counter is
     retried READ_RETRIES times, then refused.
     """
-    match = _SLOT_NAME.match(os.path.basename(path))
-    if match is None:
-        raise ScoreboardError('not a slot file name: %s' % os.path.basename(path))
-    pid = int(match.group(1))
     try:
+        name = os.path.basename(path)
+        match = _SLOT_NAME.match(name)
+        if match is None:
+            raise ScoreboardError('not a slot file name: %r' % (name,))
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         raise ScoreboardError('no slot')
     except OSError as exc:
         raise ScoreboardError('cannot open slot: %s' % _reason(exc))
+    except (TypeError, ValueError) as exc:     # not a path, a NUL in it
+        raise ScoreboardError('cannot open slot: %s' % exc)
+    pid = int(match.group(1))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

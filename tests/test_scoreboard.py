@@ -255,9 +255,12 @@ class TestReader:
             read_slot(os.path.join(pool_dir, '77.slot'))
         assert str(info.value) == 'no slot'
 
-    def test_bad_name(self, pool_dir):
+    def test_bad_name_or_path(self, pool_dir):
         with pytest.raises(ScoreboardError, match='not a slot file name'):
             read_slot(os.path.join(pool_dir, 'x.slot'))
+        for path in (pool_dir + '\0/1.slot', None, b'/x/1.slot'):
+            with pytest.raises(ScoreboardError):
+                read_slot(path)
 
     @pytest.mark.parametrize('data, reason', [
         (b'', 'truncated'),
