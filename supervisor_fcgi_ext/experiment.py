@@ -421,7 +421,7 @@ def plot(result, path):
     key = summary['counted_from']
     rounds = summary['rounds']
     width = 0.8 / len(rounds)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rows) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(rows) + 3), 4.5))
     cmap = plt.get_cmap('viridis')
     for i, r in enumerate(rounds):
         counts = {row['pid']: row[key] or 0 for row in r['rows']}
@@ -436,12 +436,14 @@ def plot(result, path):
     ax.set_xticklabels(['%s\n%d' % (row['name'], row['pid']) for row in rows])
     ax.set_ylabel('requests per round (%s)' % (
         'from the responses' if key == 'bodies' else 'sampled by the plugin'))
-    ax.set_title('%d requests x %d rounds over %d workers (%s): fairness %.3f'
-                 % (result['options']['requests'], len(rounds), len(rows),
-                    result['options']['socket'],
-                    summary['overall']['fairness']))
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title('%d requests x %d rounds over %d workers (%s): fairness %.3f '
+                 'over all %d' % (result['options']['requests'], len(rounds),
+                                  len(rows), result['options']['socket'],
+                                  summary['overall']['fairness'],
+                                  summary['overall']['requests']))
     if len(rounds) <= 10:
-        ax.legend(fontsize='small')
+        ax.legend(fontsize='small', loc='upper left', bbox_to_anchor=(1, 1))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -535,7 +535,7 @@ class Nginx(_Server):
         server = nginx_upstream(self.upstream)
         # True: 16 idle connections kept; a number: that many.
         idle = 16 if self.keepalive is True else self.keepalive
-        keep = ('    keepalive %d;\n' % idle if self.keepalive else '')
+        keep = ('        keepalive %d;\n' % idle if self.keepalive else '')
         keep_conn = ('            fastcgi_keep_conn on;\n'
                      if self.keepalive else '')
         params = '\n'.join('            ' + line

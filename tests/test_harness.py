@@ -200,6 +200,17 @@ def test_nginx_conf_is_self_contained(requires_nginx):
     kept.stop()
     assert 'server unix:/run/x.sock;' in text
     assert 'keepalive 16;' in text and 'fastcgi_keep_conn on;' in text
+    counted = Nginx('tcp://127.0.0.1:9000', keepalive=3, nginx=requires_nginx)
+    text = counted.conf_text
+    counted.stop()
+    assert 'keepalive 3;' in text and 'fastcgi_keep_conn on;' in text
+
+
+def test_config_text_writes_nothing_and_is_what_write_config_writes(tmp_path):
+    sup = Supervisor([PoolSpec()], workdir=str(tmp_path))
+    text = sup.config_text()
+    assert not os.path.exists(sup.conf_path)
+    assert sup.write_config() == text == open(sup.conf_path).read()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='nginx only switches user as root')

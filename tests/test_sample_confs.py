@@ -7,11 +7,13 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+import xmlrpc.client
 
 import pytest
 
-from supervisor_fcgi_ext.harness import (_FASTCGI_PARAMS, free_port, kill_session,
-                                         resolve_command, wait_for)
+from supervisor_fcgi_ext import experiment
+from supervisor_fcgi_ext.harness import (_FASTCGI_PARAMS, BIN_DIR, free_port,
+                                         kill_session, resolve_command, wait_for)
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        'sample_confs')
@@ -98,3 +100,74 @@ def test_sample_supervisord_and_nginx_confs_serve_both_pools(root, sessions,
     pools = json.loads(ctl('fcgi_status', '--json').stdout)
     assert [p['requests'] >= 1 for p in pools] == [True, True]
     assert ctl('shutdown').returncode == 0
+
+
+# -- sample_confs/experiment-*: what fcgi-experiment writes ------------------
+
+EXPERIMENT_SAMPLES = {'tcp': [], 'unix': ['--socket', 'unix'],
+                      'keepalive': ['--keepalive']}
+SAMPLE_WORKDIR = '/tmp/fcgi-experiment'
+
+
+def config_lines(text):
+    """The lines that configure: no comments, no blank lines."""
+    return [line for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith((';', '#'))]
+
+
+@pytest.mark.parametrize('kind', sorted(EXPERIMENT_SAMPLES))
+def test_experiment_sample_is_what_the_experiment_writes_and_serves(
+        kind, root, sessions, requires_nginx):
+    """Same lines as make_servers() writes; then run as shipped, with paths
+    and ports moved, and the responses agree with fcgi.getPoolStatus."""
+    opts = experiment.parse_args(EXPERIMENT_SAMPLES[kind])
+    sup, nginx = experiment.make_servers(opts, str(root), requires_nginx)
+    written = {'supervisord.conf': sup.config_text(), 'nginx.conf': nginx.conf_text}
+    moves = [(SAMPLE_WORKDIR, str(root)),
+             ('127.0.0.1:9001', '127.0.0.1:%d' % sup.port),
+             ('127.0.0.1:8080', '127.0.0.1:%d' % nginx.port),
+             ('command = fcgi-worker', 'command = %s/fcgi-worker' % BIN_DIR)]
+    url = sup.pool('app').socket_url
+    if url.startswith('tcp://'):
+        moves.append(('127.0.0.1:9000', url[len('tcp://'):]))
+    for name, text in written.items():
+        sample = open(os.path.join(SAMPLES, 'experiment-' + kind, name)).read()
+        for old, new in moves:
+            sample = sample.replace(old, new)
+        assert config_lines(sample) == config_lines(text), name
+        (root / name).write_text(sample)
+
+    sessions.append(subprocess.Popen(
+        [sys.executable, '-m', 'supervisor.supervisord', '-c',
+         str(root / 'supervisord.conf')], stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    rpc = xmlrpc.client.ServerProxy(sup.url + '/RPC2')
+
+    def pool_running():
+        try:
+            return rpc.fcgi.getPoolStatus('app')['total_processes'] == 6
+        except (OSError, xmlrpc.client.Error):
+            return False
+    wait_for(pool_running, 30, 'the sample pool RUNNING')
+    sessions.append(subprocess.Popen(
+        [requires_nginx, '-p', str(root), '-e', str(root / 'error.log'), '-c',
+         str(root / 'nginx.conf')], stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    wait_for(lambda: experiment.fire(nginx, experiment.Options(requests=1, sleep=0),
+                                     5)[0]['status'] == 200, 15, 'nginx serving')
+
+    burst = experiment.Options(requests=6, sleep=0.3)
+    before = rpc.fcgi.getPoolStatus('app')
+    responses = (experiment.fire(nginx, burst, 10)
+                 + experiment.fire(nginx, burst, 10))
+    wait_for(lambda: rpc.fcgi.getPoolStatus('app')['requests']
+             >= before['requests'] + 12, 5, 'the plugin counting 12 requests')
+    after = rpc.fcgi.getPoolStatus('app')
+    tally = experiment.tally({'number': 1, 'seconds': 0, 'responses': responses,
+                              'plugin': experiment.plugin_delta(before, after)})
+    assert tally['answered'] == 12 and tally['failures'] == []
+    assert tally['agreement']['status'] == 'agree'
+    accepted = after['accepted_conn'] - before['accepted_conn']
+    assert accepted < 12 if kind == 'keepalive' else accepted == 12
+    sessions[0].terminate()          # supervisord removes its scoreboard
+    sessions[0].wait(20)
