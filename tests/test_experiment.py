@@ -308,6 +308,14 @@ def test_missing_nginx_says_how_to_install_before_starting_anything(capsys):
     assert 'apt-get install nginx-light' in err and 'starting' not in err
 
 
+def test_keep_dir_that_cannot_be_made_is_one_line(tmp_path, requires_nginx, capsys):
+    (tmp_path / 'file').write_text('')
+    assert experiment.main(['--keep', str(tmp_path / 'file' / 'dir')]) == 2
+    assert capsys.readouterr().err == (
+        'fcgi-experiment: error: --keep %s: Not a directory\n'
+        % (tmp_path / 'file' / 'dir'))
+
+
 def test_module_help_lists_the_options():
     run = subprocess.run([sys.executable, '-m', 'supervisor_fcgi_ext.experiment',
                           '--help'], capture_output=True, text=True, timeout=30)
