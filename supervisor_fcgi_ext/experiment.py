@@ -369,11 +369,11 @@ def _figure_lines(summary, seconds):
         summary['accepted_conn'], summary['answered']))
     out.append('failures    ' + _failure_text(summary))
     latency = summary['latency']
-    out.append('wall time   %.2f s for the rounds, %.1f s in all%s' % (
-        sum(r['seconds'] for r in summary['rounds']), seconds,
-        '; requests %.2f / %.2f / %.2f s (min / median / max)'
-        % (latency['min'], latency['median'], latency['max'])
-        if latency else ''))
+    if latency:
+        out.append('latency     %.2f / %.2f / %.2f s (min / median / max)'
+                   % (latency['min'], latency['median'], latency['max']))
+    out.append('wall time   %.2f s for the rounds, %.1f s in all' % (
+        sum(r['seconds'] for r in summary['rounds']), seconds))
     return out
 
 
