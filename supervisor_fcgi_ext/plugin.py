@@ -89,13 +89,15 @@ class Plugin:
                                       self.on_stopping)):
             if (event_type, callback) not in events.callbacks:
                 events.subscribe(event_type, callback)
-        if self.hook is None or self.hook.socket_map.get(self.hook.fd) is not self.hook \
-                or self.hook.interval != settings['sample_interval']:
-            # after a reload supervisord has closed our old pipe: start afresh
-            if self.hook is not None:
-                self.hook.close()
-            self.hook = LoopHook(self.sample_all, settings['sample_interval'],
-                                 self.logger)
+        # Always a fresh hook: before a reload supervisord closes every fd
+        # >= 5, so the old hook's key may now be another dispatcher's, and
+        # an entry it overwrites would silently end our sampling.
+        for hook in (self.hook, self.stepper):
+            if hook is not None:
+                hook.close()
+        self.stepper = None
+        self.hook = LoopHook(self.sample_all, settings['sample_interval'],
+                             self.logger)
 
     def _prepare_scoreboard(self, configured):
         if configured == self.scoreboard_dir:
