@@ -1,74 +1,132 @@
-"""A once-a-second call from inside supervisord's main loop.
+"""A periodic call from inside supervisord's main loop, without a thread.
 
 supervisord's smallest tick event is TICK_5, too coarse to catch a one-second
-burst in a listen queue (PHP-FPM samples every second).  But every pass of
-supervisord's loop asks each dispatcher of the asyncore socket map whether it
-is readable, and a pass happens at least once a second (the poll timeout).  A
-dispatcher that always answers "no" is therefore a tick that costs nothing
-when due work is nil, needs no thread, and runs in the same thread as
-everything it reads.
+burst in a listen queue (PHP-FPM samples every second) or a one-second
+connection.  Its loop polls the fds of every dispatcher in the asyncore
+socket map, so a dispatcher of our own whose fd is a kernel timer (timerfd)
+wakes the loop exactly every `interval` and runs our callback in the same
+thread as everything it reads.  Where no timerfd can be had, the callback runs
+on the loop's own passes instead (at least once a second, less regularly).
 
-The entry is keyed by the read end of a pipe of our own, so its key can never
-collide with a real dispatcher's fd.
+The hook checks that its fd is still its own before every use: supervisord
+closes all fds >= 5 before a reload, and a reused number must never be read.
 """
 
+import ctypes
 import os
 import time
 
 from supervisor.medusa import asyncore_25 as asyncore
 
-__all__ = ['LoopHook']
+__all__ = ['LoopHook', 'timerfd']
+
+CLOCK_MONOTONIC = 1
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [('tv_sec', ctypes.c_long), ('tv_nsec', ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [('it_interval', _Timespec), ('it_value', _Timespec)]
+
+
+def timerfd(interval):
+    """A non-blocking fd readable every `interval` seconds (Linux timerfd)."""
+    if hasattr(os, 'timerfd_create'):   # Python 3.13+
+        fd = os.timerfd_create(time.CLOCK_MONOTONIC,
+                               flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
+        os.timerfd_settime(fd, initial=interval, interval=interval)
+        return fd
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.timerfd_create(CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), 'timerfd_create failed')
+    seconds, fraction = divmod(interval, 1.0)
+    period = _Timespec(int(seconds), int(fraction * 1e9))
+    spec = _Itimerspec(period, period)
+    if libc.timerfd_settime(fd, 0, ctypes.byref(spec), None) < 0:
+        errno = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(errno, 'timerfd_settime failed')
+    return fd
 
 
 class LoopHook:
-    """Call `callback()` from supervisord's loop at most every `interval` s."""
+    """Call `callback()` from supervisord's loop every `interval` seconds
+    (0: on every pass of the loop)."""
 
     def __init__(self, callback, interval, logger, clock=time.monotonic,
-                 socket_map=None):
+                 socket_map=None, use_timer=True):
         self.callback = callback
         self.interval = interval
         self.logger = logger
         self.clock = clock
         self.socket_map = asyncore.socket_map if socket_map is None else socket_map
         self.due = 0.0
-        self.fd, self._write_fd = os.pipe()
+        self.timed = False
+        if interval > 0 and use_timer:
+            try:
+                self.fd = timerfd(interval)
+                self.timed = True
+            except (OSError, AttributeError) as e:
+                logger.warn('fcgi: no timerfd (%s): sampling on loop passes' % e)
+        if not self.timed:
+            # a pipe nobody writes: a key of our own that is never polled
+            self.fd, self._write_fd = os.pipe()
         self._identity = _fd_identity(self.fd)
         self.socket_map[self.fd] = self
 
     # -- what supervisord's loop calls ---------------------------------------
 
     def readable(self):
+        if _fd_identity(self.fd) != self._identity:
+            self.close()   # our fd was closed behind us (a reload)
+            return False
+        if self.timed:
+            return True
         now = self.clock()
         if now >= self.due:
-            # The loop wakes about once a second; allow a little early so a
-            # 1 s interval does not slip to 2 s on a pass that came 10 ms soon.
+            # the loop wakes about once a second; allow a little early so a
+            # 1 s interval does not slip to 2 s on a pass that came 10 ms soon
             self.due = now + self.interval * 0.9
-            try:
-                self.callback()
-            except Exception as e:  # an exception here would kill supervisord
-                self.logger.error('fcgi: sampling failed: %r' % (e,))
+            self._call()
         return False
 
     def writable(self):
         return False
 
-    def handle_error(self):  # never polled, but keep asyncore's contract
+    def handle_read_event(self):
+        try:
+            os.read(self.fd, 8)   # the expiry count; empties the timerfd
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        self._call()
+
+    def handle_error(self):  # supervisord calls it if handle_read_event raised
         pass
 
-    def close(self):
-        """Leave the socket map; close our pipe only if the fds are still ours.
+    def _call(self):
+        try:
+            self.callback()
+        except Exception as e:  # an exception here would kill supervisord
+            self.logger.error('fcgi: sampling failed: %r' % (e,))
 
-        supervisord closes every fd >= 5 before a reload (cleanup_fds), so by
-        then the numbers may belong to someone else.
-        """
+    def close(self):
+        """Leave the socket map; close our fds only if they are still ours."""
         if self.socket_map.get(self.fd) is self:
             del self.socket_map[self.fd]
         if _fd_identity(self.fd) == self._identity:
-            for fd in (self.fd, self._write_fd):
+            fds = [self.fd] if self.timed else [self.fd, self._write_fd]
+            for fd in fds:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
+        self._identity = None
 
 
 def _fd_identity(fd):
@@ -76,4 +134,4 @@ def _fd_identity(fd):
         st = os.fstat(fd)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino)
+    return (st.st_dev, st.st_ino, st.st_mode)

@@ -2,7 +2,7 @@
 
     [rpcinterface:fcgi]
     supervisor.rpcinterface_factory = supervisor_fcgi_ext.rpcinterface:make_fcgi_rpcinterface
-    ;sample_interval = 1        ; seconds between listen-queue samples
+    ;sample_interval = 0.5      ; seconds between samples of queues and connections
     ;scoreboard_dir = auto      ; auto | none | /path shared with the workers
     ;hold_sockets = true        ; keep a pool's socket open while no worker runs
 """
@@ -46,7 +46,7 @@ def fault(code, detail):
 
 def parse_settings(config):
     """[rpcinterface:fcgi] keys -> settings; ValueError names the bad key."""
-    settings = {'sample_interval': 1.0, 'scoreboard_dir': default_scoreboard_dir(),
+    settings = {'sample_interval': 0.5, 'scoreboard_dir': default_scoreboard_dir(),
                 'hold_sockets': True}
     for key, value in config.items():
         if key == 'sample_interval':

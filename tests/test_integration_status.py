@@ -115,6 +115,7 @@ def test_max_listen_queue_catches_a_one_second_burst(supervisor_factory):
     assert pool_status(sup)['max_listen_queue'] == 0
 
 
+@pytest.mark.parametrize('hold', [True, False])
 def test_pool_with_all_workers_stopped_still_answers(supervisor_factory, hold):
     sup = supervisor_factory([PoolSpec(command='sleep 1000', numprocs=2)],
                              plugin_options={'hold_sockets': str(hold).lower()})
