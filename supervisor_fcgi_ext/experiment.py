@@ -24,7 +24,6 @@ import http.client
 import json
 import math
 import os
-import random
 import re
 import shlex
 import shutil
@@ -41,7 +40,7 @@ from supervisor_fcgi_ext.harness import (HarnessError, Nginx, PoolSpec,
 
 __all__ = ['Options', 'ExperimentError', 'parse_args', 'check_options',
            'run_experiment', 'parse_pid', 'plugin_delta', 'tally', 'summarize',
-           'random_balance', 'format_result', 'plot', 'main']
+           'format_result', 'plot', 'main']
 
 POOL = 'app'
 MAX_SLEEP = 60.0          # the demo worker sleeps at most this long
@@ -186,27 +185,8 @@ def _agreement(rows, plugin, answered, failed, pids_in_bodies):
                 status='differ' if mismatches else 'agree')
 
 
-def random_balance(requests, workers, seed=1):
-    """Mean max/mean when each request picks a worker uniformly at random
-    (the companion of spread.random_jain, same trials and seed)."""
-    if workers <= 0 or requests <= 0:
-        return 0.0
-    trials = min(2000, max(100, 400000 // requests))
-    rng = random.Random(seed)
-    total = 0.0
-    for _ in range(trials):
-        counts = [0] * workers
-        for _ in range(requests):
-            counts[rng.randrange(workers)] += 1
-        total += spread.balance(counts)
-    return total / trials
-
-
 def _figures(counts):
     figures = spread.summarize(counts)
-    figures['best_balance'] = spread.balance(
-        spread.best_split(sum(counts), len(counts)))
-    figures['random_balance'] = random_balance(sum(counts), len(counts))
     figures['requests'] = sum(counts)
     figures['workers'] = len(counts)
     return figures

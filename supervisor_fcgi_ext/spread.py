@@ -10,8 +10,8 @@ would give, so a reader can tell a good spread from luck.
 
 import random
 
-__all__ = ['jain_index', 'balance', 'best_split', 'best_jain', 'random_jain',
-           'summarize']
+__all__ = ['jain_index', 'balance', 'best_split', 'best_jain', 'random_means',
+           'random_jain', 'random_balance', 'summarize']
 
 
 def jain_index(counts):
@@ -45,34 +45,48 @@ def best_jain(requests, workers):
     return jain_index(best_split(requests, workers))
 
 
-def random_jain(requests, workers, seed=1):
-    """Mean Jain index when each request picks a worker uniformly at random.
+def random_means(requests, workers, seed=1):
+    """(mean Jain index, mean balance) when each request picks a worker
+    uniformly at random.
 
-    Estimated by simulation with a fixed seed, so the figure is the same on
+    Estimated by simulation with a fixed seed, so the figures are the same on
     every run and machine; the trial count shrinks for large runs to keep the
     cost near 0.1 s.
     """
     if workers <= 0 or requests <= 0:
-        return 0.0
+        return 0.0, 0.0
     trials = min(2000, max(100, 400000 // requests))
     rng = random.Random(seed)
-    total = 0.0
+    jain_total = balance_total = 0.0
     for _ in range(trials):
         counts = [0] * workers
         for _ in range(requests):
             counts[rng.randrange(workers)] += 1
-        total += jain_index(counts)
-    return total / trials
+        jain_total += jain_index(counts)
+        balance_total += balance(counts)
+    return jain_total / trials, balance_total / trials
+
+
+def random_jain(requests, workers):
+    return random_means(requests, workers)[0]
+
+
+def random_balance(requests, workers):
+    return random_means(requests, workers)[1]
 
 
 def summarize(counts):
-    """Fairness figures of one distribution, as plain numbers."""
+    """Fairness figures of one distribution next to the best and the random."""
     counts = list(counts)
-    requests = sum(counts)
+    requests, workers = sum(counts), len(counts)
+    best = best_split(requests, workers)
+    random_fairness, random_spread = random_means(requests, workers)
     return {
         'fairness': jain_index(counts),
         'balance': balance(counts),
-        'best_fairness': best_jain(requests, len(counts)),
-        'random_fairness': random_jain(requests, len(counts)),
-        'effective_workers': jain_index(counts) * len(counts),
+        'best_fairness': jain_index(best),
+        'best_balance': balance(best),
+        'random_fairness': random_fairness,
+        'random_balance': random_spread,
+        'effective_workers': jain_index(counts) * workers,
     }

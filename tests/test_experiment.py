@@ -120,14 +120,6 @@ def test_summarize_rounds_totals_splits_figures_and_failures():
     assert per_round['best_balance'] == spread.balance([2, 1])
 
 
-def test_random_balance_is_repeatable_and_between_best_and_worst():
-    value = experiment.random_balance(10, 6)
-    assert value == experiment.random_balance(10, 6)
-    assert 1.2 < value < 6
-    assert 1.0 < experiment.random_balance(200, 6) < value
-    assert experiment.random_balance(5, 1) == 1.0
-
-
 @pytest.mark.parametrize('argv, message', [
     (['--workers', '0'], '--workers must be at least 1'),
     (['--concurrency', '0'], '--concurrency must be at least 1'),

@@ -40,7 +40,16 @@ class ReferenceFigureTests(unittest.TestCase):
         self.assertEqual(spread.random_jain(200, 6), spread.random_jain(200, 6))
         self.assertLess(spread.random_jain(200, 6), spread.best_jain(200, 6))
 
+    def test_random_balance_is_repeatable_and_between_best_and_worst(self):
+        value = spread.random_balance(10, 6)
+        self.assertEqual(value, spread.random_balance(10, 6))
+        self.assertTrue(1.2 < value < 6)
+        self.assertTrue(1.0 < spread.random_balance(200, 6) < value)
+        self.assertEqual(spread.random_balance(5, 1), 1.0)
+
     def test_summarize(self):
         summary = spread.summarize([2, 2, 2, 2, 1, 1])
         self.assertAlmostEqual(summary['fairness'], summary['best_fairness'])
         self.assertAlmostEqual(summary['effective_workers'], 6 * 0.9259, 3)
+        self.assertEqual(summary['best_balance'], 1.2)
+        self.assertGreater(summary['random_balance'], 1.2)
