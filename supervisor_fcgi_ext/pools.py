@@ -41,8 +41,7 @@ class PoolMonitor:
         self.name = name
         self.scoreboard_dir = scoreboard_dir
         self.clock = clock
-        self.slow_requests = 0
-        self.terminated_requests = 0
+        self.guard_counts = collections.Counter()
         self._reset_state({})
 
     def _reset_state(self, slots):
@@ -59,8 +58,12 @@ class PoolMonitor:
     def reset(self, view):
         """Start all counters afresh, as PHP-FPM does on a new pool."""
         self._reset_state(self._good_slots(self._read_slots(view)))
-        self.slow_requests = 0
-        self.terminated_requests = 0
+        self.guard_counts.clear()
+
+    def record(self, counter):
+        """Count what fcgi-guard did (slow_requests, terminated_requests)."""
+        self.guard_counts[counter] += 1
+        return self.guard_counts[counter]
 
     # -- sampling (supervisord's loop, about once a second) ---------------
 
@@ -154,8 +157,8 @@ class PoolMonitor:
             'connections': sum(max(0, p['connections']) for p in live),
             'fairness': round(spread.jain_index(counts), 4),
             'balance': round(spread.balance(counts), 4),
-            'slow_requests': self.slow_requests,
-            'terminated_requests': self.terminated_requests,
+            'slow_requests': self.guard_counts['slow_requests'],
+            'terminated_requests': self.guard_counts['terminated_requests'],
             'processes': processes,
             'warnings': warnings,
         }

@@ -172,7 +172,6 @@ class FcgiNamespaceRPCInterface:
         self.plugin.reset(self._get_pool(name))
         return True
 
-
     @_rpc_method
     def recordSlowRequest(self, name):
         """ Count a request seen running past a slowlog timeout (fcgi-guard)
@@ -181,9 +180,7 @@ class FcgiNamespaceRPCInterface:
         @return int  the pool's slow_requests now
         """
         self._update('recordSlowRequest')
-        monitor = self.plugin.monitor(self._get_pool(name))
-        monitor.slow_requests += 1
-        return monitor.slow_requests
+        return self.plugin.monitor(self._get_pool(name)).record('slow_requests')
 
     @_rpc_method
     def recordTerminatedRequest(self, name):
@@ -193,9 +190,7 @@ class FcgiNamespaceRPCInterface:
         @return int  the pool's terminated_requests now
         """
         self._update('recordTerminatedRequest')
-        monitor = self.plugin.monitor(self._get_pool(name))
-        monitor.terminated_requests += 1
-        return monitor.terminated_requests
+        return self.plugin.monitor(self._get_pool(name)).record('terminated_requests')
 
     @_rpc_method
     def rollingRestart(self, name, batch=1, wait=True):

@@ -150,6 +150,20 @@ class MethodTests(RPCInterfaceTestBase):
         self.assertTrue(rpc.resetStatistics('app'))
         self.assertRPCError(SupervisorFaults.BAD_NAME, rpc.resetStatistics, 'x')
 
+    def test_guard_counters_show_in_status_until_reset(self):
+        rpc = self._makeOne()
+        self.assertEqual(rpc.recordSlowRequest('app'), 1)
+        self.assertEqual(rpc.recordSlowRequest('app'), 2)
+        self.assertEqual(rpc.recordTerminatedRequest('app'), 1)
+        status = rpc.getPoolStatus('app')
+        self.assertEqual((status['slow_requests'], status['terminated_requests']),
+                         (2, 1))
+        rpc.resetStatistics('app')
+        status = rpc.getPoolStatus('app')
+        self.assertEqual((status['slow_requests'], status['terminated_requests']),
+                         (0, 0))
+        self.assertRPCError(SupervisorFaults.BAD_NAME, rpc.recordSlowRequest, 'x')
+
     def test_methods_refuse_while_shutting_down(self):
         supervisord = make_supervisord()
         rpc = self._makeOne(supervisord)
