@@ -1,5 +1,6 @@
-"""fcgi-experiment: the computation on plain data, then end to end with real
-supervisord, real nginx and real workers (the same code main() runs)."""
+"""fcgi-experiment: its options, then end to end with real supervisord, real
+nginx and real workers (the same code main() runs).  What the numbers say is
+tested on plain data in test_distribution.py."""
 import json
 import os
 import signal
@@ -9,116 +10,13 @@ import sys
 import psutil
 import pytest
 
-from supervisor_fcgi_ext import experiment, spread
-from supervisor_fcgi_ext.experiment import (Options, parse_args, plugin_delta,
-                                            run_experiment, summarize, tally)
+from supervisor_fcgi_ext import experiment
+from supervisor_fcgi_ext.distribution import format_result
+from supervisor_fcgi_ext.experiment import Options, parse_args, run_experiment
 from supervisor_fcgi_ext.harness import BIN_DIR, session_processes, wait_for
 
 
-def answered(pid, seconds=1.0):
-    return {'pid': pid, 'status': 200, 'error': '', 'seconds': seconds}
-
-
-FAILED = {'pid': None, 'status': 502, 'error': '502 Bad Gateway', 'seconds': 1.0}
-
-
-def pool(counts, exited=0, source='exact'):
-    """A getPoolStatus answer with {pid: requests} (and exited workers' counts)."""
-    processes = [{'pid': pid, 'name': 'app_%02d' % i, 'requests': n,
-                  'accepted_conn': n, 'requests_source': source}
-                 for i, (pid, n) in enumerate(sorted(counts.items()))]
-    total = sum(counts.values()) + exited
-    return {'processes': processes, 'requests': total, 'accepted_conn': total}
-
-
-def make_round(number, responses, before, after):
-    return {'number': number, 'seconds': 2.0, 'responses': responses,
-            'plugin': plugin_delta(before, after)}
-
-
-# -- plain data -------------------------------------------------------------
-
-@pytest.mark.parametrize('body, pid', [
-    (b'ProcessId: 4242\n', 4242),
-    (b'Hello from Go\nProcessId: 77\n', 77),          # the seed's worker
-    (b'{"pid": 12, "path": "/sleep"}', None),         # a body without one
-    (b'', None),
-])
-def test_parse_pid(body, pid):
-    assert experiment.parse_pid(body) == pid
-
-
-def test_plugin_delta_is_after_minus_before_with_exited_remainder():
-    before = pool({1: 3, 2: 1})
-    # pid 2 served one more and exited; pid 3 is its replacement
-    after = pool({1: 5, 3: 1}, exited=1 + 1)
-    delta = plugin_delta(before, after)
-    assert [(p['pid'], p['requests']) for p in delta['processes']] == [(1, 2), (3, 1)]
-    assert delta['requests'] == 4 and delta['exited'] == 1
-    assert delta['gone'] == [{'pid': 2, 'name': 'app_01'}]
-
-
-def test_tally_agrees_per_pid_and_keeps_idle_workers():
-    t = tally(make_round(1, [answered(1), answered(1), answered(2)],
-                         pool({1: 0, 2: 0, 3: 0}), pool({1: 2, 2: 1, 3: 0})))
-    assert [(r['pid'], r['bodies'], r['plugin']) for r in t['rows']] == [
-        (1, 2, 2), (2, 1, 1), (3, 0, 0)]
-    assert t['agreement']['status'] == 'agree'
-    assert t['agreement']['source'] == 'exact'
-
-
-def test_tally_names_each_pid_that_differs():
-    t = tally(make_round(1, [answered(1), answered(1), answered(2)],
-                         pool({1: 0, 2: 0}), pool({1: 1, 2: 2})))
-    assert t['agreement']['status'] == 'differ'
-    assert t['agreement']['mismatches'] == [
-        {'pid': 1, 'bodies': 2, 'plugin': 1}, {'pid': 2, 'bodies': 1, 'plugin': 2}]
-
-
-@pytest.mark.parametrize('responses, status, lost', [
-    ([answered(1), FAILED], 'agree', 1),          # taken, then the worker died
-    ([answered(1), answered(1)], 'differ', 0),    # no failure explains it
-])
-def test_a_request_lost_with_a_killed_worker_is_only_allowed_as_a_failure(
-        responses, status, lost):
-    before = pool({1: 0, 2: 0})
-    after = pool({1: 1, 3: 0}, exited=1)    # pid 2 counted one and was killed
-    t = tally(make_round(1, responses, before, after))
-    assert t['agreement']['status'] == status
-    assert t['agreement']['lost'] == lost
-    gone = [r for r in t['rows'] if r['pid'] == 2][0]
-    assert gone['exited'] and gone['name'] == 'app_01' and gone['plugin'] is None
-
-
-def test_without_pids_in_the_bodies_the_plugin_counts_are_the_distribution():
-    body_less = dict(answered(None))
-    rounds = [make_round(1, [body_less] * 3, pool({1: 0, 2: 0}, source='sampled'),
-                         pool({1: 2, 2: 1}, source='sampled'))]
-    summary = summarize(rounds)
-    assert summary['counted_from'] == 'plugin'
-    assert summary['agreement'] == 'no-pids' and summary['source'] == 'sampled'
-    assert summary['rounds'][0]['split'] == [2, 1]
-    assert summary['plugin_requests'] == summary['answered'] == 3
-
-
-def test_summarize_rounds_totals_splits_figures_and_failures():
-    first = make_round(1, [answered(1), answered(1), answered(2), FAILED],
-                       pool({1: 0, 2: 0}), pool({1: 2, 2: 1}))
-    second = make_round(2, [answered(2), answered(2), answered(1)],
-                        pool({1: 2, 2: 1}), pool({1: 3, 2: 3}))
-    summary = summarize([first, second])
-    assert [(r['pid'], r['bodies'], r['plugin']) for r in summary['rows']] == [
-        (1, 3, 3), (2, 3, 3)]
-    assert [r['split'] for r in summary['rounds']] == [[2, 1], [2, 1]]
-    assert summary['agreement'] == 'agree'
-    assert summary['requests'] == 7 and summary['answered'] == 6
-    assert summary['failures'] == [dict(FAILED, round=1)]
-    assert summary['overall']['fairness'] == 1.0
-    per_round = summary['per_round'][0]
-    assert per_round['fairness'] == spread.jain_index([2, 1])
-    assert per_round['best_fairness'] == spread.best_jain(3, 2)
-    assert per_round['best_balance'] == spread.balance([2, 1])
-
+# -- the options ------------------------------------------------------------------
 
 @pytest.mark.parametrize('argv, message', [
     (['--workers', '0'], '--workers must be at least 1'),
@@ -155,17 +53,6 @@ def test_a_relative_worker_command_stays_relative_to_the_user(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     opts = parse_args(['--worker-command', './goworker -listen fd0'])
     assert opts.command == '%s/goworker -listen fd0' % tmp_path
-
-
-@pytest.mark.parametrize('suffix, magic', [('png', b'\x89PNG'), ('svg', b'<?xml')])
-def test_plot_writes_a_bar_chart(tmp_path, suffix, magic):
-    pytest.importorskip('matplotlib')
-    rounds = [make_round(n, [answered(1), answered(2), answered(2)],
-                         pool({1: 0, 2: 0}), pool({1: 1, 2: 2})) for n in (1, 2)]
-    result = {'options': vars(Options()), 'summary': summarize(rounds)}
-    path = tmp_path / ('chart.' + suffix)
-    experiment.plot(result, str(path))
-    assert path.read_bytes().startswith(magic)
 
 
 # -- end to end -----------------------------------------------------------------
@@ -259,7 +146,7 @@ def test_a_worker_killed_mid_round_is_respawned_and_serves(requires_nginx):
     replacement = [row for row in second['rows'] if row['name'] == killed['name']]
     assert len(replacement) == 1 and replacement[0]['bodies'] > 0
     assert result['summary']['agreement'] == 'agree'
-    text = experiment.format_result(result)
+    text = format_result(result)
     assert 'failures    %d of 12: 502 Bad Gateway' % first['failures'] in text
     assert 'exited' in text
     assert_nothing_left(result)
@@ -277,7 +164,7 @@ def test_a_non_cooperating_worker_is_counted_by_sampling(requires_nginx,
     assert summary['answered'] == 6 and summary['failures'] == []
     assert sum(row['plugin'] for row in summary['rows']) == 6
     assert [sum(r['split']) for r in summary['rounds']] == [3, 3]
-    text = experiment.format_result(result)
+    text = format_result(result)
     assert 'the bodies carry no pid' in text and '~ sampled by the plugin' in text
     assert_nothing_left(result)
 
