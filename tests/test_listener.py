@@ -1,5 +1,6 @@
 """fcgi-guard: the protocol and every policy on a fake supervisord (superlance
-style), then end to end with real supervisord, reference workers and nginx."""
+style), then end to end with real supervisord, reference workers and nginx.
+Its pure decisions (guardrules.py) are tested in test_guardrules.py."""
 import io
 import os
 import shutil
@@ -14,15 +15,9 @@ import xmlrpc.client
 
 from supervisor_fcgi_ext.fcgiclient import fcgi_request
 from supervisor_fcgi_ext.harness import BIN_DIR, PoolSpec
+from test_guardrules import DUMP, FakeClock
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-
-DUMP = ('Thread 0x00007f0000000002 (most recent call first):\n'
-        '  File "/usr/lib/python3/threading.py", line 320 in wait\n'
-        '\n'
-        'Current thread 0x00007f0000000001 (most recent call first):\n'
-        '  File "/app/worker.py", line 103 in demo_app\n'
-        '  File "/app/worker.py", line 600 in handler\n')
 
 
 def fault(code, text):
@@ -39,17 +34,6 @@ def proc(name, pid, worker_state='idle', duration=0.0, requests=0,
 def pool(name, *procs, queue=0, backlog=8, drops=0):
     return {'name': name, 'processes': list(procs), 'listen_queue': queue,
             'listen_queue_len': backlog, 'listen_drops': drops}
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
-
-    def sleep(self, seconds):
-        self.t += seconds
 
 
 class DummyProcess:
@@ -470,66 +454,6 @@ class FcgiGuardTests(unittest.TestCase):
         for _ in range(3):
             guard.handle_event(*exited)
         self.assertEqual(sum('ALARM' in line for line in self.log_lines()), 2)
-
-
-class QueueWatchTests(unittest.TestCase):
-    def _makeOne(self, percent=80):
-        from supervisor_fcgi_ext.listener import QueueWatch
-        return QueueWatch(percent)
-
-    def changes(self, watch, checks):
-        return [watch.check(*c)[0] for c in checks]
-
-    def test_two_bad_checks_raise_two_good_clear(self):
-        watch = self._makeOne()
-        full, low = (7, 8, 0), (6, 8, 0)         # 7/8 >= 80 %, 6/8 < 80 %
-        self.assertEqual(self.changes(watch, [full, low, full, full, full, low, full,
-                                              low, low, full, full]),
-                         [None, None, None, 'raise', None, None, None,
-                          None, 'clear', None, 'raise'])
-
-    def test_new_drops_are_bad_checks(self):
-        watch = self._makeOne()
-        self.assertEqual(self.changes(watch, [(0, 8, 5), (0, 8, 6), (0, 8, 9)]),
-                         [None, None, 'raise'])
-        self.assertEqual(watch.check(0, 8, 12)[1], ['3 new drops'])
-
-    def test_unknown_figures_and_a_new_socket_are_not_bad(self):
-        watch = self._makeOne()
-        self.assertEqual(self.changes(watch, [(-1, -1, -1), (-1, -1, -1), (0, 8, 40),
-                                              (0, 8, 0), (0, 0, 0), (0, 0, 0)]),
-                         [None] * 6)
-        self.assertFalse(watch.alarmed)
-
-
-class CrashWatchTests(unittest.TestCase):
-    def test_window_slides(self):
-        from supervisor_fcgi_ext.listener import CrashWatch
-        clock = FakeClock()
-        watch = CrashWatch(2, 10, clock)
-        self.assertFalse(watch.exited())
-        clock.t += 11
-        self.assertFalse(watch.exited())       # the first one left the window
-        clock.t += 1
-        self.assertTrue(watch.exited())
-        self.assertFalse(watch.exited())
-        self.assertFalse(watch.cleared())
-        clock.t += 10
-        self.assertTrue(watch.cleared())
-        self.assertFalse(watch.cleared())
-
-
-class ExtractStackTests(unittest.TestCase):
-    def test_dump_between_log_lines(self):
-        from supervisor_fcgi_ext.listener import extract_stack
-        text = 'fcgi-worker[1]: a\n' + DUMP + '\nfcgi-worker[1]: b\n'
-        self.assertEqual(extract_stack(text), DUMP.rstrip())
-
-    def test_single_thread_dump_and_nothing(self):
-        from supervisor_fcgi_ext.listener import extract_stack
-        one = 'Stack (most recent call first):\n  File "x.py", line 1 in f\n'
-        self.assertEqual(extract_stack(one), one.rstrip())
-        self.assertEqual(extract_stack('Traceback (most recent call last):\n  x\n'), '')
 
 
 class ParseArgsTests(unittest.TestCase):
