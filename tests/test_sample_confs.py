@@ -11,7 +11,7 @@ import xmlrpc.client
 
 import pytest
 
-from supervisor_fcgi_ext import experiment
+from supervisor_fcgi_ext import distribution, experiment
 from supervisor_fcgi_ext.harness import (_FASTCGI_PARAMS, BIN_DIR, free_port,
                                          kill_session, resolve_command, wait_for)
 
@@ -163,8 +163,8 @@ def test_experiment_sample_is_what_the_experiment_writes_and_serves(
     wait_for(lambda: rpc.fcgi.getPoolStatus('app')['requests']
              >= before['requests'] + 12, 5, 'the plugin counting 12 requests')
     after = rpc.fcgi.getPoolStatus('app')
-    tally = experiment.tally({'number': 1, 'seconds': 0, 'responses': responses,
-                              'plugin': experiment.plugin_delta(before, after)})
+    tally = distribution.tally({'number': 1, 'seconds': 0, 'responses': responses,
+                              'plugin': distribution.plugin_delta(before, after)})
     assert tally['answered'] == 12 and tally['failures'] == []
     assert tally['agreement']['status'] == 'agree'
     accepted = after['accepted_conn'] - before['accepted_conn']
