@@ -34,6 +34,7 @@ _EXIT_EVENTS = (events.ProcessStateExitedEvent, events.ProcessStateStoppedEvent,
                 events.ProcessStateBackoffEvent)
 
 STALE_SLOT_SWEEP = 60   # samples between sweeps for slots of vanished pids
+AUTO_DIR_PREFIX = 'supervisor-fcgi-'
 
 _plugins = {}
 
@@ -55,7 +56,30 @@ def is_fcgi_group(group):
 def default_scoreboard_dir():
     """A per-supervisord directory on tmpfs when there is one."""
     root = '/dev/shm' if os.access('/dev/shm', os.W_OK) else tempfile.gettempdir()
-    return os.path.join(root, 'supervisor-fcgi-%d' % os.getpid())
+    return os.path.join(root, '%s%d' % (AUTO_DIR_PREFIX, os.getpid()))
+
+
+def remove_orphaned_dirs(root):
+    """Remove the automatic scoreboard directories of supervisords that are
+    gone: one killed with SIGKILL never ran its exit handler."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(AUTO_DIR_PREFIX):]
+        if name.startswith(AUTO_DIR_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 class Plugin:
@@ -106,10 +130,16 @@ class Plugin:
         if configured is None:
             os.environ.pop(scoreboard.ENV_VAR, None)
             return
-        made = not os.path.isdir(configured)
-        os.makedirs(configured, mode=0o711, exist_ok=True)
-        os.chmod(configured, 0o711)
-        if made and os.path.basename(configured).startswith('supervisor-fcgi-'):
+        automatic = configured == default_scoreboard_dir()
+        if automatic:
+            remove_orphaned_dirs(os.path.dirname(configured))
+        try:
+            os.makedirs(configured, mode=0o711, exist_ok=True)
+            os.chmod(configured, 0o711)
+        except OSError as e:
+            raise ValueError('[rpcinterface:fcgi] scoreboard_dir %s cannot be '
+                             'used: %s' % (configured, e.strerror))
+        if automatic:
             atexit.register(shutil.rmtree, configured, True)
         # supervisor copies its own environment for every child it spawns:
         # that is how a worker finds the scoreboard without configuration.

@@ -6,6 +6,9 @@ promise that nothing of ours reaches supervisord's loop as an exception.
 """
 import os
 import select
+import shutil
+import subprocess
+import tempfile
 import socket
 import unittest
 import xmlrpc.client
@@ -186,6 +189,35 @@ class MethodTests(RPCInterfaceTestBase):
         value = xmlrpc_safe({'a': [2 ** 40, 5, True]})
         self.assertEqual(value, {'a': [float(2 ** 40), 5, True]})
         xmlrpc.client.dumps((value,))
+
+
+class ScoreboardDirTests(RPCInterfaceTestBase):
+    def test_unusable_dir_refuses_to_start_with_one_line(self):
+        with self.assertRaisesRegex(ValueError, r'^\[rpcinterface:fcgi\] scoreboard_dir '
+                                    r'/proc/nope/board cannot be used: '):
+            self._makeOne(scoreboard_dir='/proc/nope/board')
+
+    def test_orphaned_automatic_dirs_of_dead_supervisords_are_removed(self):
+        from supervisor_fcgi_ext.plugin import remove_orphaned_dirs
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root, True)
+        dead = subprocess.Popen(['true'])
+        dead.wait()
+        names = ['supervisor-fcgi-%d' % dead.pid, 'supervisor-fcgi-%d' % os.getpid(),
+                 'supervisor-fcgi-x', 'unrelated']
+        for name in names:
+            os.makedirs(os.path.join(root, name, 'app'))
+        remove_orphaned_dirs(root)
+        self.assertEqual(sorted(os.listdir(root)), sorted(names[1:]))
+
+    def test_env_var_tells_the_workers_where_the_board_is(self):
+        from supervisor_fcgi_ext import scoreboard
+        board = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, board, True)
+        self.addCleanup(os.environ.pop, scoreboard.ENV_VAR, None)
+        self._makeOne(scoreboard_dir=board)
+        self.assertEqual(os.environ[scoreboard.ENV_VAR], board)
+        self.assertEqual(oct(os.stat(board).st_mode & 0o777), '0o711')
 
 
 class LoadedTwiceTests(RPCInterfaceTestBase):
