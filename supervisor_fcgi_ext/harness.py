@@ -186,6 +186,19 @@ class _Server:
                                % (self.name, self.proc.returncode, what,
                                   self._exit_reason()))
 
+    def _launch(self, argv, ready):
+        """Spawn the server and wait with ready(); a failed start stops
+        everything and raises with the log tail."""
+        self._spawn(argv)
+        try:
+            ready()
+        except HarnessError as exc:
+            raise self._abort(exc) from None
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def _abort(self, exc):
         """Stop everything after a failed start; the error gets the log tail."""
         logs = self.log_tail()
@@ -384,19 +397,14 @@ class Supervisor(_Server):
         if self.proc is not None:
             raise HarnessError('supervisord already started (pid %d)' % self.pid)
         self.write_config()
-        self._spawn([sys.executable, '-m', 'supervisor.supervisord', '-n',
-                     '-c', self.conf_path])
         deadline = time.monotonic() + timeout
-        try:
+
+        def ready():
             wait_for(self._rpc_ready, timeout, 'XML-RPC at %s' % self.url)
             if wait_running:
                 self.wait_running(max(deadline - time.monotonic(), 0.1))
-        except HarnessError as exc:
-            raise self._abort(exc) from None
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self._launch([sys.executable, '-m', 'supervisor.supervisord', '-n',
+                             '-c', self.conf_path], ready)
 
     def _rpc_ready(self):
         self._check_alive('XML-RPC at %s' % self.url)
@@ -592,17 +600,11 @@ http {{
             f.write(self.conf_text)
         # -e: otherwise nginx opens its default error log before the config.
         # A port in use fails after nginx's five bind() retries, 2.5 s.
-        self._spawn([self.binary, '-p', self.workdir, '-e', self.error_log,
-                     '-c', self.conf_path])
-        try:
-            wait_for(self._listening, timeout,
-                     'nginx to listen on 127.0.0.1:%d' % self.port)
-        except HarnessError as exc:
-            raise self._abort(exc) from None
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self._launch(
+            [self.binary, '-p', self.workdir, '-e', self.error_log, '-c',
+             self.conf_path],
+            lambda: wait_for(self._listening, timeout,
+                             'nginx to listen on 127.0.0.1:%d' % self.port))
 
     def _listening(self):
         """Whether the master holds the listening socket. Not a connect():
