@@ -11,6 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import resource
 import stat
 import struct
 import sys
@@ -27,29 +28,30 @@ WORKER_STATES = ('starting', 'idle', 'reading', 'running', 'finishing')
 _BUSY = frozenset((2, 3, 4))   # reading, running, finishing: a request in flight
 
 MAGIC = b'SVFCGISB'
-VERSION = 1
+VERSION = 2
 RECORD_SIZE = 512
 METHOD_SIZE = 16
 URI_SIZE = 256
 # Offset 0: constant header, then the seqlock counter.  The writer stores the
-# counter with one 8-byte copy (mmap slice assignment): struct.pack_into
+# counter with one 8-byte store (an item of a 'Q' memoryview): struct.pack_into
 # zero-fills its target first, so a reader could see a counter of 0.
 _HEADER = struct.Struct('<8sHHIQ')
-_SEQ = struct.Struct('<Q')
 SEQ_OFFSET = 16
 _SEQ_END = SEQ_OFFSET + 8
-# Offset 24: the payload (docs/scoreboard.rst).  Laid out for the writer: the
-# fields a request's start changes are one run (accepted_conn .. state), those
-# its end changes another (active .. last_status), so each is one pack.
-# Offsets 410..511 are reserved (zero) for additions old readers ignore.
-_LAYOUT = (('start_time', 'q'), ('max_requests', 'Q'), ('protocol_errors', 'Q'),
-           ('threads', 'H'), (None, '6x'),
-           ('accepted_conn', 'Q'), ('requests', 'Q'), ('request_start', 'q'),
+# Offset 24: the payload (docs/scoreboard.rst), laid out for the writer:
+# each update is one pack between the two counter stores, and what a
+# request's end changes (last_request_duration .. connections) and what its
+# start changes (active .. uri) are contiguous runs that share the 8-byte
+# word of active, state and connections.  Offsets 410..511 are reserved.
+_LAYOUT = (('last_request_duration', 'q'), ('last_request_cpu', 'd'),
+           ('last_request_memory', 'Q'), ('bytes_sent', 'Q'), ('exceptions', 'Q'),
+           ('last_status', 'H'), (None, '6x'),
+           ('active', 'H'), ('state', 'B'), (None, 'x'), ('connections', 'H'), (None, '2x'),
+           ('requests', 'Q'), ('accepted_conn', 'Q'), ('request_start', 'q'),
            ('content_length', 'q'), ('method', '%ds' % METHOD_SIZE),
-           ('uri', '%ds' % URI_SIZE), ('active', 'H'), ('state', 'B'), (None, '5x'),
-           ('last_request_duration', 'q'), ('last_request_memory', 'Q'),
-           ('last_request_cpu', 'd'), ('bytes_sent', 'Q'), ('exceptions', 'Q'),
-           ('last_status', 'H'))
+           ('uri', '%ds' % URI_SIZE),
+           ('start_time', 'q'), ('max_requests', 'Q'), ('protocol_errors', 'Q'),
+           ('threads', 'H'))
 BODY_OFFSET = 24
 _NAMES = tuple(name for name, _ in _LAYOUT if name)
 _BODY = struct.Struct('<' + ''.join(fmt for _, fmt in _LAYOUT))
@@ -61,13 +63,34 @@ for _name, _fmt in _LAYOUT:
         OFFSETS[_name] = BODY_OFFSET + struct.calcsize(_prefix)
     _prefix += _fmt
 del _prefix, _name, _fmt
-_STARTED = struct.Struct('<QQqq%ds%dsHB' % (METHOD_SIZE, URI_SIZE))  # accepted_conn .. state
-_FINISHED = struct.Struct('<HB5xqQdQQH')                            # active .. last_status
-_STARTED_OFFSET = OFFSETS['accepted_conn']
-_FINISHED_OFFSET = OFFSETS['active']
-_STATE_OFFSET = OFFSETS['state']
-_Q = struct.Struct('<Q')
-assert _STARTED_OFFSET + _STARTED.size == _FINISHED_OFFSET + 3
+# last_request_duration .. connections, and active .. uri ('s' fields
+# truncate, and NUL-pad what is shorter).
+_FINISHED = struct.Struct('<qdQQQH6xHBxH2x')
+_STARTED = struct.Struct('<HBxH2xQQqq%ds%ds' % (METHOD_SIZE, URI_SIZE))
+_FINISHED_OFFSET = OFFSETS['last_request_duration']
+_STARTED_OFFSET = OFFSETS['active']
+assert _FINISHED_OFFSET + _FINISHED.size == _STARTED_OFFSET + 8
+assert _STARTED_OFFSET + _STARTED.size == OFFSETS['start_time']
+# Indexes of 8-byte words in the record, for single stores.
+_SEQ_WORD = SEQ_OFFSET // 8
+_STATE_WORD = OFFSETS['active'] // 8
+_ACCEPTED_WORD = OFFSETS['accepted_conn'] // 8
+_ERRORS_WORD = OFFSETS['protocol_errors'] // 8
+_IDLE, _READING, _RUNNING = 1, 2, 3
+_pack_started = _STARTED.pack_into
+_pack_finished = _FINISHED.pack_into
+_time = time.time
+_thread_time = time.thread_time     # no getrusage(): cheaper, and in ns
+# The peak RSS (a getrusage() call, as costly as the rest of an update) is
+# read after a request that used this much CPU, and every 16th request: a
+# request using less cannot have grown the process by more than some tens
+# of MB (page faults take CPU time).
+_RSS_CPU = 0.001
+_RSS_EVERY_MASK = 15
+
+
+def _peak_rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 # Bounded retries of a torn read; a writer holds the seq odd for a few µs.
 READ_RETRIES = 5
@@ -89,11 +112,11 @@ class Slot:
     state: str
     accepted_conn: int = 0
     requests: int = 0
-    request_method: str = ''
+    request_method: str = ''          # '' while reading a request
     request_uri: str = ''
     content_length: int = 0
-    request_start: float = 0.0        # current request, else the last one; 0: none yet
-    request_duration_us: int = 0      # elapsed if a request is in flight, else the last one's
+    request_start: float = 0.0        # of the current read or request, else the last; 0: none
+    request_duration_us: int = 0      # elapsed while busy, else the last request's
     last_request_duration_us: int = 0
     last_request_cpu: float = 0.0     # % of one CPU over the last request's wall time
     last_request_memory: int = 0      # peak RSS in bytes at the end of the last request
@@ -104,6 +127,7 @@ class Slot:
     exceptions: int = 0               # requests whose app raised (answered 500)
     protocol_errors: int = 0          # connections dropped: bad records, timeouts, EOF
     bytes_sent: int = 0
+    connections: int = 0              # pool connections held open now
 
 
 def _us(seconds):
@@ -138,7 +162,8 @@ def encode_slot(slot, seq=0):
         last_request_duration=slot.last_request_duration_us,
         last_request_memory=slot.last_request_memory,
         last_request_cpu=slot.last_request_cpu, bytes_sent=slot.bytes_sent,
-        exceptions=slot.exceptions, last_status=slot.last_status)
+        exceptions=slot.exceptions, last_status=slot.last_status,
+        connections=slot.connections)
     body = _BODY.pack(*[fields[name] for name in _NAMES])
     record = _HEADER.pack(MAGIC, VERSION, RECORD_SIZE, slot.pid, seq) + body
     return record.ljust(RECORD_SIZE, b'\0')
@@ -171,11 +196,17 @@ def decode_slot(data, now=None, pid=None):
     if state in _BUSY and f['request_start'] > 0:
         now_us = _us(time.time() if now is None else now)
         duration = max(0, now_us - f['request_start'])
-    return Slot(rpid, f['start_time'] / 1e6, WORKER_STATES[state], f['accepted_conn'],
-                f['requests'], _text(f['method']), _text(f['uri']), f['content_length'],
-                f['request_start'] / 1e6, duration, last_duration, f['last_request_cpu'],
-                f['last_request_memory'], f['last_status'], f['active'], f['threads'],
-                f['max_requests'], f['exceptions'], f['protocol_errors'], f['bytes_sent'])
+    return Slot(
+        pid=rpid, start_time=f['start_time'] / 1e6, state=WORKER_STATES[state],
+        accepted_conn=f['accepted_conn'], requests=f['requests'],
+        request_method=_text(f['method']), request_uri=_text(f['uri']),
+        content_length=f['content_length'], request_start=f['request_start'] / 1e6,
+        request_duration_us=duration, last_request_duration_us=last_duration,
+        last_request_cpu=f['last_request_cpu'], last_request_memory=f['last_request_memory'],
+        last_status=f['last_status'], active=f['active'], threads=f['threads'],
+        max_requests=f['max_requests'], exceptions=f['exceptions'],
+        protocol_errors=f['protocol_errors'], bytes_sent=f['bytes_sent'],
+        connections=f['connections'])
 
 
 def _check_pool(pool):
@@ -339,12 +370,14 @@ def _log(message):
 class SlotWriter:
     """The worker's side: owns ``<pid>.slot`` and updates it through an mmap.
 
-    Each update packs the changed run of fields between an odd and an even
-    seqlock counter.  Not thread-safe: from_environ(threads > 1) returns a
-    locked subclass.
+    Each update is one pack between the odd and the even store of the
+    seqlock counter.  The writer times its requests itself (wall, CPU of
+    the calling thread, peak RSS), so a request costs the worker two calls.
+    Not thread-safe: from_environ(threads > 1) returns a locked subclass.
     """
     __slots__ = ('pid', 'path', 'threads', 'max_requests', 'accepted_conn', 'requests',
-                 'exceptions', 'protocol_errors', 'bytes_sent', 'active', '_seq', '_mm')
+                 'exceptions', 'protocol_errors', 'bytes_sent', 'active', 'connections',
+                 '_seq', '_mm', '_words', '_start', '_cpu', '_rss')
 
     def __init__(self, directory, pid=None, threads=1, max_requests=0):
         self.pid = os.getpid() if pid is None else pid
@@ -352,9 +385,10 @@ class SlotWriter:
         self.threads = threads
         self.max_requests = max_requests
         self.accepted_conn = self.requests = self.exceptions = 0
-        self.protocol_errors = self.bytes_sent = self.active = 0
-        self._seq = 0
-        self._mm = None
+        self.protocol_errors = self.bytes_sent = self.active = self.connections = 0
+        self._seq = self._rss = 0
+        self._start = self._cpu = 0.0
+        self._mm = self._words = None
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             # Written whole under a temporary name, then renamed: a reader
@@ -367,6 +401,8 @@ class SlotWriter:
                             max_requests=max_requests)
                 os.write(fd, encode_slot(slot))
                 self._mm = mmap.mmap(fd, RECORD_SIZE)
+                # 8-byte items: each assignment is one aligned 8-byte store
+                self._words = memoryview(self._mm).cast('Q')
                 os.rename(tmp, '%d.slot' % self.pid, src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
                 self.close()
@@ -396,87 +432,156 @@ class SlotWriter:
             _log('scoreboard disabled: %s: %s' % (os.path.join(base, pool), _reason(exc)))
         return None
 
+    def ready(self):
+        """The worker accepts from now on: idle, and the CPU count of its
+        first request starts here (not with the app's import)."""
+        self._cpu = time.thread_time()
+        self._rss = _peak_rss()
+        self.set_state('idle')
+
     def set_state(self, state):
-        """Enter ``state``.  While a request is in flight (another thread's,
-        with --threads) only 'running' and 'finishing' are shown."""
+        """Enter 'idle' or 'finishing'.  While a request is in flight
+        (another thread's, with --threads) idle is not shown."""
         code = WORKER_STATES.index(state)
-        if code < 3 and self.active:
+        if code < _RUNNING and self.active:
             return
-        seq = self._seq + 1
-        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
-        self._mm[_STATE_OFFSET] = code
-        self._seq = seq + 1
-        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        words[_STATE_WORD] = self.active | code << 16 | self.connections << 32
+        words[_SEQ_WORD] = seq
 
-    def accepted(self):
-        self.accepted_conn += 1
-        seq = self._seq + 1
-        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
-        _Q.pack_into(self._mm, _STARTED_OFFSET, self.accepted_conn)
-        self._seq = seq + 1
-        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
+    def reading(self, opened=False, start=None):
+        """The worker waits for a request on a connection (``opened``: one
+        just accepted, counted now).  Unless another thread's request is in
+        flight, the slot shows 'reading' since ``start`` (epoch, default now),
+        with no method, URI or length: the last request's are gone."""
+        if opened:
+            self.accepted_conn += 1
+            self.connections += 1
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        if self.active:
+            words[_ACCEPTED_WORD] = self.accepted_conn
+            words[_STATE_WORD] = self.active | _RUNNING << 16 | self.connections << 32
+        else:
+            _pack_started(self._mm, _STARTED_OFFSET, 0, _READING, self.connections,
+                          self.requests, self.accepted_conn,
+                          int((time.time() if start is None else start) * 1e6), 0, b'', b'')
+        words[_SEQ_WORD] = seq
 
-    def protocol_error(self):
-        """A connection dropped without a complete request (garbage, timeout,
-        EOF); the worker is idle again unless a request is in flight."""
-        self.protocol_errors += 1
-        seq = self._seq + 1
-        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
-        _Q.pack_into(self._mm, OFFSETS['protocol_errors'], self.protocol_errors)
-        if not self.active:
-            self._mm[_STATE_OFFSET] = 1
-        self._seq = seq + 1
-        self._mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
+    # The two updates of every request: kept to few bytecodes on purpose.
 
-    def request_started(self, method, uri, content_length, start=None, accepted=False):
-        """The app is about to be called; ``start`` (epoch) defaults to now.
+    def request_started(self, method, uri, content_length, accepted=False, start=None):
+        """The app is about to be called, now or at ``start`` (epoch).
 
         ``accepted=True`` also counts the connection, in the same update: a
-        worker does that for a connection's first request.
+        worker does that for a connection's first request when it did not
+        have to wait for it.
         """
+        self._start = start = _time() if start is None else start
         self.requests += 1
-        self.active += 1
-        self.accepted_conn += accepted
+        self.active = active = self.active + 1
+        if accepted:
+            self.accepted_conn += 1
+            self.connections += 1
         try:
             method, uri = method.encode('latin-1'), uri.encode('latin-1')
         except UnicodeEncodeError:
             method, uri = _raw(method, METHOD_SIZE), _raw(uri, URI_SIZE)
-        mm, seq = self._mm, self._seq + 1
-        mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
-        # 's' fields truncate what does not fit
-        _STARTED.pack_into(mm, _STARTED_OFFSET, self.accepted_conn, self.requests,
-                           int((time.time() if start is None else start) * 1e6),
-                           content_length, method, uri, min(self.active, 0xffff), 3)
-        self._seq = seq + 1
-        mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        _pack_started(self._mm, _STARTED_OFFSET, active, _RUNNING, self.connections,
+                      self.requests, self.accepted_conn, int(start * 1e6),
+                      content_length, method, uri)
+        words[_SEQ_WORD] = seq
 
-    def request_finished(self, duration_us, cpu_pct, memory, status=0,
-                         failed=False, sent=0):
-        self.active = active = max(0, self.active - 1)
-        self.exceptions += failed
+    def request_finished(self, status=0, failed=False, sent=0, closing=False):
+        """The request is answered: its wall time, the CPU this thread used
+        since its last request, the peak RSS.  ``closing``: its connection
+        closes now, uncounted in the same update."""
+        wall = _time() - self._start
+        cpu = _thread_time()
+        used = cpu - self._cpu
+        self._cpu = cpu
+        if used >= _RSS_CPU or not self.requests & _RSS_EVERY_MASK:
+            self._rss = _peak_rss()
+        active = self.active - 1 if self.active else 0
+        self.active = active
+        if failed:
+            self.exceptions += 1
         self.bytes_sent += sent
-        mm, seq = self._mm, self._seq + 1
-        mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq)
-        _FINISHED.pack_into(mm, _FINISHED_OFFSET, min(active, 0xffff), 3 if active else 1,
-                            duration_us, memory, cpu_pct, self.bytes_sent,
-                            self.exceptions, status)
-        self._seq = seq + 1
-        mm[SEQ_OFFSET:_SEQ_END] = _SEQ.pack(seq + 1)
+        if closing and self.connections:
+            self.connections -= 1
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        _pack_finished(self._mm, _FINISHED_OFFSET, int(wall * 1e6),
+                       100.0 * used / wall if wall > 0 else 0.0, self._rss,
+                       self.bytes_sent, self.exceptions, status, active,
+                       _RUNNING if active else _IDLE, self.connections)
+        words[_SEQ_WORD] = seq
+
+    def closed(self, counted=True, protocol_error=False):
+        """A connection is closed.  ``counted=False``: it never showed in the
+        slot (no update for it yet), so it is counted as accepted now.
+        ``protocol_error``: it was dropped without a complete request
+        (garbage, timeout, EOF).  The worker is idle unless a request is
+        in flight."""
+        if not counted:
+            self.accepted_conn += 1
+        elif self.connections:
+            self.connections -= 1
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        words[_ACCEPTED_WORD] = self.accepted_conn
+        if protocol_error:
+            self.protocol_errors += 1
+            words[_ERRORS_WORD] = self.protocol_errors
+        words[_STATE_WORD] = (self.active | (_RUNNING if self.active else _IDLE) << 16
+                              | self.connections << 32)
+        words[_SEQ_WORD] = seq
 
     def close(self):
         """Unmap; the file stays for supervisord to harvest when we have exited."""
+        if self._words is not None:
+            self._words.release()      # else the mmap refuses to close
+            self._words = None
         if self._mm is not None:
             self._mm.close()
             self._mm = None
 
 
 class _LockedSlotWriter(SlotWriter):
-    """For --threads: the same updates, one thread at a time."""
-    __slots__ = ('_lock',)
+    """For --threads: the same updates, one thread at a time; a request's
+    start and its thread's last CPU reading are kept per thread."""
+    __slots__ = ('_lock', '_local')
 
     def __init__(self, *args, **kwargs):
         self._lock = threading.Lock()
+        self._local = threading.local()
         super().__init__(*args, **kwargs)
+
+    def request_started(self, *args, **kwargs):
+        with self._lock:
+            SlotWriter.request_started(self, *args, **kwargs)
+            self._local.start = self._start
+
+    def request_finished(self, *args, **kwargs):
+        local = self._local
+        with self._lock:
+            # a new pool thread has used next to no CPU before
+            self._start, self._cpu = local.start, getattr(local, 'cpu', 0.0)
+            SlotWriter.request_finished(self, *args, **kwargs)
+            local.cpu = self._cpu
 
 
 def _locked(method):
@@ -487,7 +592,6 @@ def _locked(method):
     return update
 
 
-for _name in ('set_state', 'accepted', 'protocol_error', 'request_started',
-              'request_finished'):
+for _name in ('set_state', 'reading', 'closed'):
     setattr(_LockedSlotWriter, _name, _locked(getattr(SlotWriter, _name)))
 del _name

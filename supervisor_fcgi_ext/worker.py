@@ -49,7 +49,6 @@ import importlib
 import itertools
 import os
 import random
-import resource
 import select
 import signal
 import socket
@@ -89,7 +88,6 @@ _LINGER = 2.0
 
 _HEADER = struct.Struct(fcgi_base.FCGI_Header)
 _PAD = bytes(8)
-_RUSAGE_THREAD = getattr(resource, 'RUSAGE_THREAD', resource.RUSAGE_SELF)
 
 
 class BootError(Exception):
@@ -208,18 +206,20 @@ class WorkerRequest(fcgi_base.Request):
                                          buffered=True)
         self.status = 0
         self.param_bytes = 0
-        self.begin = time.time()
 
     def run(self):
-        server, conn, board, params = self.server, self._conn, self.server.scoreboard, self.params
+        server, conn, board = self.server, self._conn, self.server.scoreboard
         if board is not None:
+            params = self.params
             uri = params.get('REQUEST_URI')
             if uri is None:
                 uri = _request_uri(params)
             length = params.get('CONTENT_LENGTH')
-            board.request_started(params.get('REQUEST_METHOD', ''), uri,
-                                  int(length) if length and length.isdigit() else 0,
-                                  self.begin, not conn.counted)
+            # isdecimal: what int() takes; 18 digits fit the slot's 64 bits
+            length = int(length) if length and length.isdecimal() and len(length) < 19 else 0
+            # timed from the app's call: a slow client's time shows as 'reading'
+            board.request_started(params.get('REQUEST_METHOD', ''), uri, length,
+                                  not conn.counted)
             conn.counted = True
         conn.phase, conn._shown = 'running', None
         failed = False
@@ -245,12 +245,13 @@ class WorkerRequest(fcgi_base.Request):
         finally:
             conn.phase = conn._shown = None
             conn.linger = conn.linger or not self.stdin._eof
+            conn.kept = True
             server.request_done()
             if board is not None:
-                wall = time.time() - self.begin
-                cpu, memory = server.cpu_and_memory()
-                board.request_finished(int(wall * 1e6), 100.0 * cpu / wall if wall > 0 else 0.0,
-                                       memory, self.status, failed, self.stdout.bytes)
+                # closes right after (no lingering): uncounted in this update
+                conn.released = conn.lost or not (conn._keepGoing or conn.linger)
+                board.request_finished(self.status, failed, self.stdout.bytes,
+                                       conn.released)
 
 
 def _request_uri(params):
@@ -278,7 +279,9 @@ class WorkerConnection(fcgi_base.Connection):
         self._poll = None
         self.linger = False      # answered with request input unread
         self.lost = False        # the peer is gone
-        self.counted = False     # the scoreboard has counted this connection
+        self.counted = False     # the scoreboard counts this connection (open)
+        self.released = False    # ... and already counted it closed
+        self.kept = False        # a request was answered: now between requests
         self.phase = None        # None, 'running' (the app) or 'finishing' (the answer)
         self._shown = None       # a state shown while waiting for the peer
 
@@ -302,17 +305,12 @@ class WorkerConnection(fcgi_base.Connection):
             self._close()
 
     def _account(self, protocol_error=False):
-        """Tell the scoreboard what it has not heard yet about this connection."""
+        """Tell the scoreboard this connection is closed, unless the last
+        request's update already did."""
         board = self.server.scoreboard
-        if board is None:
-            return
-        if not self.counted:
-            board.accepted()
-            self.counted = True
-        if protocol_error:
-            board.protocol_error()
-        elif self._shown is not None:
-            board.set_state('idle')
+        if board is not None and not self.released:
+            board.closed(self.counted, protocol_error)
+            self.counted = self.released = True
 
     def process_input(self):
         rec = self._read_record()
@@ -379,7 +377,8 @@ class WorkerConnection(fcgi_base.Connection):
     def _wait(self, events):
         """Wait until the socket is ready, at most server.timeout; give up
         early when the worker is stopping and this connection is between
-        requests."""
+        requests.  A new connection is not: the web server has a request for
+        it on the way (it connected), so it is served even while stopping."""
         if self._poll is None:
             self._poll = select.poll()
             self._poll.register(self._sock, select.POLLIN)
@@ -387,7 +386,8 @@ class WorkerConnection(fcgi_base.Connection):
         self._show_wait(events)
         deadline = time.monotonic() + self.server.timeout
         while True:
-            if self.server.stopping and self._idle() and events == select.POLLIN:
+            if self.server.stopping and self.kept and self._idle() \
+                    and events == select.POLLIN:
                 raise _Closed()
             left = deadline - time.monotonic()
             if left <= 0:
@@ -404,18 +404,15 @@ class WorkerConnection(fcgi_base.Connection):
         board = self.server.scoreboard
         if board is None:
             return
-        if not self.counted:
-            board.accepted()
-            self.counted = True
         if events == select.POLLIN and self.phase is None:
-            state = 'reading'
+            if self._shown != 'reading':
+                board.reading(not self.counted)
+                self.counted = True
+                self._shown = 'reading'
         elif events == select.POLLOUT and self.phase == 'finishing':
-            state = 'finishing'
-        else:
-            return
-        if self._shown != state:
-            board.set_state(state)
-            self._shown = state
+            if self._shown != 'finishing':
+                board.set_state('finishing')
+                self._shown = 'finishing'
 
     def _do_get_values(self, inrec):
         """flup's, with the names decoded: on Python 3 flup answers nothing."""
@@ -593,8 +590,7 @@ class _WorkerMixin:
         for signum in STOP_SIGNALS:
             signal.signal(signum, self.handle_stop)
         if self.scoreboard is not None:
-            self.cpu_and_memory()     # the first request's CPU counts from here
-            self.scoreboard.set_state('idle')
+            self.scoreboard.ready()
         try:
             while not self.stopping:
                 if not self._wait_for_thread():
@@ -612,6 +608,9 @@ class _WorkerMixin:
                         self._release_thread()
                         sock.close()
                         continue
+                    # A streamed answer leaves in several sends; with Nagle the
+                    # last waits for the web server's delayed ACK (~40 ms on
+                    # a kept-alive connection).
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._dispatch(WorkerConnection(sock, addr, self, None))
         finally:
@@ -720,18 +719,6 @@ class SingleWorker(_WorkerMixin, fcgi_single.WSGIServer):
                  max_requests=0, scoreboard=None):
         fcgi_single.WSGIServer.__init__(self, application)
         self._setup(listener, 1, timeout, max_requests, scoreboard)
-        self._cpu_last = 0.0
-
-    def cpu_and_memory(self):
-        """CPU seconds used since the last call, and peak RSS in bytes.
-
-        One getrusage() per request: the CPU counted is the request's and the
-        accept() before it, which is next to nothing.
-        """
-        ru = resource.getrusage(_RUSAGE_THREAD)
-        now = ru.ru_utime + ru.ru_stime
-        used, self._cpu_last = now - self._cpu_last, now
-        return used, ru.ru_maxrss * 1024
 
     def _wait_for_thread(self):
         return True
@@ -764,16 +751,6 @@ class ThreadedWorker(_WorkerMixin, fcgi.WSGIServer):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         self._setup(listener, threads, timeout, max_requests, scoreboard)
         self._free = threading.BoundedSemaphore(threads)
-        self._cpu = threading.local()
-
-    def cpu_and_memory(self):
-        """CPU seconds this thread used since its last call (a new pool thread
-        has used next to nothing before), and peak RSS in bytes."""
-        ru = resource.getrusage(_RUSAGE_THREAD)
-        now = ru.ru_utime + ru.ru_stime
-        used = now - getattr(self._cpu, 'last', 0.0)
-        self._cpu.last = now
-        return used, ru.ru_maxrss * 1024
 
     def _wait_for_thread(self):
         return self._free.acquire(timeout=_WAIT_SLICE)
@@ -785,6 +762,11 @@ class ThreadedWorker(_WorkerMixin, fcgi.WSGIServer):
         self._threadPool.addJob(_Job(conn, self._free))
 
     def _drain(self):
+        # flup's shutdown() drops jobs no thread has picked up yet: a
+        # connection accepted just before a stop would be closed unserved.
+        # Every job frees its place when done, so take them all first.
+        for _ in range(self.threads):
+            self._free.acquire()
         self._threadPool.shutdown()
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import multiprocessing
 import os
 import random
+import resource
 import stat
 import struct
 import threading
@@ -31,7 +32,7 @@ def make_slot(**fields):
                 request_duration_us=1500, last_request_duration_us=1500,
                 last_request_cpu=12.5, last_request_memory=30 << 20, last_status=201,
                 active=0, threads=1, max_requests=1000, exceptions=1,
-                protocol_errors=2, bytes_sent=777)
+                protocol_errors=2, bytes_sent=777, connections=1)
     base.update(fields)
     return Slot(**base)
 
@@ -47,15 +48,18 @@ class FormatTests(unittest.TestCase):
     def test_layout_is_the_documented_one(self):
         # docs/scoreboard.rst promises these offsets to writers in other languages
         self.assertEqual(scoreboard.OFFSETS, {
-            'start_time': 24, 'max_requests': 32, 'protocol_errors': 40, 'threads': 48,
-            'accepted_conn': 56, 'requests': 64, 'request_start': 72,
-            'content_length': 80, 'method': 88, 'uri': 104, 'active': 360,
-            'state': 362, 'last_request_duration': 368, 'last_request_memory': 376,
-            'last_request_cpu': 384, 'bytes_sent': 392, 'exceptions': 400,
-            'last_status': 408})
-        data = encode_slot(make_slot())
+            'last_request_duration': 24, 'last_request_cpu': 32,
+            'last_request_memory': 40, 'bytes_sent': 48, 'exceptions': 56,
+            'last_status': 64, 'active': 72, 'state': 74, 'connections': 76,
+            'requests': 80, 'accepted_conn': 88,
+            'request_start': 96, 'content_length': 104, 'method': 112, 'uri': 128,
+            'start_time': 384, 'max_requests': 392, 'protocol_errors': 400,
+            'threads': 408})
+        data = encode_slot(make_slot(state='running', active=2, connections=3))
         self.assertEqual(data[:8], b'SVFCGISB')
-        self.assertEqual(struct.unpack_from('<HHIQ', data, 8), (1, 512, PID, 0))
+        self.assertEqual(struct.unpack_from('<HHIQ', data, 8), (2, 512, PID, 0))
+        # active, state and connections share one 8-byte word, gaps zero
+        self.assertEqual(struct.unpack_from('<Q', data, 72)[0], 2 | 3 << 16 | 3 << 32)
         self.assertEqual(data[410:], bytes(102))
 
     def test_running_slot_reports_elapsed_time_from_now(self):
@@ -71,17 +75,17 @@ class FormatTests(unittest.TestCase):
         self.assertEqual(decoded.request_method, 'M' * scoreboard.METHOD_SIZE)
         self.assertEqual(len(decoded.request_uri), scoreboard.URI_SIZE)
         data = bytearray(encode_slot(slot))
-        data[104:107] = b'/\xff\xfe'
+        data[128:131] = b'/\xff\xfe'
         self.assertEqual(decode_slot(bytes(data)).request_uri[:3], '/\ufffd\ufffd')
 
     def test_bad_records_raise_one_line_errors(self):
         good = encode_slot(make_slot())
         cases = {
             'bad magic': b'XXXXXXXX' + good[8:],
-            'version 2': good[:8] + struct.pack('<H', 2) + good[10:],
+            'version 1': good[:8] + struct.pack('<H', 1) + good[10:],
             'size 1024': good[:10] + struct.pack('<H', 1024) + good[12:],
             'being written': good[:16] + struct.pack('<Q', 7) + good[24:],
-            'bad worker state 9': good[:362] + b'\x09' + good[363:],
+            'bad worker state 9': good[:74] + b'\x09' + good[75:],
             'truncated': good[:100],
         }
         for reason, data in cases.items():
@@ -191,33 +195,74 @@ class TestWriter:
         slot = read_slot(path)
         assert (slot.state, slot.max_requests, slot.requests) == ('starting', 50, 0)
         assert abs(slot.start_time - time.time()) < 5
-        writer.set_state('idle')
-        writer.set_state('reading')
-        assert read_slot(path).state == 'reading'
+        writer.ready()
+        assert read_slot(path).state == 'idle'
+        writer.reading(opened=True, start=time.time() - 0.5)
+        slot = read_slot(path)
+        assert (slot.state, slot.accepted_conn, slot.connections) == ('reading', 1, 1)
+        assert slot.request_duration_us >= 500000
         start = time.time() - 0.25
-        writer.request_started('GET', '/x?y=1', 0, start, accepted=True)
+        writer.request_started('GET', '/x?y=1', 7, start=start)
         slot = read_slot(path)
         assert (slot.state, slot.accepted_conn, slot.requests, slot.active) == ('running', 1, 1, 1)
-        assert (slot.request_method, slot.request_uri) == ('GET', '/x?y=1')
-        assert slot.request_duration_us >= 250000
+        assert (slot.request_method, slot.request_uri, slot.content_length) == ('GET', '/x?y=1', 7)
+        assert 250000 <= slot.request_duration_us < 500000
         writer.set_state('idle')     # ignored: a request is in flight
         writer.set_state('finishing')
         assert read_slot(path).state == 'finishing'
-        writer.request_finished(250000, 40.0, 1 << 24, 200, sent=90)
-        writer.accepted()
-        writer.protocol_error()
+        cpu = time.thread_time()
+        while time.thread_time() - cpu < 0.02:    # the request uses some CPU
+            pass
+        writer.request_finished(200, sent=90)
+        slot = read_slot(path)
+        assert (slot.state, slot.connections, slot.request_uri) == ('idle', 1, '/x?y=1')
+        last = slot.last_request_duration_us
+        assert 250000 <= last < 5000000 and slot.request_duration_us == last
+        assert 20000 / last * 100 <= slot.last_request_cpu <= 100
+        assert slot.last_request_memory == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        writer.reading()             # the kept-alive connection waits for the next
+        slot = read_slot(path)
+        assert (slot.state, slot.request_method, slot.request_uri, slot.content_length) == \
+            ('reading', '', '', 0)
+        assert slot.request_duration_us < 250000 and slot.last_request_duration_us == last
+        writer.closed()
+        writer.closed(counted=False, protocol_error=True)   # garbage, never shown
         slot = read_slot(path)
         assert slot == dataclasses.replace(
-            slot, state='idle', accepted_conn=2, requests=1, active=0,
-            request_duration_us=250000, last_request_duration_us=250000,
-            last_request_cpu=40.0, last_request_memory=1 << 24, last_status=200,
+            slot, state='idle', accepted_conn=2, requests=1, active=0, connections=0,
+            request_duration_us=last, last_request_duration_us=last, last_status=200,
             bytes_sent=90, exceptions=0, protocol_errors=1)
-        writer.request_started('POST', '/f', 5)
-        writer.request_finished(10, 0.0, 1, 500, failed=True, sent=10)
-        assert read_slot(path).exceptions == 1
+        writer.request_started('POST', '/f', 5, accepted=True)
+        assert read_slot(path).connections == 1
+        writer.request_finished(500, failed=True, sent=10, closing=True)
+        slot = read_slot(path)
+        assert (slot.exceptions, slot.connections, slot.accepted_conn) == (1, 0, 3)
         writer.close()
         writer.close()
         assert read_slot(path).requests == 2    # left for supervisord to harvest
+
+    def test_uri_is_nul_terminated_over_a_longer_one_and_truncated(self, pool_dir):
+        writer = SlotWriter(pool_dir, pid=PID)
+        writer.request_started('GET', '/a-much-longer-uri?x=1', 0)
+        writer.request_started('GET', '/b', 0)
+        assert read_slot(writer.path).request_uri == '/b'
+        long = '/' + 'y' * 300
+        writer.request_started('GET', long, 0)
+        assert read_slot(writer.path).request_uri == long[:scoreboard.URI_SIZE]
+        writer.request_started('X' * 20, '/c', 0)
+        slot = read_slot(writer.path)
+        assert (slot.request_method, slot.request_uri) == ('X' * 16, '/c')
+
+    def test_threads_count_connections_and_keep_the_running_request(self, pool_dir):
+        writer = SlotWriter(pool_dir, pid=PID, threads=4)
+        writer.request_started('GET', '/slow', 0, accepted=True)
+        writer.reading(opened=True)      # a second connection, while /slow runs
+        slot = read_slot(writer.path)
+        assert (slot.state, slot.request_uri, slot.connections, slot.accepted_conn) == \
+            ('running', '/slow', 2, 2)
+        writer.request_finished(200, closing=True)
+        writer.closed()
+        assert (read_slot(writer.path).connections, read_slot(writer.path).state) == (0, 'idle')
 
     def test_from_environ(self, tmp_path, capsys):
         base = str(tmp_path / 'board')
@@ -234,8 +279,9 @@ class TestWriter:
         assert read_slot(threaded.path).threads == 4
         threaded.request_started('GET', '/', 0)
         threaded.request_started('GET', '/', 0)
-        threaded.request_finished(1, 1.0, 1)
-        threaded.set_state('reading')    # another thread's request still runs
+        threaded.request_finished(200)
+        threaded.set_state('idle')       # another thread's request still runs
+        threaded.reading()
         assert (read_slot(threaded.path).state, read_slot(threaded.path).active) == ('running', 1)
         assert SlotWriter.from_environ(dict(env, SUPERVISOR_GROUP_NAME='../x')) is None
         assert 'bad pool name' in capsys.readouterr().err
@@ -268,7 +314,7 @@ class TestReader:
         (os.urandom(RECORD_SIZE), 'bad magic'),
         (encode_slot(make_slot())[:RECORD_SIZE - 1], 'truncated'),
         (encode_slot(make_slot(pid=999)), 'belongs to pid 999'),
-        (b'SVFCGISB' + struct.pack('<HH', 2, 512) + bytes(500), 'version 2'),
+        (b'SVFCGISB' + struct.pack('<HH', 1, 512) + bytes(500), 'version 1'),
     ])
     def test_bad_files(self, pool_dir, data, reason):
         path = slot_path(os.path.dirname(pool_dir), 'pool', PID)
@@ -314,13 +360,22 @@ class TestReader:
         assert all(isinstance(v, ScoreboardError) for v in read_pool(base, '..', [1]).values())
 
 
+def hammer_uri(i):
+    return '/r/%d/%s' % (i, 'x' * (i % 37))     # shorter and longer than the last
+
+
+def hammer_status(i):
+    return 100 + i % 500
+
+
 def hammer(path, stop):
     """Writer process: updates whose fields agree with each other, as fast as it can."""
     writer = SlotWriter(os.path.dirname(path), pid=PID)
     i = 0
     while not stop.is_set() and i < 10_000_000:
-        writer.request_started('GET', '/r/%d' % i, i, start=i)
-        writer.request_finished(i, float(i), i, 200, sent=1)
+        writer.reading(opened=True, start=i)
+        writer.request_started('GET', hammer_uri(i), i, start=i)
+        writer.request_finished(hammer_status(i), sent=1, closing=True)
         i += 1
 
 
@@ -338,7 +393,9 @@ def test_reader_never_sees_a_torn_slot_while_a_writer_hammers(pool_dir):
                 break
             time.sleep(0.01)
         good = refused = 0
-        for _ in range(10_000):
+        states = set()
+        deadline = time.monotonic() + 20
+        while good < 2000 and time.monotonic() < deadline:
             try:
                 slot = read_slot(path)
             except ScoreboardError as exc:
@@ -346,19 +403,29 @@ def test_reader_never_sees_a_torn_slot_while_a_writer_hammers(pool_dir):
                 refused += 1
                 continue
             good += 1
+            states.add(slot.state)
+            if slot.state == 'reading':      # request n is being read
+                n = slot.requests
+                assert (slot.request_method, slot.request_uri, slot.content_length) == \
+                    ('', '', 0)
+                assert slot.request_start == n and slot.accepted_conn == n + 1
+                assert slot.connections == 1 and slot.bytes_sent == n
+                assert slot.last_status == (hammer_status(n - 1) if n else 0)
+                continue
             n = slot.content_length
-            assert slot.requests == n + 1 and slot.request_uri == '/r/%d' % n
-            assert slot.request_start == n
+            assert slot.requests == n + 1 and slot.request_uri == hammer_uri(n)
+            assert slot.request_start == n and slot.accepted_conn == n + 1
             if slot.state == 'running':
-                assert slot.bytes_sent == n and slot.last_request_duration_us == max(n - 1, 0)
+                assert slot.connections == 1 and slot.bytes_sent == n
+                assert slot.last_status == (hammer_status(n - 1) if n else 0)
             else:
-                assert slot.state == 'idle'
-                assert slot.bytes_sent == n + 1 and slot.last_request_duration_us == n
-                assert slot.last_request_memory == n and slot.last_request_cpu == float(n)
+                assert slot.state == 'idle' and slot.connections == 0
+                assert slot.bytes_sent == n + 1 and slot.last_status == hammer_status(n)
         assert proc.is_alive(), 'the writer stopped early: the race was not run'
-        # a writer this busy holds the counter odd much of the time: some
+        # a writer this busy holds the counter odd most of the time: most
         # reads are refused, none may be inconsistent
-        assert good > 2000, (good, refused)
+        assert good == 2000, (good, refused)
+        assert states == {'reading', 'running', 'idle'}, states
     finally:
         stop.set()
         proc.join(10)

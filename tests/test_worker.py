@@ -2,9 +2,11 @@
 as fd 0, real FastCGI, real signals, and the scoreboard slot they fill."""
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from supervisor_fcgi_ext import worker
 from supervisor_fcgi_ext.fcgiclient import (
     FastCGIConnection, FastCGIError, cgi_params, fcgi_request,
 )
+from supervisor_fcgi_ext.harness import PoolSpec
 from supervisor_fcgi_ext.scoreboard import (
     ENV_VAR, ScoreboardError, Slot, ensure_pool_dir, read_pool, read_slot, slot_path,
 )
@@ -42,7 +45,7 @@ def application(environ, start_response):
         return [b'x' * 1000000]
     if path == '/stream':
         start_response('200 OK', [('Content-Type', 'text/plain')])
-        return (b'chunk%d;' % i for i in range(5))
+        return (b'chunk%d;' % i for i in range(5))      # one send each
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [b'app %d' % os.getpid()]
 '''
@@ -96,10 +99,11 @@ class Pool:
         assert wait_for(lambda: self.state(proc) == 'idle')
         return self.slot(proc)
 
-    def state(self, proc):
-        """The worker's state in its slot, None while there is no readable slot."""
+    def state(self, proc, field='state'):
+        """The worker's state (or another field) in its slot, None while
+        there is no readable slot."""
         try:
-            return self.slot(proc).state
+            return getattr(self.slot(proc), field)
         except ScoreboardError:
             return None
 
@@ -242,6 +246,28 @@ def test_web_server_addrs_limit_who_may_connect_over_tcp(pool):
     assert 'FCGI_WEB_SERVER_ADDRS ignored' in stderr_of(proc)
 
 
+def test_streamed_answers_over_tcp_keep_alive_wait_for_no_delayed_ack(
+        supervisor_factory, nginx_factory, app_dir):
+    # nginx keeps the TCP connection to the worker; a streamed answer leaves
+    # in several small sends, and with Nagle each waits for nginx's delayed
+    # ACK (about 40 ms a request) unless the worker sets TCP_NODELAY.
+    sup = supervisor_factory([PoolSpec(command='fcgi-worker myapp', numprocs=1,
+                                       socket='tcp', extra={'directory': app_dir})])
+    nginx = nginx_factory(sup.pools[0].socket_url, keepalive=True)
+    client = http.client.HTTPConnection('127.0.0.1', nginx.port, timeout=10)
+    try:
+        latencies = []
+        for _ in range(50):
+            began = time.monotonic()
+            client.request('GET', '/stream')
+            response = client.getresponse()
+            assert response.read() == b''.join(b'chunk%d;' % i for i in range(5))
+            latencies.append(time.monotonic() - began)
+    finally:
+        client.close()
+    assert statistics.median(latencies) < 0.010, sorted(latencies)
+
+
 def test_keep_alive_connection_counts_one_connection(pool):
     p = pool()
     proc = p.start()
@@ -295,15 +321,63 @@ def test_scoreboard_shows_the_running_request(pool):
 def test_scoreboard_shows_reading_while_the_peer_is_slow_to_ask(pool):
     p = pool()
     proc = p.start()
+    pid_of(p.request('/first?x=1'))
     sock = p.connect()
+    began = time.time()
     sock.sendall(begin())
     assert wait_for(lambda: p.state(proc) == 'reading')
-    assert p.slot(proc).accepted_conn == 1
-    sock.sendall(record(FCGI_PARAMS, params()) + record(FCGI_PARAMS) + record(FCGI_STDIN))
+    time.sleep(0.3)
+    slot = p.slot(proc)
+    # a new read: nothing of the last request, timed from the accept
+    assert (slot.request_method, slot.request_uri, slot.content_length) == ('', '', 0)
+    assert began - 0.1 <= slot.request_start and slot.request_duration_us >= 300000
+    assert (slot.accepted_conn, slot.connections) == (2, 1)
+    asked = time.time()
+    sock.sendall(record(FCGI_PARAMS, params('/?sleep=0.5')) + record(FCGI_PARAMS)
+                 + record(FCGI_STDIN))
+    assert wait_for(lambda: p.state(proc) == 'running')
+    slot = p.slot(proc)
+    assert (slot.request_method, slot.request_uri) == ('GET', '/?sleep=0.5')
+    assert slot.request_start >= asked - 0.05    # the read is not the app's time
     assert read_until_closed(sock).startswith(b'\x01\x06')    # FCGI_STDOUT
     sock.close()
     slot = p.settled(proc)
-    assert (slot.accepted_conn, slot.requests, slot.protocol_errors) == (1, 1, 0)
+    assert (slot.accepted_conn, slot.requests, slot.protocol_errors, slot.connections) == \
+        (2, 2, 0, 0)
+    assert 500000 <= slot.last_request_duration_us < 800000
+
+
+def test_scoreboard_counts_held_connections(pool):
+    p = pool()
+    proc = p.start()
+    with FastCGIConnection(p.address, timeout=10) as conn:
+        pid_of(conn.request('/kept'))
+        # between requests on a kept-alive connection: reading the next one
+        assert wait_for(lambda: p.state(proc) == 'reading')
+        slot = p.slot(proc)
+        assert (slot.connections, slot.request_uri, slot.last_status) == (1, '', 200)
+        pid_of(conn.request('/again'))
+    slot = p.settled(proc)
+    assert (slot.connections, slot.accepted_conn, slot.requests) == (0, 1, 2)
+
+
+def test_scoreboard_counts_held_connections_with_threads(pool):
+    p = pool()
+    proc = p.start('--threads', '3')
+    first = FastCGIConnection(p.address, timeout=10)
+    second = FastCGIConnection(p.address, timeout=10)
+    try:
+        pid_of(first.request('/'))
+        pid_of(second.request('/'))
+        assert wait_for(lambda: p.state(proc, 'connections') == 2)
+        first.close()
+        assert wait_for(lambda: p.state(proc, 'connections') == 1)
+    finally:
+        first.close()
+        second.close()
+    assert wait_for(lambda: p.state(proc, 'connections') == 0)
+    slot = p.settled(proc)
+    assert (slot.accepted_conn, slot.requests) == (2, 2)
 
 
 def test_scoreboard_shows_finishing_while_the_peer_is_slow_to_take(pool, app_dir):
@@ -376,6 +450,45 @@ def test_term_on_an_idle_keep_alive_connection(pool):
         assert proc.wait(5) == 0
         assert time.monotonic() - began < 1.5
     assert p.slot(proc).state == 'idle'
+
+
+@pytest.mark.parametrize('threads', ['1', '2'])
+def test_term_right_after_accept_still_serves_the_connection(pool, threads):
+    # nginx connects, the worker accepts, TERM arrives, then the request:
+    # the connection is not an idle one, it must be answered.
+    p = pool()
+    proc = p.start('--threads', threads)
+    sock = p.connect()
+    assert wait_for(lambda: p.state(proc, 'connections') == 1)    # accepted
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.6)      # longer than the worker's wait slice: it saw the stop
+    sock.sendall(begin() + record(FCGI_PARAMS, params()) + record(FCGI_PARAMS)
+                 + record(FCGI_STDIN))
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b'\x01\x06') and b'ProcessId: %d' % proc.pid in answer
+    assert proc.wait(5) == 0
+    assert p.slot(proc).requests == 1
+
+
+def test_threaded_stop_serves_a_connection_no_pool_thread_took_yet(tmp_path):
+    # flup's ThreadPool.shutdown() drops queued jobs; a stop right after a
+    # dispatch must still serve that connection.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / 's'))
+    listener.listen(1)
+    server = worker.ThreadedWorker(worker.demo_app, listener, 2, timeout=5)
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.sendall(begin() + record(FCGI_PARAMS, params()) + record(FCGI_PARAMS)
+                       + record(FCGI_STDIN))
+        assert server._wait_for_thread()
+        server._dispatch(worker.WorkerConnection(ours, None, server, None))
+        server._drain()
+        assert b'ProcessId: %d' % os.getpid() in read_until_closed(theirs)
+    finally:
+        theirs.close()
+        listener.close()
 
 
 def test_sigkill_loses_only_the_request_in_flight(pool):
