@@ -20,6 +20,7 @@ import argparse
 import os
 import selectors
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -115,11 +116,17 @@ def pool_cpu(procs):
     return total
 
 
-def stop_pool(procs):
+def stop_pool(procs, graceful):
+    """Stop the pool: fcgi-worker by TERM, so no slot is left mid-update
+    (bare flup can ignore TERM in accept(): killed)."""
     for proc in procs:
-        proc.kill()
+        proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
     for proc in procs:
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def main(argv=None):
@@ -176,7 +183,7 @@ def main(argv=None):
                         count = load(nginx.port, args.concurrency, args.seconds)
                         cpu = (pool_cpu(procs) - cpu0) / count * 1e6
                     finally:
-                        stop_pool(procs)
+                        stop_pool(procs, name.startswith('fcgi-worker'))
                     if name == 'fcgi-worker + scoreboard':
                         answered += warm + count
                         counted += sum(harvest_slot(board, 'bench', proc.pid).requests
