@@ -121,7 +121,7 @@ class PoolMonitor:
         if figures.queue > self.max_listen_queue:
             self.max_listen_queue = figures.queue
         slots = self._read_slots(view)
-        held = self._connections(view, warnings)
+        held = self._connections(view, slots, warnings)
         processes = [self._process_status(p, slots.get(p.pid), held, now,
                                           warnings)
                      for p in view.processes]
@@ -219,15 +219,20 @@ class PoolMonitor:
             warnings.append('socket figures unavailable: %s' % e)
             return sockstats.ListenerStats(UNKNOWN, UNKNOWN, UNKNOWN)
 
-    def _connections(self, view, warnings):
-        pids = [p.pid for p in running(view)]
+    def _connections(self, view, slots, warnings):
+        """Connections each worker holds now: a cooperating worker says so in
+        its slot; the others are looked up at the socket level, which costs a
+        /proc walk per worker."""
+        held = {pid: slot.connections for pid, slot in slots.items()
+                if isinstance(slot, scoreboard.Slot)}
+        pids = [p.pid for p in running(view) if p.pid not in held]
         if view.sock is None or not pids:
-            return {}
+            return held
         try:
-            return sockstats.connections_by_pid(view.sock, pids)
+            held.update(sockstats.connections_by_pid(view.sock, pids))
         except sockstats.SocketStatsError as e:
             warnings.append('connections unavailable: %s' % e)
-            return {}
+        return held
 
     def _read_slots(self, view):
         pids = [p.pid for p in running(view)]

@@ -117,8 +117,12 @@ def test_sigkill_mid_request_loses_only_that_request(supervisor_factory):
     client = threading.Thread(target=slow)
     client.start()
     sup.wait_for(lambda: status(sup)['active_processes'] == 1, 5, 'a busy worker')
-    victim = [p for p in status(sup)['processes'] if p['worker_state'] == 'running'][0]
+    processes = status(sup)['processes']
+    victim = [p for p in processes if p['worker_state'] == 'running'][0]
     assert victim['request_uri'] == '/?sleep=10'
+    # what each worker holds, from its slot: exact, no /proc walk
+    assert sorted(p['connections'] for p in processes) == [0, 1]
+    assert victim['connections'] == 1
     os.kill(victim['pid'], signal.SIGKILL)
     client.join(20)
     assert len(failures) == 1
