@@ -79,18 +79,12 @@ _ERRORS_WORD = OFFSETS['protocol_errors'] // 8
 _IDLE, _READING, _RUNNING = 1, 2, 3
 _pack_started = _STARTED.pack_into
 _pack_finished = _FINISHED.pack_into
-_time = time.time
-_thread_time = time.thread_time     # no getrusage(): cheaper, and in ns
-# The peak RSS (a getrusage() call, as costly as the rest of an update) is
-# read after a request that used this much CPU, and every 16th request: a
-# request using less cannot have grown the process by more than some tens
-# of MB (page faults take CPU time).
-_RSS_CPU = 0.001
-_RSS_EVERY_MASK = 15
-
-
-def _peak_rss():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+_time_ns = time.time_ns      # ints: no float-to-int conversions
+# CPU time and peak RSS are read after a request of this wall time (ns) or
+# more, and every (mask + 1)th request.
+_SAMPLE_WALL = 10_000_000
+_SAMPLE_MASK = 15
+_RUSAGE_THREAD = getattr(resource, 'RUSAGE_THREAD', resource.RUSAGE_SELF)
 
 # Bounded retries of a torn read; a writer holds the seq odd for a few µs.
 READ_RETRIES = 5
@@ -377,7 +371,7 @@ class SlotWriter:
     """
     __slots__ = ('pid', 'path', 'threads', 'max_requests', 'accepted_conn', 'requests',
                  'exceptions', 'protocol_errors', 'bytes_sent', 'active', 'connections',
-                 '_seq', '_mm', '_words', '_start', '_cpu', '_rss')
+                 '_seq', '_mm', '_words', '_start', '_cpu', '_cpu_pct', '_window', '_rss')
 
     def __init__(self, directory, pid=None, threads=1, max_requests=0):
         self.pid = os.getpid() if pid is None else pid
@@ -387,7 +381,8 @@ class SlotWriter:
         self.accepted_conn = self.requests = self.exceptions = 0
         self.protocol_errors = self.bytes_sent = self.active = self.connections = 0
         self._seq = self._rss = 0
-        self._start = self._cpu = 0.0
+        self._start = self._window = 0
+        self._cpu = self._cpu_pct = 0.0
         self._mm = self._words = None
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
@@ -435,8 +430,7 @@ class SlotWriter:
     def ready(self):
         """The worker accepts from now on: idle, and the CPU count of its
         first request starts here (not with the app's import)."""
-        self._cpu = time.thread_time()
-        self._rss = _peak_rss()
+        self._sample(0)
         self.set_state('idle')
 
     def set_state(self, state):
@@ -482,7 +476,8 @@ class SlotWriter:
         worker does that for a connection's first request when it did not
         have to wait for it.
         """
-        self._start = start = _time() if start is None else start
+        start = _time_ns() if start is None else int(start * 1e9)
+        self._start = start
         self.requests += 1
         self.active = active = self.active + 1
         if accepted:
@@ -497,20 +492,20 @@ class SlotWriter:
         words = self._words
         words[_SEQ_WORD] = seq - 1
         _pack_started(self._mm, _STARTED_OFFSET, active, _RUNNING, self.connections,
-                      self.requests, self.accepted_conn, int(start * 1e6),
+                      self.requests, self.accepted_conn, start // 1000,
                       content_length, method, uri)
         words[_SEQ_WORD] = seq
 
     def request_finished(self, status=0, failed=False, sent=0, closing=False):
-        """The request is answered: its wall time, the CPU this thread used
-        since its last request, the peak RSS.  ``closing``: its connection
-        closes now, uncounted in the same update."""
-        wall = _time() - self._start
-        cpu = _thread_time()
-        used = cpu - self._cpu
-        self._cpu = cpu
-        if used >= _RSS_CPU or not self.requests & _RSS_EVERY_MASK:
-            self._rss = _peak_rss()
+        """The request is answered: its wall time, and (see _sample) the CPU
+        share and peak RSS.  ``closing``: its connection closes now,
+        uncounted in the same update."""
+        wall = _time_ns() - self._start
+        window = self._window + wall
+        if wall >= _SAMPLE_WALL or not self.requests & _SAMPLE_MASK:
+            self._sample(window)
+            window = 0
+        self._window = window
         active = self.active - 1 if self.active else 0
         self.active = active
         if failed:
@@ -522,11 +517,22 @@ class SlotWriter:
         self._seq = seq
         words = self._words
         words[_SEQ_WORD] = seq - 1
-        _pack_finished(self._mm, _FINISHED_OFFSET, int(wall * 1e6),
-                       100.0 * used / wall if wall > 0 else 0.0, self._rss,
-                       self.bytes_sent, self.exceptions, status, active,
+        _pack_finished(self._mm, _FINISHED_OFFSET, wall // 1000, self._cpu_pct,
+                       self._rss, self.bytes_sent, self.exceptions, status, active,
                        _RUNNING if active else _IDLE, self.connections)
         words[_SEQ_WORD] = seq
+
+    def _sample(self, window):
+        """Read this thread's CPU time and the peak RSS: the CPU share is
+        the CPU used since the last reading over ``window``, the wall time
+        of the requests since.  One system call that costs as much as the
+        rest of a request's updates: made every 16th request and after a
+        request of _SAMPLE_WALL or more, whose figure it then dominates."""
+        ru = resource.getrusage(_RUSAGE_THREAD)
+        cpu = ru.ru_utime + ru.ru_stime
+        self._cpu_pct = 1e11 * (cpu - self._cpu) / window if window > 0 else 0.0
+        self._cpu = cpu
+        self._rss = ru.ru_maxrss * 1024
 
     def closed(self, counted=True, protocol_error=False):
         """A connection is closed.  ``counted=False``: it never showed in the
@@ -562,7 +568,7 @@ class SlotWriter:
 
 class _LockedSlotWriter(SlotWriter):
     """For --threads: the same updates, one thread at a time; a request's
-    start and its thread's last CPU reading are kept per thread."""
+    start and its thread's CPU readings are kept per thread."""
     __slots__ = ('_lock', '_local')
 
     def __init__(self, *args, **kwargs):
@@ -579,9 +585,10 @@ class _LockedSlotWriter(SlotWriter):
         local = self._local
         with self._lock:
             # a new pool thread has used next to no CPU before
-            self._start, self._cpu = local.start, getattr(local, 'cpu', 0.0)
+            self._start = local.start
+            self._cpu, self._cpu_pct, self._window = getattr(local, 'cpu', (0.0, 0.0, 0))
             SlotWriter.request_finished(self, *args, **kwargs)
-            local.cpu = self._cpu
+            local.cpu = self._cpu, self._cpu_pct, self._window
 
 
 def _locked(method):

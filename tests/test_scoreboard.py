@@ -241,6 +241,27 @@ class TestWriter:
         writer.close()
         assert read_slot(path).requests == 2    # left for supervisord to harvest
 
+    def test_cpu_and_memory_are_read_every_16th_request(self, pool_dir):
+        writer = SlotWriter(pool_dir, pid=PID)
+        writer.ready()
+
+        def request():
+            writer.request_started('GET', '/', 0)
+            cpu = time.thread_time()
+            while time.thread_time() - cpu < 0.001:   # 1 ms of CPU, under 10 ms
+                pass
+            writer.request_finished(200)
+        for _ in range(15):
+            request()
+        slot = read_slot(writer.path)
+        assert (slot.requests, slot.last_request_cpu) == (15, 0.0)    # not read yet
+        request()
+        slot = read_slot(writer.path)
+        # over the 16 requests' wall time; the CPU between them counts too
+        assert 20 < slot.last_request_cpu < 150
+        assert slot.last_request_memory == \
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
     def test_uri_is_nul_terminated_over_a_longer_one_and_truncated(self, pool_dir):
         writer = SlotWriter(pool_dir, pid=PID)
         writer.request_started('GET', '/a-much-longer-uri?x=1', 0)
