@@ -53,7 +53,8 @@ class PoolMonitor:
         self.baselines = {pid: (slot.accepted_conn, slot.requests)
                           for pid, slot in slots.items()}
         self.sampled_counts = collections.Counter()
-        self.last_seen_inodes = {}
+        # kept across a reset: a connection already held then is not new
+        self.last_seen_inodes = getattr(self, 'last_seen_inodes', {})
 
     def reset(self, view):
         """Start all counters afresh, as PHP-FPM does on a new pool."""
