@@ -42,6 +42,9 @@ class PoolMonitor:
         self.scoreboard_dir = scoreboard_dir
         self.clock = clock
         self.guard_counts = collections.Counter()
+        # the connections each worker held at the last sample; kept across a
+        # reset, since a connection held then is not a new one
+        self.last_seen_inodes = {}
         self._reset_state({})
 
     def _reset_state(self, slots):
@@ -53,8 +56,6 @@ class PoolMonitor:
         self.baselines = {pid: (slot.accepted_conn, slot.requests)
                           for pid, slot in slots.items()}
         self.sampled_counts = collections.Counter()
-        # kept across a reset: a connection already held then is not new
-        self.last_seen_inodes = getattr(self, 'last_seen_inodes', {})
 
     def reset(self, view):
         """Start all counters afresh, as PHP-FPM does on a new pool."""
