@@ -79,6 +79,10 @@ _ERRORS_WORD = OFFSETS['protocol_errors'] // 8
 _IDLE, _READING, _RUNNING = 1, 2, 3
 _pack_started = _STARTED.pack_into
 _pack_finished = _FINISHED.pack_into
+# request_start, content_length, method: a kept-alive connection's next read
+_pack_reading = struct.Struct('<qq%ds' % METHOD_SIZE).pack_into
+_READING_OFFSET = OFFSETS['request_start']
+_URI = OFFSETS['uri']
 _time_ns = time.time_ns      # ints: no float-to-int conversions
 # CPU time and peak RSS are read after a request of this wall time (ns) or
 # more, and every (mask + 1)th request.
@@ -499,8 +503,10 @@ class SlotWriter:
     def request_finished(self, status=0, failed=False, sent=0, closing=False):
         """The request is answered: its wall time, and (see _sample) the CPU
         share and peak RSS.  ``closing``: its connection closes now,
-        uncounted in the same update."""
-        wall = _time_ns() - self._start
+        uncounted in the same update; else the worker reads the next request
+        on it from now on, shown in the same update too."""
+        now = _time_ns()
+        wall = now - self._start
         window = self._window + wall
         if wall >= _SAMPLE_WALL or not self.requests & _SAMPLE_MASK:
             self._sample(window)
@@ -513,13 +519,17 @@ class SlotWriter:
         self.bytes_sent += sent
         if closing and self.connections:
             self.connections -= 1
-        seq = self._seq + 2
+        state = _RUNNING if active else _IDLE if closing else _READING
+        mm, seq = self._mm, self._seq + 2
         self._seq = seq
         words = self._words
         words[_SEQ_WORD] = seq - 1
-        _pack_finished(self._mm, _FINISHED_OFFSET, wall // 1000, self._cpu_pct,
-                       self._rss, self.bytes_sent, self.exceptions, status, active,
-                       _RUNNING if active else _IDLE, self.connections)
+        _pack_finished(mm, _FINISHED_OFFSET, wall // 1000, self._cpu_pct, self._rss,
+                       self.bytes_sent, self.exceptions, status, active, state,
+                       self.connections)
+        if state == _READING:
+            _pack_reading(mm, _READING_OFFSET, now // 1000, 0, b'')
+            mm[_URI] = 0
         words[_SEQ_WORD] = seq
 
     def _sample(self, window):

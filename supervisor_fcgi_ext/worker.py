@@ -248,10 +248,13 @@ class WorkerRequest(fcgi_base.Request):
             conn.kept = True
             server.request_done()
             if board is not None:
-                # closes right after (no lingering): uncounted in this update
+                # closes right after (no lingering): uncounted in this update;
+                # else this update shows the read of the next request
                 conn.released = conn.lost or not (conn._keepGoing or conn.linger)
                 board.request_finished(self.status, failed, self.stdout.bytes,
                                        conn.released)
+                if not conn.released:
+                    conn._shown = 'reading'
 
 
 def _request_uri(params):
