@@ -203,7 +203,7 @@ class PoolMonitor:
                 'exceptions': slot.exceptions,
             })
             return status
-        if slot is not None and str(slot) != 'no slot':
+        if slot is not None and not isinstance(slot, scoreboard.NoSlot):
             warnings.append('%s: scoreboard slot unreadable: %s'
                             % (proc.name, slot))
         busy = status['connections'] > 0

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-__all__ = ['ENV_VAR', 'ScoreboardError', 'WORKER_STATES', 'Slot', 'RECORD_SIZE',
+__all__ = ['ENV_VAR', 'ScoreboardError', 'NoSlot', 'WORKER_STATES', 'Slot', 'RECORD_SIZE',
            'encode_slot', 'decode_slot', 'ensure_pool_dir', 'slot_path',
            'read_slot', 'read_pool', 'harvest_slot', 'remove_stale', 'SlotWriter']
 
@@ -100,6 +100,10 @@ _TMP_NAME = re.compile(r'^([1-9][0-9]{0,9})\.slot\.tmp$')
 
 class ScoreboardError(Exception):
     """A slot or pool directory that cannot be used; the message is one line."""
+
+
+class NoSlot(ScoreboardError):
+    """The worker has written no slot: it does not cooperate, or not yet."""
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,7 @@ def read_slot(path, now=None):
             raise ScoreboardError('not a slot file name: %r' % (name,))
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
-        raise ScoreboardError('no slot')
+        raise NoSlot('no slot')
     except OSError as exc:
         raise ScoreboardError('cannot open slot: %s' % _reason(exc))
     except (TypeError, ValueError) as exc:     # not a path, a NUL in it

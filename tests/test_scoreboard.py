@@ -316,7 +316,7 @@ class TestReader:
     def test_missing_slot(self, pool_dir):
         with pytest.raises(ScoreboardError) as info:
             read_slot(os.path.join(pool_dir, '77.slot'))
-        assert str(info.value) == 'no slot'
+        assert isinstance(info.value, scoreboard.NoSlot) and str(info.value) == 'no slot'
 
     def test_bad_name_or_path(self, pool_dir):
         with pytest.raises(ScoreboardError, match='not a slot file name'):
