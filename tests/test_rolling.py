@@ -193,13 +193,18 @@ class RollingRestartTests(TempDirTestCase):
         self._settle(restart, self.procs[2])
         self.assertEqual((restart.state, restart.min_accepting), ('done', 1))
 
-    def test_waits_for_a_cooperating_worker_to_leave_starting(self):
-        states = {}
+    def _first_replacement_running_but_starting(self, states):
+        """The first worker replaced: RUNNING, its slot still 'starting'."""
         restart = self._start(slot_states=states)
         self.procs[0].exit()
         restart.step()
         self.procs[0].state = ProcessStates.RUNNING
         states[self.procs[0].pid] = 'starting'
+        return restart
+
+    def test_waits_for_a_cooperating_worker_to_leave_starting(self):
+        states = {}
+        restart = self._first_replacement_running_but_starting(states)
         restart.step()
         self.assertEqual(self.procs[1].calls, [])
         states[self.procs[0].pid] = 'idle'
@@ -208,12 +213,7 @@ class RollingRestartTests(TempDirTestCase):
         self.assertIn('(idle)', restart.messages[-2])
 
     def test_a_worker_stuck_in_starting_fails_the_restart(self):
-        states = {}
-        restart = self._start(slot_states=states)
-        self.procs[0].exit()
-        restart.step()
-        self.procs[0].state = ProcessStates.RUNNING
-        states[self.procs[0].pid] = 'starting'
+        restart = self._first_replacement_running_but_starting({})
         self.procs[0].laststart -= ACCEPT_TIMEOUT + 1
         restart.step()
         self.assertEqual(restart.state, 'failed')
