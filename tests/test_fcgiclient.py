@@ -1,6 +1,7 @@
 """fcgiclient against real flup workers (tests/flupapp.py) and raw sockets."""
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -98,21 +99,35 @@ def test_keep_alive_requests_do_not_stall_on_delayed_acks(flup_factory):
         assert time.monotonic() - start < 0.3
 
 
-def fake_server(listener, *records):
-    """Accept one connection, read the request, answer with ``records``
+@contextlib.contextmanager
+def one_peer(handle):
+    """A loopback peer that accepts one connection and runs handle(conn) on
+    it in a thread; yields the address to send the request to."""
+    with socket.socket() as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+
+        def serve():
+            conn, _ = listener.accept()
+            with conn:
+                handle(conn)
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield listener.getsockname()
+        thread.join(5)
+
+
+def answer(*records):
+    """A peer handler that reads the request and answers with ``records``
     ((type, content) pairs for request id 1)."""
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            for rtype, content in records:
-                rec = Record(rtype, 1)
-                rec.contentData, rec.contentLength = content, len(content)
-                rec.write(conn)
-            conn.recv(1)   # until the client closes
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return thread
+    def handle(conn):
+        conn.recv(65536)
+        for rtype, content in records:
+            rec = Record(rtype, 1)
+            rec.contentData, rec.contentLength = content, len(content)
+            rec.write(conn)
+        conn.recv(1)   # until the client closes
+    return handle
 
 
 @pytest.mark.parametrize('records, message', [
@@ -126,26 +141,18 @@ def fake_server(listener, *records):
      "malformed Status header from .*: 'abc'"),
 ])
 def test_protocol_errors_are_one_line(records, message):
-    with socket.socket() as listener:
-        listener.bind(('127.0.0.1', 0))
-        listener.listen(1)
-        thread = fake_server(listener, *records)
+    with one_peer(answer(*records)) as address:
         with pytest.raises(FastCGIError, match=message) as info:
-            fcgi_request(listener.getsockname(), '/', timeout=5)
-        assert '\n' not in str(info.value)
-        thread.join(5)
+            fcgi_request(address, '/', timeout=5)
+    assert '\n' not in str(info.value)
 
 
 def test_location_without_status_is_a_redirect_and_app_status_kept():
-    with socket.socket() as listener:
-        listener.bind(('127.0.0.1', 0))
-        listener.listen(1)
-        thread = fake_server(
-            listener, (FCGI_STDERR, b'warn'),
-            (FCGI_STDOUT, b'Location: /there\n\nbody'),
-            (FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 3, 0)))
-        response = fcgi_request(listener.getsockname(), '/', timeout=5)
-        thread.join(5)
+    with one_peer(answer((FCGI_STDERR, b'warn'),
+                         (FCGI_STDOUT, b'Location: /there\n\nbody'),
+                         (FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 3, 0)))) \
+            as address:
+        response = fcgi_request(address, '/', timeout=5)
     assert (response.status, response.header('location')) == (302, '/there')
     assert (response.body, response.stderr, response.app_status) == (b'body', b'warn', 3)
 
@@ -175,26 +182,18 @@ def test_unanswered_request_times_out_with_one_line():
 
 def test_timeout_bounds_the_whole_request_not_each_read():
     # A server that drips one byte per 0.1 s must not keep us waiting forever.
-    with socket.socket() as listener:
-        listener.bind(('127.0.0.1', 0))
-        listener.listen(1)
-
-        def drip():
-            conn, _ = listener.accept()
-            with conn:
-                for _ in range(30):
-                    try:
-                        conn.sendall(b'\x01')
-                    except OSError:
-                        return
-                    time.sleep(0.1)
-        thread = threading.Thread(target=drip, daemon=True)
-        thread.start()
+    def drip(conn):
+        for _ in range(30):
+            try:
+                conn.sendall(b'\x01')
+            except OSError:
+                return
+            time.sleep(0.1)
+    with one_peer(drip) as address:
         start = time.monotonic()
         with pytest.raises(FastCGIError, match='timed out'):
-            fcgi_request(listener.getsockname(), '/', timeout=0.5)
+            fcgi_request(address, '/', timeout=0.5)
         assert time.monotonic() - start < 1.5
-        thread.join(5)
 
 
 @pytest.mark.parametrize('how, message', [
@@ -202,25 +201,17 @@ def test_timeout_bounds_the_whole_request_not_each_read():
     ('reset', 'lost before FCGI_END_REQUEST: Connection reset by peer'),
 ])
 def test_peer_closing_early_is_an_error(how, message):
-    with socket.socket() as listener:
-        listener.bind(('127.0.0.1', 0))
-        listener.listen(1)
-
-        def close_early():
-            conn, _ = listener.accept()
-            with conn:
-                conn.recv(8)   # the client is connected and sending
-                if how == 'fin':
-                    conn.shutdown(socket.SHUT_WR)
-                    conn.recv(65536)
-                else:   # linger 0: close() sends a RST
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                    struct.pack('ii', 1, 0))
-        thread = threading.Thread(target=close_early, daemon=True)
-        thread.start()
+    def close_early(conn):
+        conn.recv(8)   # the client is connected and sending
+        if how == 'fin':
+            conn.shutdown(socket.SHUT_WR)
+            conn.recv(65536)
+        else:   # linger 0: close() sends a RST
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            struct.pack('ii', 1, 0))
+    with one_peer(close_early) as address:
         with pytest.raises(FastCGIError, match=message):
-            fcgi_request(listener.getsockname(), '/', timeout=5)
-        thread.join(5)
+            fcgi_request(address, '/', timeout=5)
 
 
 @pytest.mark.parametrize('address, reason', [
