@@ -18,12 +18,10 @@ import argparse
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import xmlrpc.client
 
 from supervisor_fcgi_ext import scoreboard
@@ -31,18 +29,11 @@ from supervisor_fcgi_ext.fcgiclient import FastCGIError, fcgi_request
 from supervisor_fcgi_ext.harness import PoolSpec, Supervisor, resolve_command, wait_for
 from supervisor_fcgi_ext.pools import PoolMonitor, PoolView, ProcessView
 
+from bench_sockstats import median_ms   # its neighbour in benchmarks/
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOLDCONN = os.path.join(os.path.dirname(HERE), 'tests', 'holdconn.py')
 CONNECTIONS = 256
-
-
-def median_ms(call, runs):
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
 
 
 def start_workers(kind, workers, per_worker, listener, board):
