@@ -10,8 +10,7 @@ would give, so a reader can tell a good spread from luck.
 
 import random
 
-__all__ = ['jain_index', 'balance', 'best_split', 'best_jain', 'random_means',
-           'random_jain', 'random_balance', 'summarize']
+__all__ = ['jain_index', 'balance', 'best_split', 'random_means', 'summarize']
 
 
 def jain_index(counts):
@@ -41,10 +40,6 @@ def best_split(requests, workers):
     return [share + 1] * extra + [share] * (workers - extra)
 
 
-def best_jain(requests, workers):
-    return jain_index(best_split(requests, workers))
-
-
 def random_means(requests, workers, seed=1):
     """(mean Jain index, mean balance) when each request picks a worker
     uniformly at random.
@@ -65,14 +60,6 @@ def random_means(requests, workers, seed=1):
         jain_total += jain_index(counts)
         balance_total += balance(counts)
     return jain_total / trials, balance_total / trials
-
-
-def random_jain(requests, workers):
-    return random_means(requests, workers)[0]
-
-
-def random_balance(requests, workers):
-    return random_means(requests, workers)[1]
 
 
 def summarize(counts):

@@ -107,7 +107,7 @@ def test_summarize_rounds_totals_splits_figures_and_failures():
     assert summary['overall']['fairness'] == 1.0
     per_round = summary['per_round'][0]
     assert per_round['fairness'] == spread.jain_index([2, 1])
-    assert per_round['best_fairness'] == spread.best_jain(3, 2)
+    assert per_round['best_fairness'] == spread.jain_index(spread.best_split(3, 2))
     assert per_round['best_balance'] == spread.balance([2, 1])
 
 
