@@ -71,18 +71,18 @@ class PoolMonitor:
 
     def sample(self, view):
         """Record peaks and sampled connections; cheap enough for every tick."""
-        queue = self._listener_figures(view, [])
-        if queue.queue > self.max_listen_queue:
-            self.max_listen_queue = queue.queue
+        queue = self._listener_figures(view, []).queue
         slots = self._read_slots(view)
         uncooperative = [p.pid for p in running(view)
                          if not isinstance(slots.get(p.pid), scoreboard.Slot)]
         held = {}
         if uncooperative and view.sock is not None:
             held = self._sample_connections(view, uncooperative)
-        active = self._count_active(view, slots, held)
-        if active > self.max_active_processes:
-            self.max_active_processes = active
+        self._note_peaks(queue, self._count_active(view, slots, held))
+
+    def _note_peaks(self, queue, active):
+        self.max_listen_queue = max(self.max_listen_queue, queue)
+        self.max_active_processes = max(self.max_active_processes, active)
 
     def _sample_connections(self, view, pids):
         """Count each connection once per worker, however many samples saw it."""
@@ -120,16 +120,13 @@ class PoolMonitor:
         warnings = []
         now = self.clock()
         figures = self._listener_figures(view, warnings)
-        if figures.queue > self.max_listen_queue:
-            self.max_listen_queue = figures.queue
         slots = self._read_slots(view)
         held = self._connections(view, slots, warnings)
         processes = [self._process_status(p, slots.get(p.pid), held, now,
                                           warnings)
                      for p in view.processes]
         active = sum(1 for p in processes if p['worker_state'] in _ACTIVE_STATES)
-        if active > self.max_active_processes:
-            self.max_active_processes = active
+        self._note_peaks(figures.queue, active)
         live = [p for p in processes if p['pid']]
         sources = {p['requests_source'] for p in live}
         totals = {'exact': list(self.retired['exact']),
