@@ -3,7 +3,9 @@
 #   sh quickstart.sh experiment [fcgi-experiment options]   the main job
 #   sh quickstart.sh test [pytest options]                  the whole test suite
 # It installs what it needs: a virtualenv in .venv with the package and its
-# test/plot extras, and (when root) Debian's nginx-light and python3-venv.
+# test/plot extras, and (when root) Debian's nginx-light and python3-venv,
+# and gcc and python3-dev for the C scoreboard writer (without them the
+# package runs on its pure-Python writer, about 5% slower on hello world).
 set -eu
 cd "$(dirname "$0")"
 venv=${VENV:-.venv}
@@ -20,11 +22,21 @@ apt_install() {
     fi
     echo "quickstart: installing $2 (apt-get)" >&2
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    # shellcheck disable=SC2086  # $2 may name several packages
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $2 >/dev/null
+}
+
+has_python_headers() {
+    python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
 }
 
 if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     apt_install nginx nginx-light
+fi
+if ! command -v cc >/dev/null 2>&1 || ! has_python_headers; then
+    apt_install "a C compiler or Python.h" "gcc python3-dev" \
+        || echo "quickstart: going on with the pure-Python scoreboard writer" >&2
 fi
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" 2>/dev/null || {

@@ -31,17 +31,22 @@ import time
 import psutil
 
 from supervisor_fcgi_ext.harness import Nginx, find_nginx
-from supervisor_fcgi_ext.scoreboard import ENV_VAR, ensure_pool_dir, harvest_slot
+from supervisor_fcgi_ext.scoreboard import CSlotWriter, ENV_VAR, ensure_pool_dir, harvest_slot
 
 BIN = os.path.dirname(sys.executable)
 FLUP = ("from flup.server.{mod} import WSGIServer; "
         "from supervisor_fcgi_ext.worker import demo_app; WSGIServer(demo_app).run()")
+# fcgi-worker with the scoreboard's pure-Python writer, even where the C one is built
+PYTHON_WRITER = ("import sys; from supervisor_fcgi_ext import scoreboard, worker; "
+                 "scoreboard.CSlotWriter = None; sys.exit(worker.main())")
 VARIANTS = {
     'flup threaded': [sys.executable, '-c', FLUP.format(mod='fcgi')],
     'flup single': [sys.executable, '-c', FLUP.format(mod='fcgi_single')],
     'fcgi-worker + scoreboard': [os.path.join(BIN, 'fcgi-worker')],
+    'fcgi-worker + Python writer': [sys.executable, '-c', PYTHON_WRITER],
     'fcgi-worker, no scoreboard': [os.path.join(BIN, 'fcgi-worker')],
 }
+SCOREBOARD_VARIANTS = ('fcgi-worker + scoreboard', 'fcgi-worker + Python writer')
 SHM = '/dev/shm'
 REQUEST = b'GET / HTTP/1.1\r\nHost: bench\r\n\r\n'
 
@@ -166,14 +171,17 @@ def main(argv=None):
         ensure_pool_dir(board, 'bench')
         base_env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
         envs = {name: base_env for name in VARIANTS}
-        envs['fcgi-worker + scoreboard'] = dict(base_env, SUPERVISOR_GROUP_NAME='bench',
-                                                **{ENV_VAR: board})
+        for name in SCOREBOARD_VARIANTS:
+            envs[name] = dict(base_env, SUPERVISOR_GROUP_NAME='bench', **{ENV_VAR: board})
         nginx = Nginx(upstream, workdir=os.path.join(tmp, 'nginx'))
         nginx.start()
         try:
             print('%d workers per variant, %s socket, %d client connections, '
                   '%d rounds of %gs' % (args.workers, args.socket, args.concurrency,
                                         args.rounds, args.seconds))
+            print("fcgi-worker's scoreboard writer: %s" % (
+                'C (supervisor_fcgi_ext._slotwriter)' if CSlotWriter else
+                'Python: the C writer is not built (no compiler or Python.h?)'))
             for rnd in range(args.rounds):
                 for name in names:
                     procs = start_pool(name, listener, args.workers, envs[name])
@@ -184,7 +192,7 @@ def main(argv=None):
                         cpu = (pool_cpu(procs) - cpu0) / count * 1e6
                     finally:
                         stop_pool(procs, name.startswith('fcgi-worker'))
-                    if name == 'fcgi-worker + scoreboard':
+                    if name in SCOREBOARD_VARIANTS:
                         answered += warm + count
                         counted += sum(harvest_slot(board, 'bench', proc.pid).requests
                                        for proc in procs)
@@ -203,17 +211,23 @@ def main(argv=None):
             median = statistics.median(rates)
             print('%-28s %10.0f %8.2f %16.1f' % (name, median, median / reference,
                                                  statistics.median(cpu_us[name])))
-        on, off = 'fcgi-worker + scoreboard', 'fcgi-worker, no scoreboard'
-        print('scoreboard overhead: %.1f%% req/s, %.1f%% worker CPU per request' % (
-            100.0 * (1 - statistics.median(results[on]) / statistics.median(results[off])),
-            100.0 * (statistics.median(cpu_us[on]) / statistics.median(cpu_us[off]) - 1)))
+        off = 'fcgi-worker, no scoreboard'
+        for on in SCOREBOARD_VARIANTS:
+            print('overhead of %s: %.1f%% req/s, %.1f%% worker CPU per request' % (
+                on[len('fcgi-worker + '):],
+                100.0 * (1 - statistics.median(results[on]) / statistics.median(results[off])),
+                100.0 * (statistics.median(cpu_us[on]) / statistics.median(cpu_us[off]) - 1)))
         # each round runs two loads (warm-up, measure); a load stops waiting for
         # the requests still in flight when its time is up, and the workers serve
-        # them anyway (or the next variant's do: the listener outlives a pool)
+        # them anyway, or the next variant's do (the listener outlives a pool):
+        # a scoreboard pool may count those of its own loads and its forerunner's
+        feeding = [name for i, name in enumerate(names)
+                   if name in SCOREBOARD_VARIANTS
+                   or names[(i + 1) % len(names)] in SCOREBOARD_VARIANTS]
+        loads = 2 * args.rounds * len(feeding)
         print('scoreboard counted %d requests, the client got %d answers (+ up to %d '
               'left in flight by the %d loads)' % (counted, answered,
-                                                   args.concurrency * 2 * args.rounds,
-                                                   2 * args.rounds))
+                                                   args.concurrency * loads, loads))
     finally:
         shutil.rmtree(tmp, True)
         if board:

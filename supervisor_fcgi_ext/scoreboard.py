@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 __all__ = ['ENV_VAR', 'ScoreboardError', 'NoSlot', 'WORKER_STATES', 'Slot', 'RECORD_SIZE',
            'encode_slot', 'decode_slot', 'ensure_pool_dir', 'slot_path',
-           'read_slot', 'read_pool', 'harvest_slot', 'remove_stale', 'SlotWriter']
+           'read_slot', 'read_pool', 'harvest_slot', 'remove_stale', 'SlotWriter',
+           'CSlotWriter', 'request_uri']
 
 ENV_VAR = 'SUPERVISOR_FCGI_SCOREBOARD'
 WORKER_STATES = ('starting', 'idle', 'reading', 'running', 'finishing')
@@ -369,63 +370,72 @@ def _log(message):
         pass
 
 
-class SlotWriter:
-    """The worker's side: owns ``<pid>.slot`` and updates it through an mmap.
+def _create_slot(directory, pid, threads, max_requests):
+    """Create ``<directory>/<pid>.slot`` in state 'starting'; its mmap.
 
-    Each update is one pack between the odd and the even store of the
-    seqlock counter.  The writer times its requests itself (wall, CPU of
-    the calling thread, peak RSS), so a request costs the worker two calls.
-    Not thread-safe: from_environ(threads > 1) returns a locked subclass.
+    Written whole under a temporary name, then renamed: a reader never sees
+    a partial file.
     """
-    __slots__ = ('pid', 'path', 'threads', 'max_requests', 'accepted_conn', 'requests',
-                 'exceptions', 'protocol_errors', 'bytes_sent', 'active', 'connections',
-                 '_seq', '_mm', '_words', '_start', '_cpu', '_cpu_pct', '_window', '_rss')
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        tmp = '%d.slot.tmp' % pid
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        mm = None
+        try:
+            slot = Slot(pid, time.time(), 'starting', threads=threads,
+                        max_requests=max_requests)
+            os.write(fd, encode_slot(slot))
+            mm = mmap.mmap(fd, RECORD_SIZE)
+            os.rename(tmp, '%d.slot' % pid, src_dir_fd=dfd, dst_dir_fd=dfd)
+            return mm
+        except BaseException:
+            if mm is not None:
+                mm.close()
+            os.unlink(tmp, dir_fd=dfd)
+            raise
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
 
-    def __init__(self, directory, pid=None, threads=1, max_requests=0):
+
+def request_uri(params):
+    """REQUEST_URI, or what it would be when the web server sent none."""
+    uri = params.get('REQUEST_URI')
+    if uri is None:
+        uri = params.get('SCRIPT_NAME', '') + params.get('PATH_INFO', '')
+        if params.get('QUERY_STRING'):
+            uri += '?' + params['QUERY_STRING']
+    return uri
+
+
+class _SlotUpdates:
+    """What every writer shares: the file, and the updates that are not made
+    for every request (the per-request two are each writer's own).  The
+    state lives in attributes of these names: slots of SlotWriter, members
+    of the C writer."""
+    __slots__ = ()
+
+    def _open(self, directory, pid, threads, max_requests):
         self.pid = os.getpid() if pid is None else pid
         self.path = os.path.join(directory, '%d.slot' % self.pid)
         self.threads = threads
         self.max_requests = max_requests
-        self.accepted_conn = self.requests = self.exceptions = 0
-        self.protocol_errors = self.bytes_sent = self.active = self.connections = 0
-        self._seq = self._rss = 0
-        self._start = self._window = 0
-        self._cpu = self._cpu_pct = 0.0
-        self._mm = self._words = None
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            # Written whole under a temporary name, then renamed: a reader
-            # never sees a partial file.
-            tmp = '%d.slot.tmp' % self.pid
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-            try:
-                slot = Slot(self.pid, time.time(), 'starting', threads=threads,
-                            max_requests=max_requests)
-                os.write(fd, encode_slot(slot))
-                self._mm = mmap.mmap(fd, RECORD_SIZE)
-                # 8-byte items: each assignment is one aligned 8-byte store
-                self._words = memoryview(self._mm).cast('Q')
-                os.rename(tmp, '%d.slot' % self.pid, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except BaseException:
-                self.close()
-                os.unlink(tmp, dir_fd=dfd)
-                raise
-            finally:
-                os.close(fd)
-        finally:
-            os.close(dfd)
+        return _create_slot(directory, self.pid, threads, max_requests)
 
     @classmethod
     def from_environ(cls, environ=os.environ, pid=None, threads=1, max_requests=0):
         """The writer supervisord asked for, or None (and one line on stderr
-        when the scoreboard is configured but unusable)."""
+        when the scoreboard is configured but unusable).  Called on
+        SlotWriter, it picks the fastest writer there is: the C one when it
+        is built, the locked one for threads."""
         base = environ.get(ENV_VAR)
         pool = environ.get('SUPERVISOR_GROUP_NAME')
         if not base or not pool:
             return None
-        if threads > 1 and cls is SlotWriter:
-            cls = _LockedSlotWriter
+        if cls is SlotWriter:
+            cls = _LockedSlotWriter if threads > 1 else CSlotWriter or SlotWriter
         try:
             _check_pool(pool)
             return cls(os.path.join(base, pool), pid, threads, max_requests)
@@ -475,67 +485,6 @@ class SlotWriter:
                           int((time.time() if start is None else start) * 1e6), 0, b'', b'')
         words[_SEQ_WORD] = seq
 
-    # The two updates of every request: kept to few bytecodes on purpose.
-
-    def request_started(self, method, uri, content_length, accepted=False, start=None):
-        """The app is about to be called, now or at ``start`` (epoch).
-
-        ``accepted=True`` also counts the connection, in the same update: a
-        worker does that for a connection's first request when it did not
-        have to wait for it.
-        """
-        start = _time_ns() if start is None else int(start * 1e9)
-        self._start = start
-        self.requests += 1
-        self.active = active = self.active + 1
-        if accepted:
-            self.accepted_conn += 1
-            self.connections += 1
-        try:
-            method, uri = method.encode('latin-1'), uri.encode('latin-1')
-        except UnicodeEncodeError:
-            method, uri = _raw(method, METHOD_SIZE), _raw(uri, URI_SIZE)
-        seq = self._seq + 2
-        self._seq = seq
-        words = self._words
-        words[_SEQ_WORD] = seq - 1
-        _pack_started(self._mm, _STARTED_OFFSET, active, _RUNNING, self.connections,
-                      self.requests, self.accepted_conn, start // 1000,
-                      content_length, method, uri)
-        words[_SEQ_WORD] = seq
-
-    def request_finished(self, status=0, failed=False, sent=0, closing=False):
-        """The request is answered: its wall time, and (see _sample) the CPU
-        share and peak RSS.  ``closing``: its connection closes now,
-        uncounted in the same update; else the worker reads the next request
-        on it from now on, shown in the same update too."""
-        now = _time_ns()
-        wall = now - self._start
-        window = self._window + wall
-        if wall >= _SAMPLE_WALL or not self.requests & _SAMPLE_MASK:
-            self._sample(window)
-            window = 0
-        self._window = window
-        active = self.active - 1 if self.active else 0
-        self.active = active
-        if failed:
-            self.exceptions += 1
-        self.bytes_sent += sent
-        if closing and self.connections:
-            self.connections -= 1
-        state = _RUNNING if active else _IDLE if closing else _READING
-        mm, seq = self._mm, self._seq + 2
-        self._seq = seq
-        words = self._words
-        words[_SEQ_WORD] = seq - 1
-        _pack_finished(mm, _FINISHED_OFFSET, wall // 1000, self._cpu_pct, self._rss,
-                       self.bytes_sent, self.exceptions, status, active, state,
-                       self.connections)
-        if state == _READING:
-            _pack_reading(mm, _READING_OFFSET, now // 1000, 0, b'')
-            mm[_URI] = 0
-        words[_SEQ_WORD] = seq
-
     def _sample(self, window):
         """Read this thread's CPU time and the peak RSS: the CPU share is
         the CPU used since the last reading over ``window``, the wall time
@@ -579,6 +528,98 @@ class SlotWriter:
             self._mm.close()
             self._mm = None
 
+class SlotWriter(_SlotUpdates):
+    """The worker's side in Python: owns ``<pid>.slot`` and updates it
+    through an mmap.
+
+    Each update is one pack between the odd and the even store of the
+    seqlock counter.  The writer times its requests itself (wall, CPU of
+    the calling thread, peak RSS), so a request costs the worker two calls.
+    Not thread-safe: from_environ(threads > 1) returns a locked subclass.
+    CSlotWriter makes the same two calls in C, where it is built.
+    """
+    __slots__ = ('pid', 'path', 'threads', 'max_requests', 'accepted_conn', 'requests',
+                 'exceptions', 'protocol_errors', 'bytes_sent', 'active', 'connections',
+                 '_seq', '_mm', '_words', '_start', '_cpu', '_cpu_pct', '_window', '_rss')
+
+    def __init__(self, directory, pid=None, threads=1, max_requests=0):
+        self.accepted_conn = self.requests = self.exceptions = 0
+        self.protocol_errors = self.bytes_sent = self.active = self.connections = 0
+        self._seq = self._rss = 0
+        self._start = self._window = 0
+        self._cpu = self._cpu_pct = 0.0
+        self._mm = self._words = None
+        self._mm = self._open(directory, pid, threads, max_requests)
+        # 8-byte items: each assignment is one aligned 8-byte store
+        self._words = memoryview(self._mm).cast('Q')
+
+    # The two updates of every request: kept to few bytecodes on purpose.
+
+    def request_started(self, params, accepted=False, start=None):
+        """The app is about to be called, now or at ``start`` (epoch), for
+        the request with these FastCGI ``params`` (method, URI, length).
+
+        ``accepted=True`` also counts the connection, in the same update: a
+        worker does that for a connection's first request when it did not
+        have to wait for it.
+        """
+        start = _time_ns() if start is None else int(start * 1e9)
+        method, uri = params.get('REQUEST_METHOD', ''), request_uri(params)
+        length = params.get('CONTENT_LENGTH')
+        # ASCII digits, 18 at most: what fits the slot's 64 bits
+        length = int(length) if length and length.isascii() and length.isdigit() \
+            and len(length) < 19 else 0
+        self._start = start
+        self.requests += 1
+        self.active = active = self.active + 1
+        if accepted:
+            self.accepted_conn += 1
+            self.connections += 1
+        try:
+            method, uri = method.encode('latin-1'), uri.encode('latin-1')
+        except UnicodeEncodeError:
+            method, uri = _raw(method, METHOD_SIZE), _raw(uri, URI_SIZE)
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        _pack_started(self._mm, _STARTED_OFFSET, active, _RUNNING, self.connections,
+                      self.requests, self.accepted_conn, start // 1000,
+                      length, method, uri)
+        words[_SEQ_WORD] = seq
+
+    def request_finished(self, status=0, failed=False, sent=0, closing=False):
+        """The request is answered: its wall time, and (see _sample) the CPU
+        share and peak RSS.  ``closing``: its connection closes now,
+        uncounted in the same update; else the worker reads the next request
+        on it from now on, shown in the same update too."""
+        now = _time_ns()
+        wall = now - self._start
+        window = self._window + wall
+        if wall >= _SAMPLE_WALL or not self.requests & _SAMPLE_MASK:
+            self._sample(window)
+            window = 0
+        self._window = window
+        active = self.active - 1 if self.active else 0
+        self.active = active
+        if failed:
+            self.exceptions += 1
+        self.bytes_sent += sent
+        if closing and self.connections:
+            self.connections -= 1
+        state = _RUNNING if active else _IDLE if closing else _READING
+        mm, seq = self._mm, self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        _pack_finished(mm, _FINISHED_OFFSET, wall // 1000, self._cpu_pct, self._rss,
+                       self.bytes_sent, self.exceptions, status, active, state,
+                       self.connections)
+        if state == _READING:
+            _pack_reading(mm, _READING_OFFSET, now // 1000, 0, b'')
+            mm[_URI] = 0
+        words[_SEQ_WORD] = seq
+
 
 class _LockedSlotWriter(SlotWriter):
     """For --threads: the same updates, one thread at a time; a request's
@@ -616,3 +657,34 @@ def _locked(method):
 for _name in ('set_state', 'reading', 'closed'):
     setattr(_LockedSlotWriter, _name, _locked(getattr(SlotWriter, _name)))
 del _name
+
+
+try:
+    from supervisor_fcgi_ext import _slotwriter
+except ImportError:       # not built: no compiler or no Python headers
+    _slotwriter = None
+
+
+def _c_writer_fits():
+    """The C extension is built, and for this file's layout and byte order."""
+    if _slotwriter is None or sys.byteorder != 'little':
+        return False
+    layout = dict(OFFSETS, seq=SEQ_OFFSET, record_size=RECORD_SIZE)
+    return all(layout.get(name) == value for name, value in _slotwriter.LAYOUT.items())
+
+
+if _c_writer_fits():
+    class CSlotWriter(_SlotUpdates, _slotwriter.Writer):
+        """SlotWriter with its two per-request updates (request_started,
+        request_finished) made in C: same arguments, same slot."""
+        __slots__ = ('pid', 'path', 'threads', 'max_requests')
+
+        def __init__(self, directory, pid=None, threads=1, max_requests=0):
+            _slotwriter.Writer.__init__(self, self._open(directory, pid, threads, max_requests))
+            self._words = memoryview(self._mm).cast('Q')
+
+        def close(self):
+            self._release()           # the C side's view of the mmap
+            _SlotUpdates.close(self)
+else:
+    CSlotWriter = None

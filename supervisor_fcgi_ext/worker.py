@@ -210,16 +210,8 @@ class WorkerRequest(fcgi_base.Request):
     def run(self):
         server, conn, board = self.server, self._conn, self.server.scoreboard
         if board is not None:
-            params = self.params
-            uri = params.get('REQUEST_URI')
-            if uri is None:
-                uri = _request_uri(params)
-            length = params.get('CONTENT_LENGTH')
-            # isdecimal: what int() takes; 18 digits fit the slot's 64 bits
-            length = int(length) if length and length.isdecimal() and len(length) < 19 else 0
             # timed from the app's call: a slow client's time shows as 'reading'
-            board.request_started(params.get('REQUEST_METHOD', ''), uri, length,
-                                  not conn.counted)
+            board.request_started(self.params, not conn.counted)
             conn.counted = True
         conn.phase, conn._shown = 'running', None
         failed = False
@@ -255,14 +247,6 @@ class WorkerRequest(fcgi_base.Request):
                                        conn.released)
                 if not conn.released:
                     conn._shown = 'reading'
-
-
-def _request_uri(params):
-    """The URI when the web server sent no REQUEST_URI."""
-    uri = params.get('SCRIPT_NAME', '') + params.get('PATH_INFO', '')
-    if params.get('QUERY_STRING'):
-        uri += '?' + params['QUERY_STRING']
-    return uri
 
 
 class WorkerConnection(fcgi_base.Connection):
@@ -840,7 +824,7 @@ def main(argv=None):
         args.app or 'the demo app', describe(listener),
         '%d threads' % args.threads if args.threads > 1 else 'single-threaded',
         ', max %d requests' % max_requests if max_requests else '',
-        ', scoreboard ' + board.path if board else ''))
+        ', scoreboard %s (%s)' % (board.path, type(board).__name__) if board else ''))
     return server.serve()
 
 

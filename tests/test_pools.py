@@ -47,7 +47,7 @@ class PoolMonitorTestBase(unittest.TestCase):
 
     def serve(self, writer, count):
         for _ in range(count):
-            writer.request_started('GET', '/x', 0, accepted=True)
+            writer.request_started({'REQUEST_METHOD': 'GET', 'REQUEST_URI': '/x'}, accepted=True)
             writer.request_finished(status=200)
 
 

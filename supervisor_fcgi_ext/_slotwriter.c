@@ -1,0 +1,439 @@
+/* The two scoreboard updates every request makes, in C.
+ *
+ * scoreboard.SlotWriter does the same in Python; in a busy worker its two
+ * updates cost about 7% of a hello-world request's throughput, almost all
+ * of it the interpreter running their bytecode.  Here each update is one
+ * call.  The stores follow docs/scoreboard.rst, with real release ordering
+ * (the Python writer relies on x86's store order).  Everything else (the
+ * file, the rare updates, threads) stays in scoreboard.py, which uses this
+ * type as the base of its fast writer when the offsets below match its own.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <sys/resource.h>
+
+#define RECORD_SIZE 512
+#define SEQ 16
+#define LAST_REQUEST_DURATION 24
+#define LAST_REQUEST_CPU 32
+#define LAST_REQUEST_MEMORY 40
+#define BYTES_SENT 48
+#define EXCEPTIONS 56
+#define LAST_STATUS 64
+#define ACTIVE 72
+#define STATE 74
+#define CONNECTIONS 76
+#define REQUESTS 80
+#define ACCEPTED_CONN 88
+#define REQUEST_START 96
+#define CONTENT_LENGTH 104
+#define METHOD 112
+#define METHOD_SIZE 16
+#define URI 128
+#define URI_SIZE 256
+
+#define STATE_IDLE 1
+#define STATE_READING 2
+#define STATE_RUNNING 3
+
+/* CPU and peak RSS are read after a request of this wall time (ns) or more,
+ * and every (SAMPLE_MASK + 1)th request: as scoreboard.SlotWriter does. */
+#define SAMPLE_WALL 10000000LL
+#define SAMPLE_MASK 15
+
+#ifndef RUSAGE_THREAD
+#define RUSAGE_THREAD RUSAGE_SELF
+#endif
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define NOT_READY(text) 0       /* every str is ready since 3.12 */
+#else
+#define NOT_READY(text) (PyUnicode_READY(text) < 0)
+#endif
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;             /* the record, RECORD_SIZE writable bytes */
+    unsigned char *rec;         /* NULL once released */
+    PyObject *mm;
+    PyObject *words;
+    unsigned long long seq, requests, accepted_conn, exceptions, protocol_errors;
+    unsigned long long bytes_sent, rss;
+    long long start, window;    /* ns: the request's start, wall time since the CPU reading */
+    double cpu, cpu_pct;        /* s: the thread's CPU at the reading; % since the one before */
+    int active, connections;
+} Writer;
+
+static PyObject *str_method, *str_uri, *str_length, *str_script, *str_path, *str_query;
+
+static inline void put16(unsigned char *at, unsigned v) { uint16_t x = (uint16_t)v; memcpy(at, &x, 2); }
+static inline void put64(unsigned char *at, uint64_t v) { memcpy(at, &v, 8); }
+static inline void putf64(unsigned char *at, double v) { memcpy(at, &v, 8); }
+
+static inline void seq_begin(Writer *self)
+{
+    self->seq += 2;
+    __atomic_store_n((uint64_t *)(self->rec + SEQ), self->seq - 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static inline void seq_end(Writer *self)
+{
+    __atomic_store_n((uint64_t *)(self->rec + SEQ), self->seq, __ATOMIC_RELEASE);
+}
+
+static inline void put_state_word(Writer *self, int state)
+{
+    uint64_t word = (uint64_t)(self->active & 0xffff) | (uint64_t)state << 16
+                    | (uint64_t)(self->connections & 0xffff) << 32;
+    put64(self->rec + ACTIVE, word);
+}
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The bytes of a str as SlotWriter stores them: latin-1 when it fits (flup
+ * decodes params as latin-1, so these are the raw bytes), else UTF-8 with
+ * replacement.  Returns the number copied (at most size); -1 on error. */
+static Py_ssize_t copy_text(unsigned char *to, Py_ssize_t size, PyObject *text)
+{
+    Py_ssize_t n;
+    if (text == NULL || !PyUnicode_Check(text) || NOT_READY(text))
+        return 0;
+    if (PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND) {
+        n = PyUnicode_GET_LENGTH(text);
+        if (n > size)
+            n = size;
+        memcpy(to, PyUnicode_1BYTE_DATA(text), n);
+        return n;
+    }
+    PyObject *raw = PyUnicode_AsEncodedString(text, "utf-8", "replace");
+    if (raw == NULL)
+        return -1;
+    n = PyBytes_GET_SIZE(raw);
+    if (n > size)
+        n = size;
+    memcpy(to, PyBytes_AS_STRING(raw), n);
+    Py_DECREF(raw);
+    return n;
+}
+
+static PyObject *get_param(PyObject *params, PyObject *name)
+{
+    PyObject *value = PyDict_GetItemWithError(params, name);   /* borrowed */
+    if (value == NULL && PyErr_Occurred())
+        PyErr_Clear();
+    return value;
+}
+
+/* CONTENT_LENGTH: ASCII digits, 18 at most (what fits 63 bits), else 0. */
+static long long parse_length(PyObject *text)
+{
+    long long n = 0;
+    if (text == NULL || !PyUnicode_Check(text) || NOT_READY(text)
+            || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND)
+        return 0;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text);
+    const Py_UCS1 *digits = PyUnicode_1BYTE_DATA(text);
+    if (len == 0 || len > 18)
+        return 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if (digits[i] < '0' || digits[i] > '9')
+            return 0;
+        n = n * 10 + (digits[i] - '0');
+    }
+    return n;
+}
+
+/* The URI field: REQUEST_URI, or SCRIPT_NAME + PATH_INFO [+ '?' QUERY_STRING]
+ * when the web server sent none; NUL-padded. */
+static int put_uri(unsigned char *to, PyObject *params)
+{
+    Py_ssize_t n, used;
+    PyObject *uri = get_param(params, str_uri);
+    memset(to, 0, URI_SIZE);
+    if (uri != NULL)
+        return copy_text(to, URI_SIZE, uri) < 0 ? -1 : 0;
+    if ((used = copy_text(to, URI_SIZE, get_param(params, str_script))) < 0
+            || (n = copy_text(to + used, URI_SIZE - used, get_param(params, str_path))) < 0)
+        return -1;
+    used += n;
+    PyObject *query = get_param(params, str_query);
+    if (query != NULL && PyUnicode_Check(query) && PyUnicode_GET_LENGTH(query) && used < URI_SIZE) {
+        to[used++] = '?';
+        if (copy_text(to + used, URI_SIZE - used, query) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int check_open(Writer *self)
+{
+    if (self->rec == NULL) {
+        PyErr_SetString(PyExc_ValueError, "slot writer is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Writer_request_started(Writer *self, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"params", "accepted", "start", NULL};
+    PyObject *params, *start_arg = Py_None;
+    int accepted = 0;
+    unsigned char method[METHOD_SIZE], uri[URI_SIZE];
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|pO:request_started", names,
+                                     &PyDict_Type, &params, &accepted, &start_arg)
+            || check_open(self) < 0)
+        return NULL;
+    long long start;
+    if (start_arg == Py_None) {
+        start = now_ns();
+    } else {
+        double seconds = PyFloat_AsDouble(start_arg);
+        if (seconds == -1.0 && PyErr_Occurred())
+            return NULL;
+        start = (long long)(seconds * 1e9);
+    }
+    memset(method, 0, METHOD_SIZE);
+    if (copy_text(method, METHOD_SIZE, get_param(params, str_method)) < 0
+            || put_uri(uri, params) < 0)
+        return NULL;
+    long long length = parse_length(get_param(params, str_length));
+
+    self->start = start;
+    self->requests++;
+    self->active++;
+    if (accepted) {
+        self->accepted_conn++;
+        self->connections++;
+    }
+    unsigned char *rec = self->rec;
+    seq_begin(self);
+    put_state_word(self, STATE_RUNNING);
+    put64(rec + REQUESTS, self->requests);
+    put64(rec + ACCEPTED_CONN, self->accepted_conn);
+    put64(rec + REQUEST_START, (uint64_t)(start / 1000));
+    put64(rec + CONTENT_LENGTH, (uint64_t)length);
+    memcpy(rec + METHOD, method, METHOD_SIZE);
+    memcpy(rec + URI, uri, URI_SIZE);
+    seq_end(self);
+    Py_RETURN_NONE;
+}
+
+static void sample(Writer *self, long long window)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) < 0)
+        return;
+    double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
+                 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    self->cpu_pct = window > 0 ? 1e11 * (cpu - self->cpu) / (double)window : 0.0;
+    self->cpu = cpu;
+    self->rss = (unsigned long long)ru.ru_maxrss * 1024;
+}
+
+static PyObject *
+Writer_request_finished(Writer *self, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"status", "failed", "sent", "closing", NULL};
+    int status = 0, failed = 0, closing = 0;
+    unsigned long long sent = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|ipKp:request_finished", names,
+                                     &status, &failed, &sent, &closing)
+            || check_open(self) < 0)
+        return NULL;
+    long long now = now_ns();
+    long long wall = now - self->start;
+    long long window = self->window + wall;
+    if (wall >= SAMPLE_WALL || !(self->requests & SAMPLE_MASK)) {
+        sample(self, window);
+        window = 0;
+    }
+    self->window = window;
+    if (self->active)
+        self->active--;
+    if (failed)
+        self->exceptions++;
+    self->bytes_sent += sent;
+    if (closing && self->connections)
+        self->connections--;
+    int state = self->active ? STATE_RUNNING : closing ? STATE_IDLE : STATE_READING;
+    unsigned char *rec = self->rec;
+    seq_begin(self);
+    put64(rec + LAST_REQUEST_DURATION, (uint64_t)(wall / 1000));
+    putf64(rec + LAST_REQUEST_CPU, self->cpu_pct);
+    put64(rec + LAST_REQUEST_MEMORY, self->rss);
+    put64(rec + BYTES_SENT, self->bytes_sent);
+    put64(rec + EXCEPTIONS, self->exceptions);
+    put16(rec + LAST_STATUS, (unsigned)status);
+    memset(rec + LAST_STATUS + 2, 0, ACTIVE - LAST_STATUS - 2);
+    put_state_word(self, state);
+    if (state == STATE_READING) {
+        put64(rec + REQUEST_START, (uint64_t)(now / 1000));
+        put64(rec + CONTENT_LENGTH, 0);
+        memset(rec + METHOD, 0, METHOD_SIZE);
+        rec[URI] = 0;
+    }
+    seq_end(self);
+    Py_RETURN_NONE;
+}
+
+static void release(Writer *self)
+{
+    if (self->rec != NULL) {
+        self->rec = NULL;
+        PyBuffer_Release(&self->view);
+    }
+}
+
+static PyObject *
+Writer_release(Writer *self, PyObject *unused)
+{
+    release(self);
+    Py_RETURN_NONE;
+}
+
+static int
+Writer_init(Writer *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *mm;
+    if (!PyArg_ParseTuple(args, "O:Writer", &mm))
+        return -1;
+    release(self);
+    if (PyObject_GetBuffer(mm, &self->view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
+        return -1;
+    if (self->view.len < RECORD_SIZE || ((uintptr_t)self->view.buf & 7)) {
+        PyBuffer_Release(&self->view);
+        PyErr_SetString(PyExc_ValueError, "a slot record is 512 aligned bytes");
+        return -1;
+    }
+    self->rec = self->view.buf;
+    Py_INCREF(mm);
+    Py_XSETREF(self->mm, mm);
+    return 0;
+}
+
+static int
+Writer_traverse(Writer *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->mm);
+    Py_VISIT(self->words);
+    return 0;
+}
+
+static int
+Writer_clear(Writer *self)
+{
+    release(self);
+    Py_CLEAR(self->words);
+    Py_CLEAR(self->mm);
+    return 0;
+}
+
+static void
+Writer_dealloc(Writer *self)
+{
+    PyObject_GC_UnTrack(self);
+    Writer_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Writer_methods[] = {
+    {"request_started", (PyCFunction)(void (*)(void))Writer_request_started,
+     METH_VARARGS | METH_KEYWORDS,
+     "request_started(params, accepted=False, start=None)\n--\n\n"
+     "The app is about to be called for the request with these FastCGI params."},
+    {"request_finished", (PyCFunction)(void (*)(void))Writer_request_finished,
+     METH_VARARGS | METH_KEYWORDS,
+     "request_finished(status=0, failed=False, sent=0, closing=False)\n--\n\n"
+     "The request is answered."},
+    {"_release", (PyCFunction)Writer_release, METH_NOARGS,
+     "Let go of the record, so its mmap can be closed."},
+    {NULL}
+};
+
+/* The state scoreboard.py's shared methods read and write, by the names
+ * SlotWriter uses. */
+static PyMemberDef Writer_members[] = {
+    {"_mm", T_OBJECT, offsetof(Writer, mm), 0, NULL},
+    {"_words", T_OBJECT, offsetof(Writer, words), 0, NULL},
+    {"_seq", T_ULONGLONG, offsetof(Writer, seq), 0, NULL},
+    {"requests", T_ULONGLONG, offsetof(Writer, requests), 0, NULL},
+    {"accepted_conn", T_ULONGLONG, offsetof(Writer, accepted_conn), 0, NULL},
+    {"exceptions", T_ULONGLONG, offsetof(Writer, exceptions), 0, NULL},
+    {"protocol_errors", T_ULONGLONG, offsetof(Writer, protocol_errors), 0, NULL},
+    {"bytes_sent", T_ULONGLONG, offsetof(Writer, bytes_sent), 0, NULL},
+    {"_rss", T_ULONGLONG, offsetof(Writer, rss), 0, NULL},
+    {"_start", T_LONGLONG, offsetof(Writer, start), 0, NULL},
+    {"_window", T_LONGLONG, offsetof(Writer, window), 0, NULL},
+    {"_cpu", T_DOUBLE, offsetof(Writer, cpu), 0, NULL},
+    {"_cpu_pct", T_DOUBLE, offsetof(Writer, cpu_pct), 0, NULL},
+    {"active", T_INT, offsetof(Writer, active), 0, NULL},
+    {"connections", T_INT, offsetof(Writer, connections), 0, NULL},
+    {NULL}
+};
+
+static PyTypeObject WriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "supervisor_fcgi_ext._slotwriter.Writer",
+    .tp_doc = "Writer(mm): the per-request updates of a scoreboard slot mapped at mm.",
+    .tp_basicsize = sizeof(Writer),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Writer_init,
+    .tp_dealloc = (destructor)Writer_dealloc,
+    .tp_traverse = (traverseproc)Writer_traverse,
+    .tp_clear = (inquiry)Writer_clear,
+    .tp_methods = Writer_methods,
+    .tp_members = Writer_members,
+};
+
+static struct PyModuleDef slotwriter_module = {
+    PyModuleDef_HEAD_INIT, "supervisor_fcgi_ext._slotwriter",
+    "The scoreboard's per-request updates in C (see scoreboard.py).", -1, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__slotwriter(void)
+{
+    if (PyType_Ready(&WriterType) < 0)
+        return NULL;
+    if (!(str_method = PyUnicode_InternFromString("REQUEST_METHOD"))
+            || !(str_uri = PyUnicode_InternFromString("REQUEST_URI"))
+            || !(str_length = PyUnicode_InternFromString("CONTENT_LENGTH"))
+            || !(str_script = PyUnicode_InternFromString("SCRIPT_NAME"))
+            || !(str_path = PyUnicode_InternFromString("PATH_INFO"))
+            || !(str_query = PyUnicode_InternFromString("QUERY_STRING")))
+        return NULL;
+    PyObject *module = PyModule_Create(&slotwriter_module);
+    if (module == NULL)
+        return NULL;
+    PyObject *layout = Py_BuildValue(
+        "{sisisisisisisisisisisisisisisisisi}",
+        "last_request_duration", LAST_REQUEST_DURATION, "last_request_cpu", LAST_REQUEST_CPU,
+        "last_request_memory", LAST_REQUEST_MEMORY, "bytes_sent", BYTES_SENT,
+        "exceptions", EXCEPTIONS, "last_status", LAST_STATUS, "active", ACTIVE,
+        "state", STATE, "connections", CONNECTIONS, "requests", REQUESTS,
+        "accepted_conn", ACCEPTED_CONN, "request_start", REQUEST_START,
+        "content_length", CONTENT_LENGTH, "method", METHOD, "uri", URI,
+        "seq", SEQ, "record_size", RECORD_SIZE);
+    Py_INCREF(&WriterType);
+    if (layout == NULL || PyModule_AddObject(module, "LAYOUT", layout) < 0
+            || PyModule_AddObject(module, "Writer", (PyObject *)&WriterType) < 0) {
+        Py_XDECREF(layout);
+        Py_DECREF(&WriterType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
