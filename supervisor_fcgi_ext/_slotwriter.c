@@ -100,30 +100,49 @@ static long long now_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* The bytes of a str as SlotWriter stores them: latin-1 when it fits (flup
+/* A param's bytes as SlotWriter stores them: latin-1 when it fits (flup
  * decodes params as latin-1, so these are the raw bytes), else UTF-8 with
- * replacement.  Returns the number copied (at most size); -1 on error. */
-static Py_ssize_t copy_text(unsigned char *to, Py_ssize_t size, PyObject *text)
+ * replacement, held by owner.  Anything but a str is empty. */
+typedef struct {
+    const char *data;
+    Py_ssize_t len;
+    PyObject *owner;
+} Text;
+
+static int get_text(PyObject *value, Text *out)
 {
-    Py_ssize_t n;
-    if (text == NULL || !PyUnicode_Check(text) || NOT_READY(text))
+    out->data = "";
+    out->len = 0;
+    out->owner = NULL;
+    if (value == NULL || !PyUnicode_Check(value) || NOT_READY(value))
         return 0;
-    if (PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND) {
-        n = PyUnicode_GET_LENGTH(text);
-        if (n > size)
-            n = size;
-        memcpy(to, PyUnicode_1BYTE_DATA(text), n);
-        return n;
+    if (PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND) {
+        out->data = (const char *)PyUnicode_1BYTE_DATA(value);
+        out->len = PyUnicode_GET_LENGTH(value);
+        return 0;
     }
-    PyObject *raw = PyUnicode_AsEncodedString(text, "utf-8", "replace");
-    if (raw == NULL)
+    out->owner = PyUnicode_AsEncodedString(value, "utf-8", "replace");
+    if (out->owner == NULL)
         return -1;
-    n = PyBytes_GET_SIZE(raw);
-    if (n > size)
-        n = size;
-    memcpy(to, PyBytes_AS_STRING(raw), n);
-    Py_DECREF(raw);
-    return n;
+    out->data = PyBytes_AS_STRING(out->owner);
+    out->len = PyBytes_GET_SIZE(out->owner);
+    return 0;
+}
+
+/* The texts one after the other in a field of size bytes, truncated, and a
+ * NUL after them when they are shorter: what follows it is left as it was
+ * (the format leaves it undefined), so a short URI dirties one cache line,
+ * not four. */
+static void put_texts(unsigned char *to, Py_ssize_t size, const Text *texts, int count)
+{
+    Py_ssize_t used = 0;
+    for (int i = 0; i < count && used < size; i++) {
+        Py_ssize_t len = texts[i].len < size - used ? texts[i].len : size - used;
+        memcpy(to + used, texts[i].data, len);
+        used += len;
+    }
+    if (used < size)
+        to[used] = 0;
 }
 
 static PyObject *get_param(PyObject *params, PyObject *name)
@@ -153,26 +172,33 @@ static long long parse_length(PyObject *text)
     return n;
 }
 
-/* The URI field: REQUEST_URI, or SCRIPT_NAME + PATH_INFO [+ '?' QUERY_STRING]
- * when the web server sent none; NUL-padded. */
-static int put_uri(unsigned char *to, PyObject *params)
+/* texts[0] the method; then the URI: REQUEST_URI, or SCRIPT_NAME +
+ * PATH_INFO [+ '?' QUERY_STRING] when the web server sent none (as
+ * scoreboard.request_uri).  Returns how many texts, or -1 on error. */
+#define REQUEST_TEXTS 5
+static int get_request_texts(PyObject *params, Text *texts)
 {
-    Py_ssize_t n, used;
     PyObject *uri = get_param(params, str_uri);
-    memset(to, 0, URI_SIZE);
-    if (uri != NULL)
-        return copy_text(to, URI_SIZE, uri) < 0 ? -1 : 0;
-    if ((used = copy_text(to, URI_SIZE, get_param(params, str_script))) < 0
-            || (n = copy_text(to + used, URI_SIZE - used, get_param(params, str_path))) < 0)
+    for (int i = 0; i < REQUEST_TEXTS; i++)
+        texts[i].owner = NULL;
+    if (get_text(get_param(params, str_method), &texts[0]) < 0)
         return -1;
-    used += n;
-    PyObject *query = get_param(params, str_query);
-    if (query != NULL && PyUnicode_Check(query) && PyUnicode_GET_LENGTH(query) && used < URI_SIZE) {
-        to[used++] = '?';
-        if (copy_text(to + used, URI_SIZE - used, query) < 0)
-            return -1;
-    }
-    return 0;
+    if (uri != NULL)
+        return get_text(uri, &texts[1]) < 0 ? -1 : 2;
+    if (get_text(get_param(params, str_script), &texts[1]) < 0
+            || get_text(get_param(params, str_path), &texts[2]) < 0
+            || get_text(get_param(params, str_query), &texts[4]) < 0)
+        return -1;
+    if (texts[4].len == 0)
+        return 3;
+    texts[3] = (Text){"?", 1, NULL};
+    return 5;
+}
+
+static void release_texts(Text *texts)
+{
+    for (int i = 0; i < REQUEST_TEXTS; i++)
+        Py_XDECREF(texts[i].owner);
 }
 
 static int check_open(Writer *self)
@@ -190,7 +216,6 @@ Writer_request_started(Writer *self, PyObject *args, PyObject *kwargs)
     static char *names[] = {"params", "accepted", "start", NULL};
     PyObject *params, *start_arg = Py_None;
     int accepted = 0;
-    unsigned char method[METHOD_SIZE], uri[URI_SIZE];
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|pO:request_started", names,
                                      &PyDict_Type, &params, &accepted, &start_arg)
             || check_open(self) < 0)
@@ -204,10 +229,12 @@ Writer_request_started(Writer *self, PyObject *args, PyObject *kwargs)
             return NULL;
         start = (long long)(seconds * 1e9);
     }
-    memset(method, 0, METHOD_SIZE);
-    if (copy_text(method, METHOD_SIZE, get_param(params, str_method)) < 0
-            || put_uri(uri, params) < 0)
+    Text texts[REQUEST_TEXTS];
+    int count = get_request_texts(params, texts);
+    if (count < 0) {
+        release_texts(texts);
         return NULL;
+    }
     long long length = parse_length(get_param(params, str_length));
 
     self->start = start;
@@ -224,9 +251,10 @@ Writer_request_started(Writer *self, PyObject *args, PyObject *kwargs)
     put64(rec + ACCEPTED_CONN, self->accepted_conn);
     put64(rec + REQUEST_START, (uint64_t)(start / 1000));
     put64(rec + CONTENT_LENGTH, (uint64_t)length);
-    memcpy(rec + METHOD, method, METHOD_SIZE);
-    memcpy(rec + URI, uri, URI_SIZE);
+    put_texts(rec + METHOD, METHOD_SIZE, texts, 1);
+    put_texts(rec + URI, URI_SIZE, texts + 1, count - 1);
     seq_end(self);
+    release_texts(texts);
     Py_RETURN_NONE;
 }
 
@@ -281,7 +309,7 @@ Writer_request_finished(Writer *self, PyObject *args, PyObject *kwargs)
     if (state == STATE_READING) {
         put64(rec + REQUEST_START, (uint64_t)(now / 1000));
         put64(rec + CONTENT_LENGTH, 0);
-        memset(rec + METHOD, 0, METHOD_SIZE);
+        rec[METHOD] = 0;
         rec[URI] = 0;
     }
     seq_end(self);
