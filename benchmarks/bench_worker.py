@@ -1,22 +1,27 @@
-"""fcgi-worker against bare flup, side by side, through one nginx.
+"""fcgi-worker against bare flup (and Go, gunicorn where installed), side by
+side, through one nginx.
 
     python benchmarks/bench_worker.py [--workers 6] [--rounds 5] [--seconds 3]
                                       [--concurrency 12] [--socket unix|tcp]
 
 Like supervisord's fcgi-program, this script binds one listening socket and
-starts --workers processes of a variant with it as fd 0; a temporary nginx
-(harness.Nginx, no upstream keep-alive, like the seed experiment) passes
-every request to it.  The client is a small keep-alive HTTP/1.1 load loop in
-this process, the same for every variant.  Variants take turns within each
-round, so drift hits all of them alike; the report is the median req/s per
-variant, its ratio to the first variant (bare flup threaded), and the pool's
-CPU time per request.  Every variant serves the same demo app
-(supervisor_fcgi_ext.worker.demo_app), which does next to nothing: the
-numbers are the servers' own cost.
+starts --workers processes of a variant with it as fd 0 (gunicorn: one
+arbiter with --workers, bound to fd://0); a temporary nginx (harness.Nginx,
+no upstream keep-alive, like the seed experiment) passes every request to it,
+by fastcgi_pass (gunicorn: proxy_pass).  The client is a small keep-alive
+HTTP/1.1 load loop in this process, the same for every variant.  Variants
+take turns within each round, so drift hits all of them alike; the report is
+the median req/s per variant, its ratio to the first variant (bare flup
+threaded), and the pool's CPU time per request.  Every variant serves the
+demo app's answer (supervisor_fcgi_ext.worker.demo_app; Go:
+go_fcgi_hello.go), which does next to nothing: the numbers are the servers'
+own cost.  Go's variant is built when ``go`` is on PATH, gunicorn's runs
+when it is importable; the report names those it skipped.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import selectors
 import shutil
@@ -27,26 +32,75 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import psutil
 
 from supervisor_fcgi_ext.harness import Nginx, find_nginx
 from supervisor_fcgi_ext.scoreboard import CSlotWriter, ENV_VAR, ensure_pool_dir, harvest_slot
+from supervisor_fcgi_ext.worker import demo_app
 
 BIN = os.path.dirname(sys.executable)
+HERE = os.path.dirname(os.path.abspath(__file__))
 FLUP = ("from flup.server.{mod} import WSGIServer; "
         "from supervisor_fcgi_ext.worker import demo_app; WSGIServer(demo_app).run()")
 # fcgi-worker with the scoreboard's pure-Python writer, even where the C one is built
 PYTHON_WRITER = ("import sys; from supervisor_fcgi_ext import scoreboard, worker; "
                  "scoreboard.CSlotWriter = None; sys.exit(worker.main())")
-VARIANTS = {
-    'flup threaded': [sys.executable, '-c', FLUP.format(mod='fcgi')],
-    'flup single': [sys.executable, '-c', FLUP.format(mod='fcgi_single')],
-    'fcgi-worker + scoreboard': [os.path.join(BIN, 'fcgi-worker')],
-    'fcgi-worker + Python writer': [sys.executable, '-c', PYTHON_WRITER],
-    'fcgi-worker, no scoreboard': [os.path.join(BIN, 'fcgi-worker')],
-}
-SCOREBOARD_VARIANTS = ('fcgi-worker + scoreboard', 'fcgi-worker + Python writer')
+
+
+@dataclass
+class Variant:
+    argv: list
+    graceful: bool = False      # stopped by TERM (else KILL: flup ignores TERM in accept)
+    scoreboard: bool = False    # writes slots: counted against the answers
+    arbiter: bool = False       # one process that forks --workers itself
+    http: bool = False          # nginx proxy_pass, not fastcgi_pass
+
+
+def sized_demo_app(environ, start_response):
+    """demo_app with the Content-Length that fcgi-worker adds to a list
+    response, so that nginx need not chunk gunicorn's answer either."""
+    answer = []
+    body = b''.join(demo_app(environ, lambda status, headers: answer.extend((status, headers))))
+    start_response(answer[0], answer[1] + [('Content-Length', str(len(body)))])
+    return [body]
+
+
+def variants(tmp):
+    """{name: Variant} in running order, and {name: why skipped}."""
+    found, skipped = {
+        'flup threaded': Variant([sys.executable, '-c', FLUP.format(mod='fcgi')]),
+        'flup single': Variant([sys.executable, '-c', FLUP.format(mod='fcgi_single')]),
+    }, {}
+    go = shutil.which('go')
+    if go is None:
+        skipped['Go net/http/fcgi'] = 'no go on PATH (Debian: golang-go)'
+    else:
+        binary = os.path.join(tmp, 'go_fcgi_hello')
+        env = dict(os.environ, GOCACHE=os.path.join(tmp, 'gocache'),
+                   GOPATH=os.path.join(tmp, 'gopath'))
+        subprocess.run([go, 'build', '-o', binary, os.path.join(HERE, 'go_fcgi_hello.go')],
+                       check=True, env=env)
+        found['Go net/http/fcgi'] = Variant([binary])
+    if importlib.util.find_spec('gunicorn') is None:
+        skipped['gunicorn sync (proxy_pass)'] = 'not installed (pip install gunicorn)'
+    else:
+        found['gunicorn sync (proxy_pass)'] = Variant(
+            [sys.executable, '-m', 'gunicorn', '--bind', 'fd://0', '--worker-class', 'sync',
+             '--graceful-timeout', '5', '--log-level', 'warning', '--chdir', HERE,
+             'bench_worker:sized_demo_app'], graceful=True, arbiter=True, http=True)
+    found.update({
+        'fcgi-worker + scoreboard': Variant([os.path.join(BIN, 'fcgi-worker')],
+                                            graceful=True, scoreboard=True),
+        'fcgi-worker + Python writer': Variant([sys.executable, '-c', PYTHON_WRITER],
+                                               graceful=True, scoreboard=True),
+        'fcgi-worker, no scoreboard': Variant([os.path.join(BIN, 'fcgi-worker')],
+                                              graceful=True),
+    })
+    return found, skipped
+
+
 SHM = '/dev/shm'
 REQUEST = b'GET / HTTP/1.1\r\nHost: bench\r\n\r\n'
 
@@ -105,19 +159,41 @@ def load(port, concurrency, seconds):
     return done
 
 
-def start_pool(name, listener, workers, env):
-    procs = [subprocess.Popen(VARIANTS[name], stdin=listener.fileno(), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for _ in range(workers)]
-    return procs
+def bind_pool_socket(kind, tmp):
+    """The pool's listening socket, as supervisord makes one, and its URL."""
+    if kind == 'unix':
+        path = os.path.join(tmp, 'pool.sock')
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o777)
+        url = 'unix://' + path
+    else:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(('127.0.0.1', 0))
+        url = 'tcp://127.0.0.1:%d' % listener.getsockname()[1]
+    listener.listen(1024)
+    return listener, url
+
+
+def start_pool(variant, listener, workers, env):
+    if variant.arbiter:
+        argv, count = variant.argv + ['--workers', str(workers)], 1
+    else:
+        argv, count = variant.argv, workers
+    return [subprocess.Popen(argv, stdin=listener.fileno(), env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(count)]
 
 
 def pool_cpu(procs):
-    """CPU seconds (user + system) the pool's processes have used so far."""
+    """CPU seconds (user + system) the pool's processes (and their
+    children: gunicorn's workers) have used so far."""
     total = 0.0
     for proc in procs:
-        times = psutil.Process(proc.pid).cpu_times()
-        total += times.user + times.system
+        top = psutil.Process(proc.pid)
+        for each in [top] + top.children(recursive=True):
+            times = each.cpu_times()
+            total += times.user + times.system
     return total
 
 
@@ -144,55 +220,55 @@ def main(argv=None):
     parser.add_argument('--only', choices=('all', 'fcgi-worker'), default='all',
                         help='fcgi-worker: just the scoreboard on/off pair')
     args = parser.parse_args(argv)
-    names = [name for name in VARIANTS
-             if args.only == 'all' or name.startswith(args.only)]
     find_nginx()
     tmp = tempfile.mkdtemp(prefix='sfe-bench-')
     board = None
-    results = {name: [] for name in names}
-    cpu_us = {name: [] for name in names}
     counted = answered = 0
     try:
-        if args.socket == 'unix':
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(os.path.join(tmp, 'pool.sock'))
-            # nginx's workers run as an unprivileged user
-            os.chmod(tmp, 0o755)
-            os.chmod(listener.getsockname(), 0o777)
-            upstream = 'unix://' + listener.getsockname()
-        else:
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.bind(('127.0.0.1', 0))
-            upstream = 'tcp://127.0.0.1:%d' % listener.getsockname()[1]
-        listener.listen(1024)
+        found, skipped = variants(tmp)
+        names = [name for name in found if args.only == 'all' or name.startswith(args.only)]
+        results = {name: [] for name in names}
+        cpu_us = {name: [] for name in names}
+        os.chmod(tmp, 0o755)    # nginx's workers run as an unprivileged user
+        listener, upstream = bind_pool_socket(args.socket, tmp)
         # On tmpfs, like the plugin's default scoreboard directory: slots on a
         # disk filesystem pay for writeback of the dirty page.
         board = tempfile.mkdtemp(prefix='sfe-bench-', dir=SHM if os.path.isdir(SHM) else None)
         ensure_pool_dir(board, 'bench')
         base_env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
-        envs = {name: base_env for name in VARIANTS}
-        for name in SCOREBOARD_VARIANTS:
-            envs[name] = dict(base_env, SUPERVISOR_GROUP_NAME='bench', **{ENV_VAR: board})
-        nginx = Nginx(upstream, workdir=os.path.join(tmp, 'nginx'))
-        nginx.start()
+        board_env = dict(base_env, SUPERVISOR_GROUP_NAME='bench', **{ENV_VAR: board})
+        nginxes = {http: Nginx(upstream, workdir=os.path.join(tmp, 'nginx-%s' % kind), http=http)
+                   for http, kind in ((False, 'fastcgi'), (True, 'http'))
+                   if any(found[name].http == http for name in names)}
         try:
+            for nginx in nginxes.values():
+                nginx.start()
             print('%d workers per variant, %s socket, %d client connections, '
                   '%d rounds of %gs' % (args.workers, args.socket, args.concurrency,
                                         args.rounds, args.seconds))
             print("fcgi-worker's scoreboard writer: %s" % (
                 'C (supervisor_fcgi_ext._slotwriter)' if CSlotWriter else
                 'Python: the C writer is not built (no compiler or Python.h?)'))
+            for name, why in skipped.items():
+                print('skipped %s: %s' % (name, why))
             for rnd in range(args.rounds):
                 for name in names:
-                    procs = start_pool(name, listener, args.workers, envs[name])
+                    variant = found[name]
+                    port = nginxes[variant.http].port
+                    procs = start_pool(variant, listener, args.workers,
+                                       board_env if variant.scoreboard else base_env)
                     try:
-                        warm = load(nginx.port, args.concurrency, 0.5)   # all started
+                        warm = load(port, args.concurrency, 0.5)   # all started
                         cpu0 = pool_cpu(procs)
-                        count = load(nginx.port, args.concurrency, args.seconds)
+                        count = load(port, args.concurrency, args.seconds)
                         cpu = (pool_cpu(procs) - cpu0) / count * 1e6
                     finally:
-                        stop_pool(procs, name.startswith('fcgi-worker'))
-                    if name in SCOREBOARD_VARIANTS:
+                        stop_pool(procs, variant.graceful)
+                    if args.socket == 'unix' and not os.path.exists(listener.getsockname()):
+                        # gunicorn unlinks a unix socket's path at exit
+                        listener.close()
+                        listener, _ = bind_pool_socket(args.socket, tmp)
+                    if variant.scoreboard:
                         answered += warm + count
                         counted += sum(harvest_slot(board, 'bench', proc.pid).requests
                                        for proc in procs)
@@ -202,7 +278,8 @@ def main(argv=None):
                     print('  round %d  %-28s %8.0f req/s %6.1f µs CPU/request'
                           % (rnd + 1, name, rate, cpu), flush=True)
         finally:
-            nginx.stop()
+            for nginx in nginxes.values():
+                nginx.stop()
             listener.close()
         reference = statistics.median(results[names[0]])
         print('\n%-28s %10s %8s %16s' % ('variant', 'median/s', 'ratio', 'µs CPU/request'))
@@ -212,7 +289,8 @@ def main(argv=None):
             print('%-28s %10.0f %8.2f %16.1f' % (name, median, median / reference,
                                                  statistics.median(cpu_us[name])))
         off = 'fcgi-worker, no scoreboard'
-        for on in SCOREBOARD_VARIANTS:
+        scoreboard_names = [name for name in names if found[name].scoreboard]
+        for on in scoreboard_names:
             print('overhead of %s: %.1f%% req/s, %.1f%% worker CPU per request' % (
                 on[len('fcgi-worker + '):],
                 100.0 * (1 - statistics.median(results[on]) / statistics.median(results[off])),
@@ -222,8 +300,8 @@ def main(argv=None):
         # them anyway, or the next variant's do (the listener outlives a pool):
         # a scoreboard pool may count those of its own loads and its forerunner's
         feeding = [name for i, name in enumerate(names)
-                   if name in SCOREBOARD_VARIANTS
-                   or names[(i + 1) % len(names)] in SCOREBOARD_VARIANTS]
+                   if name in scoreboard_names
+                   or names[(i + 1) % len(names)] in scoreboard_names]
         loads = 2 * args.rounds * len(feeding)
         print('scoreboard counted %d requests, the client got %d answers (+ up to %d '
               'left in flight by the %d loads)' % (counted, answered,

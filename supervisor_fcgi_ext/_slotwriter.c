@@ -210,18 +210,59 @@ static int check_open(Writer *self)
     return 0;
 }
 
-static PyObject *
-Writer_request_started(Writer *self, PyObject *args, PyObject *kwargs)
+/* What PyArg_ParseTupleAndKeywords does for a fastcall, without a tuple or
+ * a format to parse: values[i] is the argument named names[i], or NULL. */
+static int take_args(const char *func, const char *const *names, int count,
+                     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                     PyObject **values)
 {
-    static char *names[] = {"params", "accepted", "start", NULL};
-    PyObject *params, *start_arg = Py_None;
-    int accepted = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|pO:request_started", names,
-                                     &PyDict_Type, &params, &accepted, &start_arg)
-            || check_open(self) < 0)
+    if (nargs > count) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)",
+                     func, count, nargs);
+        return -1;
+    }
+    for (int i = 0; i < count; i++)
+        values[i] = i < nargs ? args[i] : NULL;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int i = 0;
+        while (i < count && PyUnicode_CompareWithASCIIString(name, names[i]) != 0)
+            i++;
+        if (i == count || values[i] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got %s argument '%U'", func,
+                         i == count ? "an unexpected keyword" : "multiple values for", name);
+            return -1;
+        }
+        values[i] = args[nargs + k];
+    }
+    return 0;
+}
+
+/* An optional flag: -1 on error. */
+static int flag(PyObject *value)
+{
+    return value == NULL ? 0 : PyObject_IsTrue(value);
+}
+
+static PyObject *
+Writer_request_started(Writer *self, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames)
+{
+    static const char *const names[] = {"params", "accepted", "start"};
+    PyObject *values[3];
+    if (take_args("request_started", names, 3, args, nargs, kwnames, values) < 0)
+        return NULL;
+    PyObject *params = values[0], *start_arg = values[2];
+    int accepted = flag(values[1]);
+    if (params == NULL || !PyDict_Check(params)) {
+        PyErr_SetString(PyExc_TypeError, "request_started() needs the params dict");
+        return NULL;
+    }
+    if (accepted < 0 || check_open(self) < 0)
         return NULL;
     long long start;
-    if (start_arg == Py_None) {
+    if (start_arg == NULL || start_arg == Py_None) {
         start = now_ns();
     } else {
         double seconds = PyFloat_AsDouble(start_arg);
@@ -271,14 +312,21 @@ static void sample(Writer *self, long long window)
 }
 
 static PyObject *
-Writer_request_finished(Writer *self, PyObject *args, PyObject *kwargs)
+Writer_request_finished(Writer *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames)
 {
-    static char *names[] = {"status", "failed", "sent", "closing", NULL};
-    int status = 0, failed = 0, closing = 0;
-    unsigned long long sent = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|ipKp:request_finished", names,
-                                     &status, &failed, &sent, &closing)
-            || check_open(self) < 0)
+    static const char *const names[] = {"status", "failed", "sent", "closing"};
+    PyObject *values[4];
+    if (take_args("request_finished", names, 4, args, nargs, kwnames, values) < 0)
+        return NULL;
+    long status = values[0] == NULL ? 0 : PyLong_AsLong(values[0]);
+    if (status == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long sent = values[2] == NULL ? 0 : PyLong_AsUnsignedLongLong(values[2]);
+    if (sent == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    int failed = flag(values[1]), closing = flag(values[3]);
+    if (failed < 0 || closing < 0 || check_open(self) < 0)
         return NULL;
     long long now = now_ns();
     long long wall = now - self->start;
@@ -378,11 +426,11 @@ Writer_dealloc(Writer *self)
 
 static PyMethodDef Writer_methods[] = {
     {"request_started", (PyCFunction)(void (*)(void))Writer_request_started,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "request_started(params, accepted=False, start=None)\n--\n\n"
      "The app is about to be called for the request with these FastCGI params."},
     {"request_finished", (PyCFunction)(void (*)(void))Writer_request_finished,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "request_finished(status=0, failed=False, sent=0, closing=False)\n--\n\n"
      "The request is answered."},
     {"_release", (PyCFunction)Writer_release, METH_NOARGS,

@@ -513,16 +513,18 @@ def nginx_upstream(url):
 
 
 class Nginx(_Server):
-    """nginx on a free loopback port, fastcgi_pass to one pool socket."""
+    """nginx on a free loopback port, fastcgi_pass to one pool socket
+    (``http=True``: proxy_pass, for comparing with HTTP app servers)."""
 
     name = 'nginx'
     cause_index = 0
     stop_timeout = 5.0
 
     def __init__(self, upstream, workdir=None, keepalive=False, port=None,
-                 nginx=None, keep=False):
+                 nginx=None, keep=False, http=False):
         self.upstream = upstream
         self.keepalive = keepalive
+        self.http = http
         self.port = port
         self.keep = keep
         self.binary = find_nginx(nginx)
@@ -544,10 +546,18 @@ class Nginx(_Server):
         # True: 16 idle connections kept; a number: that many.
         idle = 16 if self.keepalive is True else self.keepalive
         keep = ('        keepalive %d;\n' % idle if self.keepalive else '')
-        keep_conn = ('            fastcgi_keep_conn on;\n'
-                     if self.keepalive else '')
-        params = '\n'.join('            ' + line
-                           for line in _FASTCGI_PARAMS.splitlines())
+        if self.http:
+            passing = '            proxy_pass http://fcgi_pool;\n'
+            if self.keepalive:
+                passing = ('            proxy_http_version 1.1;\n'
+                           '            proxy_set_header Connection "";\n' + passing)
+        else:
+            passing = ''.join('            %s\n' % line
+                              for line in _FASTCGI_PARAMS.splitlines())
+            if self.keepalive:
+                passing += '            fastcgi_keep_conn on;\n'
+            passing += '            fastcgi_pass fcgi_pool;\n'
+
         temps = '\n'.join('    %s_temp_path %s/%s_temp;' % (kind, wd, kind)
                           for kind in ('client_body', 'fastcgi', 'proxy',
                                        'uwsgi', 'scgi'))
@@ -569,9 +579,7 @@ http {{
         listen 127.0.0.1:{self.port};
         server_name localhost;
         location / {{
-{params}
-{keep_conn}            fastcgi_pass fcgi_pool;
-        }}
+{passing}        }}
     }}
 }}
 """

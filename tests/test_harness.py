@@ -5,11 +5,13 @@ tests are about the harness, not the plugin.
 """
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import socket
 import sys
+import threading
 import urllib.request
 
 import psutil
@@ -204,6 +206,36 @@ def test_nginx_conf_is_self_contained(requires_nginx):
     text = counted.conf_text
     counted.stop()
     assert 'keepalive 3;' in text and 'fastcgi_keep_conn on;' in text
+
+
+def test_nginx_proxies_http_to_an_http_upstream(nginx_factory):
+    """http=True: proxy_pass instead of fastcgi_pass (bench_worker's gunicorn)."""
+    class Hello(http.server.BaseHTTPRequestHandler):
+        protocol_version = 'HTTP/1.1'
+
+        def do_GET(self):
+            body = ('proxied %s' % self.path).encode()
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Hello)
+    thread = threading.Thread(target=upstream.serve_forever, daemon=True)
+    thread.start()
+    try:
+        nginx = nginx_factory('tcp://127.0.0.1:%d' % upstream.server_address[1],
+                              http=True, keepalive=True)
+        assert 'fastcgi' not in nginx.conf_text.split('location')[1]
+        for _ in range(3):     # over one kept-alive upstream connection
+            with urllib.request.urlopen(nginx.url + '/x?y=1', timeout=10) as resp:
+                assert resp.read() == b'proxied /x?y=1'
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
 
 
 def test_config_text_writes_nothing_and_is_what_write_config_writes(tmp_path):

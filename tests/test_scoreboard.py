@@ -387,6 +387,13 @@ class TestCWriter:
             writer.request_started([('REQUEST_URI', '/')])
         with pytest.raises(TypeError):
             writer.request_finished('200')
+        with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+            writer.request_started({}, bogus=1)
+        with pytest.raises(TypeError, match="multiple values for argument 'status'"):
+            writer.request_finished(200, status=200)
+        with pytest.raises(TypeError, match='at most 4 arguments'):
+            writer.request_finished(200, False, 0, False, 'extra')
+        assert read_slot(writer.path).requests == 0     # nothing half-written
         writer.close()
         with pytest.raises(ValueError, match='closed'):
             writer.request_started({})
