@@ -1,7 +1,7 @@
 """The metadata is in setup.cfg; this adds the optional C scoreboard writer.
 
 Without a C compiler and Python's headers the build skips it and the
-package runs on the pure-Python writer (scoreboard.SlotWriter).
+package runs on the pure-Python writer (slotwriter.SlotWriter).
 """
 from setuptools import Extension, setup
 

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import psutil
 
 from supervisor_fcgi_ext.harness import Nginx, find_nginx
-from supervisor_fcgi_ext.scoreboard import CSlotWriter, ENV_VAR, ensure_pool_dir, harvest_slot
+from supervisor_fcgi_ext.scoreboard import ENV_VAR, ensure_pool_dir, harvest_slot
+from supervisor_fcgi_ext.slotwriter import CSlotWriter
 from supervisor_fcgi_ext.worker import demo_app
 
 BIN = os.path.dirname(sys.executable)
@@ -45,8 +46,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FLUP = ("from flup.server.{mod} import WSGIServer; "
         "from supervisor_fcgi_ext.worker import demo_app; WSGIServer(demo_app).run()")
 # fcgi-worker with the scoreboard's pure-Python writer, even where the C one is built
-PYTHON_WRITER = ("import sys; from supervisor_fcgi_ext import scoreboard, worker; "
-                 "scoreboard.CSlotWriter = None; sys.exit(worker.main())")
+PYTHON_WRITER = ("import sys; from supervisor_fcgi_ext import slotwriter, worker; "
+                 "slotwriter.CSlotWriter = None; sys.exit(worker.main())")
 
 
 @dataclass
@@ -261,6 +262,9 @@ def main(argv=None):
                         warm = load(port, args.concurrency, 0.5)   # all started
                         cpu0 = pool_cpu(procs)
                         count = load(port, args.concurrency, args.seconds)
+                        if not count:
+                            raise RuntimeError('%s answered nothing in %gs: does %s run?'
+                                               % (name, args.seconds, variant.argv[0]))
                         cpu = (pool_cpu(procs) - cpu0) / count * 1e6
                     finally:
                         stop_pool(procs, variant.graceful)

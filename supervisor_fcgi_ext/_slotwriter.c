@@ -1,11 +1,11 @@
 /* The two scoreboard updates every request makes, in C.
  *
- * scoreboard.SlotWriter does the same in Python; in a busy worker its two
+ * slotwriter.SlotWriter does the same in Python; in a busy worker its two
  * updates cost about 7% of a hello-world request's throughput, almost all
  * of it the interpreter running their bytecode.  Here each update is one
  * call.  The stores follow docs/scoreboard.rst, with real release ordering
  * (the Python writer relies on x86's store order).  Everything else (the
- * file, the rare updates, threads) stays in scoreboard.py, which uses this
+ * file, the rare updates, threads) stays in slotwriter.py, which uses this
  * type as the base of its fast writer when the offsets below match its own.
  */
 #define PY_SSIZE_T_CLEAN
@@ -41,7 +41,7 @@
 #define STATE_RUNNING 3
 
 /* CPU and peak RSS are read after a request of this wall time (ns) or more,
- * and every (SAMPLE_MASK + 1)th request: as scoreboard.SlotWriter does. */
+ * and every (SAMPLE_MASK + 1)th request: as slotwriter.SlotWriter does. */
 #define SAMPLE_WALL 10000000LL
 #define SAMPLE_MASK 15
 

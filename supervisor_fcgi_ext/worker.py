@@ -61,7 +61,7 @@ from urllib.parse import parse_qs
 
 from flup.server import fcgi, fcgi_base, fcgi_single
 
-from supervisor_fcgi_ext.scoreboard import SlotWriter
+from supervisor_fcgi_ext.slotwriter import SlotWriter
 
 __all__ = ['main', 'demo_app', 'load_app', 'listening_socket', 'BootError',
            'SingleWorker', 'ThreadedWorker', 'WorkerConnection', 'WorkerRequest',

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from supervisor_fcgi_ext.harness import HarnessError, Nginx, Supervisor, find_nginx
+from supervisor_fcgi_ext.scoreboard import ensure_pool_dir
 
 pytest_plugins = ['pytester']   # test_harness runs the nginx fixtures in a sub-pytest
 
@@ -121,3 +122,9 @@ def _stop_all(servers):
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+@pytest.fixture
+def pool_dir(tmp_path):
+    """A pool's scoreboard directory, as the plugin makes it."""
+    return ensure_pool_dir(str(tmp_path / 'board'), 'pool')

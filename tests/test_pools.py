@@ -10,7 +10,7 @@ import socket
 import tempfile
 import unittest
 
-from supervisor_fcgi_ext import scoreboard
+from supervisor_fcgi_ext import scoreboard, slotwriter
 from supervisor_fcgi_ext.pools import PoolMonitor, PoolView, ProcessView
 
 
@@ -41,7 +41,7 @@ class PoolMonitorTestBase(unittest.TestCase):
 
     def writer(self, pid):
         directory = scoreboard.ensure_pool_dir(self.board, 'app')
-        writer = scoreboard.SlotWriter(directory, pid=pid)
+        writer = slotwriter.SlotWriter(directory, pid=pid)
         self.addCleanup(writer.close)
         return writer
 
