@@ -258,6 +258,12 @@ def hammer(path, stop, writer_class):
         if not i & 1:
             writer.reading(opened=True, start=i)
         writer.request_started(params('GET', hammer_uri(i), i), start=i)
+        if not i & 7:
+            # an app call that takes a while: with the C writer 'running'
+            # otherwise lasts a few hundred ns, too short to be read often
+            until = time.perf_counter() + 20e-6
+            while time.perf_counter() < until:
+                pass
         writer.request_finished(hammer_status(i), sent=1, closing=i & 1)
         i += 1
 
@@ -278,7 +284,9 @@ def test_reader_never_sees_a_torn_slot_while_a_writer_hammers(pool_dir, writer_c
         good = refused = 0
         states = set()
         deadline = time.monotonic() + 20
-        while good < 2000 and time.monotonic() < deadline:
+        # until 2000 consistent reads and every state seen (under load the
+        # reader may need more reads to catch a short one)
+        while (good < 2000 or len(states) < 3) and time.monotonic() < deadline:
             try:
                 slot = read_slot(path)
             except ScoreboardError as exc:
@@ -309,7 +317,7 @@ def test_reader_never_sees_a_torn_slot_while_a_writer_hammers(pool_dir, writer_c
         assert proc.is_alive(), 'the writer stopped early: the race was not run'
         # a writer this busy holds the counter odd most of the time: most
         # reads are refused, none may be inconsistent
-        assert good == 2000, (good, refused)
+        assert good >= 2000, (good, refused)
         assert states == {'reading', 'running', 'idle'}, states
     finally:
         stop.set()
