@@ -45,9 +45,6 @@ BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLUP = ("from flup.server.{mod} import WSGIServer; "
         "from supervisor_fcgi_ext.worker import demo_app; WSGIServer(demo_app).run()")
-# fcgi-worker with the scoreboard's pure-Python writer, even where the C one is built
-PYTHON_WRITER = ("import sys; from supervisor_fcgi_ext import slotwriter, worker; "
-                 "slotwriter.CSlotWriter = None; sys.exit(worker.main())")
 
 
 @dataclass
@@ -94,7 +91,8 @@ def variants(tmp):
     found.update({
         'fcgi-worker + scoreboard': Variant([os.path.join(BIN, 'fcgi-worker')],
                                             graceful=True, scoreboard=True),
-        'fcgi-worker + Python writer': Variant([sys.executable, '-c', PYTHON_WRITER],
+        'fcgi-worker + Python writer': Variant([os.path.join(BIN, 'fcgi-worker'),
+                                                '--python-scoreboard'],
                                                graceful=True, scoreboard=True),
         'fcgi-worker, no scoreboard': Variant([os.path.join(BIN, 'fcgi-worker')],
                                               graceful=True),

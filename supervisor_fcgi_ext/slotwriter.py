@@ -105,6 +105,7 @@ class _SlotUpdates:
     state lives in attributes of these names: slots of SlotWriter, members
     of the C writer."""
     __slots__ = ()
+    kind = 'Python'        # the writer named in the worker's start-up line
 
     def _open(self, directory, pid, threads, max_requests):
         self.pid = os.getpid() if pid is None else pid
@@ -114,17 +115,19 @@ class _SlotUpdates:
         return _create_slot(directory, self.pid, threads, max_requests)
 
     @classmethod
-    def from_environ(cls, environ=os.environ, pid=None, threads=1, max_requests=0):
+    def from_environ(cls, environ=os.environ, pid=None, threads=1, max_requests=0,
+                     use_c=True):
         """The writer supervisord asked for, or None (and one line on stderr
         when the scoreboard is configured but unusable).  Called on
         SlotWriter, it picks the fastest writer there is: the C one when it
-        is built, the locked one for threads."""
+        is built (and ``use_c``), the locked one for threads."""
         base = environ.get(ENV_VAR)
         pool = environ.get('SUPERVISOR_GROUP_NAME')
         if not base or not pool:
             return None
         if cls is SlotWriter:
-            cls = _LockedSlotWriter if threads > 1 else CSlotWriter or SlotWriter
+            cls = (_LockedSlotWriter if threads > 1
+                   else CSlotWriter if use_c and CSlotWriter else SlotWriter)
         try:
             _check_pool(pool)
             return cls(os.path.join(base, pool), pid, threads, max_requests)
@@ -237,7 +240,6 @@ class SlotWriter(_SlotUpdates):
         self._seq = self._rss = 0
         self._start = self._window = 0
         self._cpu = self._cpu_pct = 0.0
-        self._mm = self._words = None
         self._mm = self._open(directory, pid, threads, max_requests)
         # 8-byte items: each assignment is one aligned 8-byte store
         self._words = memoryview(self._mm).cast('Q')
@@ -367,6 +369,7 @@ if _c_writer_fits():
         """SlotWriter with its two per-request updates (request_started,
         request_finished) made in C: same arguments, same slot."""
         __slots__ = ('pid', 'path', 'threads', 'max_requests')
+        kind = 'C'
 
         def __init__(self, directory, pid=None, threads=1, max_requests=0):
             _slotwriter.Writer.__init__(self, self._open(directory, pid, threads, max_requests))

@@ -786,6 +786,9 @@ def parse_args(argv):
     parser.add_argument('--max-requests-jitter', type=int, default=0, metavar='J',
                         help='add 0..J to --max-requests, so a pool does not '
                              'restart all at once')
+    parser.add_argument('--python-scoreboard', action='store_true',
+                        help="write the scoreboard in pure Python even where the "
+                             "C writer is built (to compare, or to rule it out)")
     parser.add_argument('--timeout', type=float, default=DEFAULT_TIMEOUT, metavar='SECONDS',
                         help='longest wait for the peer on a connection (default %g)'
                              % DEFAULT_TIMEOUT)
@@ -809,7 +812,8 @@ def main(argv=None):
     max_requests = args.max_requests
     if max_requests and args.max_requests_jitter:
         max_requests += random.randint(0, args.max_requests_jitter)
-    board = SlotWriter.from_environ(threads=args.threads, max_requests=max_requests)
+    board = SlotWriter.from_environ(threads=args.threads, max_requests=max_requests,
+                                    use_c=not args.python_scoreboard)
     try:
         app = load_app(args.app) if args.app else demo_app
     except ValueError as exc:
@@ -824,7 +828,7 @@ def main(argv=None):
         args.app or 'the demo app', describe(listener),
         '%d threads' % args.threads if args.threads > 1 else 'single-threaded',
         ', max %d requests' % max_requests if max_requests else '',
-        ', scoreboard %s (%s)' % (board.path, type(board).__name__) if board else ''))
+        ', scoreboard %s (%s writer)' % (board.path, board.kind) if board else ''))
     return server.serve()
 
 

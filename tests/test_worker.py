@@ -19,7 +19,7 @@ from flup.server.fcgi_base import (
     FCGI_PARAMS, FCGI_RESPONDER, FCGI_STDIN, encode_pair,
 )
 
-from supervisor_fcgi_ext import worker
+from supervisor_fcgi_ext import slotwriter, worker
 from supervisor_fcgi_ext.fcgiclient import (
     FastCGIConnection, FastCGIError, cgi_params, fcgi_request,
 )
@@ -280,9 +280,21 @@ def test_keep_alive_connection_counts_one_connection(pool):
 
 # -- the scoreboard ------------------------------------------------------------------
 
-def test_scoreboard_counts_every_request_per_pid(pool):
+# Each worker writes its slot with the C writer where it is built; both
+# writers are run through the real worker.
+WRITER_OPTIONS = [pytest.param([], id='default-writer'),
+                  pytest.param(['--python-scoreboard'], id='python-writer')]
+
+
+def writer_named_in(proc, options):
+    kind = 'C' if slotwriter.CSlotWriter and not options else 'Python'
+    return '(%s writer)' % kind in stderr_of(proc)
+
+
+@pytest.mark.parametrize('options', WRITER_OPTIONS)
+def test_scoreboard_counts_every_request_per_pid(pool, options):
     p = pool()
-    procs = [p.start() for _ in range(3)]
+    procs = [p.start(*options) for _ in range(3)]
     served = {}
     calls = [in_background(p.request, '/?sleep=0.05') for _ in range(12)]
     for call in calls + [None] * 18:
@@ -299,11 +311,13 @@ def test_scoreboard_counts_every_request_per_pid(pool):
         assert slot.accepted_conn == slot.requests
         assert (slot.state, slot.active, slot.protocol_errors) == ('idle', 0, 0)
         assert slot.bytes_sent > 0 and slot.last_status == 200
+        assert writer_named_in(proc, options)
 
 
-def test_scoreboard_shows_the_running_request(pool):
+@pytest.mark.parametrize('options', WRITER_OPTIONS)
+def test_scoreboard_shows_the_running_request(pool, options):
     p = pool()
-    proc = p.start()
+    proc = p.start(*options)
     call = in_background(p.request, '/?sleep=0.6', method='POST', body=b'12345')
     assert wait_for(lambda: p.state(proc) == 'running')
     slot = p.slot(proc)
@@ -316,6 +330,7 @@ def test_scoreboard_shows_the_running_request(pool):
     assert 600000 <= slot.request_duration_us < 5000000
     assert slot.last_request_memory > 1 << 20
     assert 0 <= slot.last_request_cpu < 50     # it slept
+    assert writer_named_in(proc, options)
 
 
 def test_scoreboard_shows_reading_while_the_peer_is_slow_to_ask(pool):
