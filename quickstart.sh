@@ -6,6 +6,8 @@
 # test/plot extras, and (when root) Debian's nginx-light and python3-venv,
 # and gcc and python3-dev for the C scoreboard writer (without them the
 # package runs on its pure-Python writer, about 5% slower on hello world).
+# The tests also need the real parts users watch pools with: Debian's
+# prometheus (with promtool), chromium and tmux.
 set -eu
 cd "$(dirname "$0")"
 venv=${VENV:-.venv}
@@ -31,8 +33,21 @@ has_python_headers() {
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
 }
 
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+has() {
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]
+}
+
+if ! has nginx; then
     apt_install nginx nginx-light
+fi
+if [ "$action" = test ]; then
+    missing=
+    for tool in prometheus:prometheus promtool:prometheus chromium:chromium tmux:tmux; do
+        has "${tool%%:*}" || missing="$missing ${tool#*:}"
+    done
+    # shellcheck disable=SC2086  # one word per package
+    [ -z "$missing" ] || apt_install "$missing" "$(echo $missing | tr ' ' '\n' | sort -u | tr '\n' ' ')" \
+        || echo "quickstart: the tests that need$missing will fail" >&2
 fi
 if ! command -v cc >/dev/null 2>&1 || ! has_python_headers; then
     apt_install "a C compiler or Python.h" "gcc python3-dev" \

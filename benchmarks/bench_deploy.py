@@ -18,8 +18,8 @@ import argparse
 import sys
 import time
 
-from supervisor_fcgi_ext.harness import Nginx, PoolSpec, Supervisor
-from supervisor_fcgi_ext.loadstream import RequestStream
+from supervisor_fcgi_ext.lab.harness import Nginx, PoolSpec, Supervisor
+from supervisor_fcgi_ext.lab.loadstream import RequestStream
 
 WORKER = 'fcgi-worker'
 NEW_WORKER = 'fcgi-worker --threads 1'   # "a new release": another command

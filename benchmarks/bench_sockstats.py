@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from supervisor_fcgi_ext.sockstats import (
+from supervisor_fcgi_ext.supervisord.sockstats import (
     accepted_inodes, connections_by_pid, listener_stats, socket_inodes)
 
 

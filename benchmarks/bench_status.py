@@ -24,10 +24,11 @@ import tempfile
 import threading
 import xmlrpc.client
 
-from supervisor_fcgi_ext import scoreboard
-from supervisor_fcgi_ext.fcgiclient import FastCGIError, fcgi_request
-from supervisor_fcgi_ext.harness import PoolSpec, Supervisor, resolve_command, wait_for
-from supervisor_fcgi_ext.pools import PoolMonitor, PoolView, ProcessView
+from supervisor_fcgi_ext.common import scoreboard
+from supervisor_fcgi_ext.supervisord import slots
+from supervisor_fcgi_ext.lab.fcgiclient import FastCGIError, fcgi_request
+from supervisor_fcgi_ext.lab.harness import PoolSpec, Supervisor, resolve_command, wait_for
+from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView
 
 from bench_sockstats import median_ms   # its neighbour in benchmarks/
 
@@ -69,7 +70,7 @@ def open_connections(kind, address, count):
 def server_side(kind, workers, runs):
     per_worker = max(1, CONNECTIONS // workers)
     board = tempfile.mkdtemp(prefix='sfe-bench-')
-    scoreboard.ensure_pool_dir(board, 'app')
+    slots.ensure_pool_dir(board, 'app')
     listener = socket.socket()
     listener.bind(('127.0.0.1', 0))
     listener.listen(1024)

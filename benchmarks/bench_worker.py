@@ -36,15 +36,16 @@ from dataclasses import dataclass
 
 import psutil
 
-from supervisor_fcgi_ext.harness import Nginx, find_nginx
-from supervisor_fcgi_ext.scoreboard import ENV_VAR, ensure_pool_dir, harvest_slot
-from supervisor_fcgi_ext.slotwriter import CSlotWriter
-from supervisor_fcgi_ext.worker import demo_app
+from supervisor_fcgi_ext.lab.harness import Nginx, find_nginx
+from supervisor_fcgi_ext.common.scoreboard import ENV_VAR
+from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir, harvest_slot
+from supervisor_fcgi_ext.worker.slotwriter import CSlotWriter
+from supervisor_fcgi_ext.worker.server import demo_app
 
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLUP = ("from flup.server.{mod} import WSGIServer; "
-        "from supervisor_fcgi_ext.worker import demo_app; WSGIServer(demo_app).run()")
+        "from supervisor_fcgi_ext.worker.server import demo_app; WSGIServer(demo_app).run()")
 
 
 @dataclass

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from supervisor_fcgi_ext.harness import HarnessError, Nginx, Supervisor, find_nginx
-from supervisor_fcgi_ext.scoreboard import ensure_pool_dir
+from supervisor_fcgi_ext.lab.harness import HarnessError, Nginx, Supervisor, find_nginx
+from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir
 
 pytest_plugins = ['pytester']   # test_harness runs the nginx fixtures in a sub-pytest
 

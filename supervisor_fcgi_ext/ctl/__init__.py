@@ -1,0 +1,1 @@
+"""The supervisorctl side: commands that run in the operator's supervisorctl."""

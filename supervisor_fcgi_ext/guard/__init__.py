@@ -1,0 +1,1 @@
+"""fcgi-guard: the event listener that enforces timeouts, slowlog and recycling."""

@@ -1,0 +1,307 @@
+"""The plugin's one state inside supervisord.
+
+supervisord calls the rpcinterface factory once per HTTP server section and
+again after every reload (after clearing all event subscriptions), so the
+state lives here, once per supervisord, and every factory call attaches to it
+(`Plugin.attach`) idempotently.
+
+This is also the only place that reads supervisor's objects: it turns a
+process group into a plain `pools.PoolView` and hands it to the pool's
+`PoolMonitor`.  Every callback from supervisord catches and logs everything:
+an exception in an event callback or in the loop would kill supervisord.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+from supervisor import events
+from supervisor.states import SupervisorStates, getProcessStateDescription
+
+from supervisor_fcgi_ext.common import scoreboard
+from supervisor_fcgi_ext.supervisord import slots
+from supervisor_fcgi_ext.supervisord.holds import (SocketHolds, kept_open_by_plugin,
+                                                   remove_unix_socket_file)
+from supervisor_fcgi_ext.supervisord.loophook import LoopHook
+from supervisor_fcgi_ext.supervisord.rolling import RollingRestart
+from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView, running
+
+__all__ = ['Plugin', 'get_plugin', 'is_fcgi_group', 'default_scoreboard_dir']
+
+# Events after which a worker's pid is gone for good (the pid is still set on
+# the process while supervisor notifies).
+_EXIT_EVENTS = (events.ProcessStateExitedEvent, events.ProcessStateStoppedEvent,
+                events.ProcessStateBackoffEvent)
+
+STALE_SLOT_SWEEP = 60   # samples between sweeps for slots of vanished pids
+AUTO_DIR_PREFIX = 'supervisor-fcgi-'
+
+_plugins = {}
+
+
+def get_plugin(supervisord, settings):
+    """The Plugin of this supervisord, made on first use, attached every call."""
+    plugin = _plugins.get(id(supervisord))
+    if plugin is None or plugin.supervisord is not supervisord:
+        plugin = _plugins[id(supervisord)] = Plugin(supervisord, settings)
+    plugin.attach(settings)
+    return plugin
+
+
+def is_fcgi_group(group):
+    """Duck-typed, so supervisor's test dummies count too."""
+    return getattr(group, 'socket_manager', None) is not None
+
+
+def default_scoreboard_dir():
+    """A per-supervisord directory on tmpfs when there is one."""
+    root = '/dev/shm' if os.access('/dev/shm', os.W_OK) else tempfile.gettempdir()
+    return os.path.join(root, '%s%d' % (AUTO_DIR_PREFIX, os.getpid()))
+
+
+def remove_orphaned_dirs(root):
+    """Remove the automatic scoreboard directories of supervisords that are
+    gone: one killed with SIGKILL never ran its exit handler."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(AUTO_DIR_PREFIX):]
+        if name.startswith(AUTO_DIR_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+class Plugin:
+    def __init__(self, supervisord, settings):
+        self.supervisord = supervisord
+        self.logger = supervisord.options.logger
+        self.settings = settings
+        self.monitors = {}   # pool name: (group, PoolMonitor)
+        self.samples = 0
+        self.hook = None
+        self.scoreboard_dir = None
+        self.holds = SocketHolds(self.logger)
+        self.socket_managers = {}  # pool name: its SocketManager, for removal
+        self.restarts = {}         # pool name: its last RollingRestart
+        self.stepper = None        # a LoopHook while a restart runs
+
+    def attach(self, settings):
+        """Subscribe to events and hook the loop; doing it twice changes nothing."""
+        self.settings = settings
+        self._prepare_scoreboard(settings['scoreboard_dir'])
+        for name, group in self.fcgi_groups().items():
+            self.socket_managers[name] = group.socket_manager
+        for event_type, callback in ((events.ProcessStateStartingEvent,
+                                      self.on_starting),
+                                     (events.ProcessStateEvent, self.on_state),
+                                     (events.ProcessGroupAddedEvent,
+                                      self.on_group_added),
+                                     (events.ProcessGroupRemovedEvent,
+                                      self.on_group_removed),
+                                     (events.SupervisorStoppingEvent,
+                                      self.on_stopping)):
+            if (event_type, callback) not in events.callbacks:
+                events.subscribe(event_type, callback)
+        # Always a fresh hook: before a reload supervisord closes every fd
+        # >= 5, so the old hook's key may now be another dispatcher's, and
+        # an entry it overwrites would silently end our sampling.
+        for hook in (self.hook, self.stepper):
+            if hook is not None:
+                hook.close()
+        self.stepper = None
+        self.hook = LoopHook(self.sample_all, settings['sample_interval'],
+                             self.logger)
+
+    def _prepare_scoreboard(self, configured):
+        if configured == self.scoreboard_dir:
+            return
+        self.scoreboard_dir = configured
+        if configured is None:
+            os.environ.pop(scoreboard.ENV_VAR, None)
+            return
+        automatic = configured == default_scoreboard_dir()
+        if automatic:
+            remove_orphaned_dirs(os.path.dirname(configured))
+        try:
+            os.makedirs(configured, mode=0o711, exist_ok=True)
+            os.chmod(configured, 0o711)
+        except OSError as e:
+            raise ValueError('[rpcinterface:fcgi] scoreboard_dir %s cannot be '
+                             'used: %s' % (configured, e.strerror))
+        if automatic:
+            atexit.register(shutil.rmtree, configured, True)
+        # supervisor copies its own environment for every child it spawns:
+        # that is how a worker finds the scoreboard without configuration.
+        os.environ[scoreboard.ENV_VAR] = configured
+
+    # -- pools -------------------------------------------------------------
+
+    def fcgi_groups(self):
+        return {name: group
+                for name, group in self.supervisord.process_groups.items()
+                if is_fcgi_group(group)}
+
+    def monitor(self, group):
+        """The monitor of a group; a group replaced by `update` starts afresh."""
+        name = group.config.name
+        known = self.monitors.get(name)
+        if known is None or known[0] is not group:
+            known = self.monitors[name] = (group, PoolMonitor(name, self.scoreboard_dir))
+        return known[1]
+
+    def view(self, group):
+        manager = group.socket_manager
+        sock = manager.socket if manager.is_prepared() else None
+        processes = [ProcessView(p.config.name, p.pid,
+                                 getProcessStateDescription(p.get_state()),
+                                 p.laststart)
+                     for p in sorted(group.processes.values(),
+                                     key=lambda p: p.config.name)]
+        config = group.config.socket_config
+        return PoolView(group.config.name, config.url, config.get_backlog(),
+                        sock, processes, kept_open_by_plugin(group))
+
+    def status(self, group):
+        return self.monitor(group).status(self.view(group))
+
+    def reset(self, group):
+        self.monitor(group).reset(self.view(group))
+
+    # -- rolling restarts ----------------------------------------------------
+
+    def start_restart(self, group, batch):
+        """Begin a rolling restart; raises (NotRollable, supervisor's command
+        errors) before touching any process when it cannot be done."""
+        restart = RollingRestart(self.supervisord, group, batch,
+                                 self.scoreboard_dir, self.logger)
+        restart.begin()
+        self.restarts[restart.name] = restart
+        if self.stepper is None:
+            # interval 0: every pass of supervisord's loop, so a replacement
+            # starts in the pass after its predecessor was reaped
+            self.stepper = LoopHook(self.step_restarts, 0, self.logger)
+        return restart
+
+    def running_restart(self, name):
+        restart = self.restarts.get(name)
+        return restart if restart is not None and restart.state == 'running' \
+            else None
+
+    def step_restarts(self):
+        running = [r for r in self.restarts.values() if r.state == 'running']
+        for restart in running:
+            restart.step()
+        if not any(r.state == 'running' for r in running):
+            self.stepper.close()
+            self.stepper = None
+
+    # -- callbacks from supervisord ----------------------------------------
+
+    def sample_all(self):
+        groups = self.fcgi_groups()
+        for name in list(self.monitors):
+            if name not in groups:
+                self._forget(name)
+        self.samples += 1
+        for group in groups.values():
+            try:
+                view = self.view(group)
+                self.monitor(group).sample(view)
+                if self.scoreboard_dir and self.samples % STALE_SLOT_SWEEP == 0:
+                    # exits are harvested as they happen; this catches slots
+                    # whose exit we never saw (a reload, a missed event)
+                    slots.remove_stale(self.scoreboard_dir, view.name,
+                                            [p.pid for p in running(view)])
+            except Exception as e:
+                self.logger.error('fcgi: sampling pool %s failed: %r'
+                                  % (group.config.name, e))
+
+    def _forget(self, name):
+        del self.monitors[name]
+        if self.scoreboard_dir:
+            shutil.rmtree(os.path.join(self.scoreboard_dir, name), True)
+
+    def on_starting(self, event):
+        """Hold the pool socket, which exists from now on, and make the pool's
+        scoreboard directory before the worker forks."""
+        try:
+            group = event.process.group
+            if is_fcgi_group(group) and self.settings['hold_sockets'] \
+                    and self.supervisord.options.mood >= SupervisorStates.RUNNING:
+                self.holds.hold(group)
+        except Exception as e:
+            self.logger.error('fcgi: cannot hold the socket of %s: %r'
+                              % (event.process.config.name, e))
+        try:
+            group = event.process.group
+            if self.scoreboard_dir and is_fcgi_group(group):
+                slots.ensure_pool_dir(self.scoreboard_dir, group.config.name,
+                                           event.process.config.uid)
+        except Exception as e:
+            self.logger.error('fcgi: no scoreboard for %s: %s'
+                              % (event.process.config.name, e))
+
+    def on_group_added(self, event):
+        """A pool added by `update` opens its socket now rather than at its
+        first worker's spawn, a loop pass later: `update` of a changed pool
+        refuses connections only between its remove and add calls."""
+        try:
+            group = self.supervisord.process_groups.get(event.group)
+            if is_fcgi_group(group):
+                self.socket_managers[event.group] = group.socket_manager
+                if self.settings['hold_sockets'] and any(
+                        c.autostart for c in group.config.process_configs):
+                    self.holds.hold(group, open_socket=True)
+        except Exception as e:
+            self.logger.error('fcgi: after adding %s: %r' % (event.group, e))
+
+    def on_group_removed(self, event):
+        """Close a removed pool's socket, so a re-added pool can bind the
+        address, and remove its unix socket file."""
+        name = event.group
+        try:
+            restart = self.running_restart(name)
+            if restart is not None:
+                restart.abort('the pool was removed during the restart')
+            self.holds.release(name)
+            manager = self.socket_managers.pop(name, None)
+            if manager is not None and not manager.is_prepared():
+                removed = remove_unix_socket_file(manager.config())
+                if removed:
+                    self.logger.info('fcgi: removed socket file %s of pool %s'
+                                     % (removed, name))
+        except Exception as e:
+            self.logger.error('fcgi: after removing %s: %r' % (name, e))
+
+    def on_stopping(self, event):
+        """supervisord stops or reloads: let every socket close with its
+        workers (a reload binds the same addresses again)."""
+        try:
+            for restart in self.restarts.values():
+                restart.abort('supervisord is stopping')
+            self.holds.release_all()
+        except Exception as e:
+            self.logger.error('fcgi: releasing sockets failed: %r' % (e,))
+
+    def on_state(self, event):
+        """Keep an exiting worker's final counts in its pool's totals."""
+        try:
+            process = event.process
+            if isinstance(event, _EXIT_EVENTS) and process.pid \
+                    and is_fcgi_group(process.group):
+                self.monitor(process.group).process_exited(process.pid)
+        except Exception as e:
+            self.logger.error('fcgi: accounting the exit of %s failed: %r'
+                              % (event.process.config.name, e))

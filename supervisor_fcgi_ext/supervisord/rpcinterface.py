@@ -1,0 +1,261 @@
+"""The `fcgi` XML-RPC namespace.
+
+    [rpcinterface:fcgi]
+    supervisor.rpcinterface_factory = supervisor_fcgi_ext.rpcinterface:make_fcgi_rpcinterface
+    ;sample_interval = 0.5      ; seconds between samples of queues and connections
+    ;scoreboard_dir = auto      ; auto | none | /path shared with the workers
+    ;hold_sockets = true        ; keep a pool's socket open while no worker runs
+"""
+
+import functools
+
+from supervisor.datatypes import boolean
+from supervisor.http import NOT_DONE_YET
+from supervisor.options import BadCommand, NoPermission, NotExecutable, NotFound
+from supervisor.states import SupervisorStates
+from supervisor.xmlrpc import Faults as SupervisorFaults
+from supervisor.xmlrpc import RPCError
+
+from supervisor_fcgi_ext import API_VERSION
+from supervisor_fcgi_ext.supervisord.plugin import (default_scoreboard_dir, get_plugin,
+                                                    is_fcgi_group)
+from supervisor_fcgi_ext.supervisord.rolling import NotRollable
+
+__all__ = ['Faults', 'FcgiNamespaceRPCInterface', 'make_fcgi_rpcinterface',
+           'parse_settings']
+
+XMLRPC_INT_MAX = 2 ** 31 - 1
+
+
+class Faults:
+    """Our fault codes; supervisor's own run from 1 to 92."""
+    NOT_FCGI_POOL = 200
+    ALREADY_RESTARTING = 201
+    RESTART_FAILED = 202
+    NOT_ROLLABLE = 203
+
+
+def fault(code, detail):
+    """An RPCError that names our own codes (supervisor would say UNKNOWN)."""
+    error = RPCError(code, detail)
+    for name, value in vars(Faults).items():
+        if value == code and name.isupper():
+            error.text = '%s: %s' % (name, detail)
+    return error
+
+
+def parse_settings(config):
+    """[rpcinterface:fcgi] keys -> settings; ValueError names the bad key."""
+    settings = {'sample_interval': 0.5, 'scoreboard_dir': default_scoreboard_dir(),
+                'hold_sockets': True}
+    for key, value in config.items():
+        if key == 'sample_interval':
+            try:
+                interval = float(value)
+            except ValueError:
+                interval = -1
+            if not 0.1 <= interval <= 60:
+                raise ValueError('[rpcinterface:fcgi] sample_interval must be '
+                                 'seconds between 0.1 and 60, not %r' % value)
+            settings[key] = interval
+        elif key == 'scoreboard_dir':
+            value = value.strip()
+            if value.lower() == 'none':
+                settings[key] = None
+            elif value.lower() != 'auto':
+                if not value.startswith('/'):
+                    raise ValueError('[rpcinterface:fcgi] scoreboard_dir must be '
+                                     'auto, none or an absolute path, not %r'
+                                     % value)
+                settings[key] = value.rstrip('/') or '/'
+        elif key == 'hold_sockets':
+            try:
+                settings[key] = boolean(value)
+            except ValueError:
+                raise ValueError('[rpcinterface:fcgi] hold_sockets must be true '
+                                 'or false, not %r' % value)
+        else:
+            raise ValueError('[rpcinterface:fcgi] unknown key %r (known: %s)'
+                             % (key, ', '.join(sorted(settings))))
+    return settings
+
+
+def xmlrpc_safe(value):
+    """XML-RPC ints are 32-bit: larger ones travel as doubles."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -XMLRPC_INT_MAX <= value <= XMLRPC_INT_MAX:
+        return float(value)
+    if isinstance(value, dict):
+        return {k: xmlrpc_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [xmlrpc_safe(v) for v in value]
+    return value
+
+
+def _rpc_method(method):
+    """A bug of ours becomes a FAILED fault with one line, not an HTTP 500."""
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except (RPCError, TypeError):
+            raise
+        except Exception as e:
+            self.plugin.logger.error('fcgi.%s failed: %r' % (method.__name__, e))
+            raise RPCError(SupervisorFaults.FAILED,
+                           '%s: %s' % (type(e).__name__, e))
+    return wrapper
+
+
+class FcgiNamespaceRPCInterface:
+    def __init__(self, supervisord, settings):
+        self.supervisord = supervisord
+        self.plugin = get_plugin(supervisord, settings)
+
+    def _update(self, text):
+        self.update_text = text
+        mood = self.supervisord.options.mood
+        if isinstance(mood, int) and mood < SupervisorStates.RUNNING:
+            raise RPCError(SupervisorFaults.SHUTDOWN_STATE)
+
+    def _get_pool(self, name):
+        if not isinstance(name, str):
+            raise RPCError(SupervisorFaults.BAD_NAME,
+                           'pool name must be a string, not %r' % (name,))
+        group = self.supervisord.process_groups.get(name)
+        if group is None:
+            raise RPCError(SupervisorFaults.BAD_NAME, name)
+        if not is_fcgi_group(group):
+            raise fault(Faults.NOT_FCGI_POOL,
+                        '%s is not an [fcgi-program:x] group' % name)
+        return group
+
+    @_rpc_method
+    def getAPIVersion(self):
+        """ Return the version of the fcgi API
+
+        @return string  version
+        """
+        self._update('getAPIVersion')
+        return API_VERSION
+
+    @_rpc_method
+    def getPoolStatus(self, name):
+        """ Socket figures, counters and processes of one fcgi pool
+
+        @param string name  the [fcgi-program:x] group name
+        @return struct  pool status
+        """
+        self._update('getPoolStatus')
+        return xmlrpc_safe(self.plugin.status(self._get_pool(name)))
+
+    @_rpc_method
+    def getAllPoolStatus(self):
+        """ getPoolStatus of every fcgi pool, by name
+
+        @return array  pool statuses
+        """
+        self._update('getAllPoolStatus')
+        groups = self.plugin.fcgi_groups()
+        return xmlrpc_safe([self.plugin.status(groups[name])
+                            for name in sorted(groups)])
+
+    @_rpc_method
+    def resetStatistics(self, name):
+        """ Start a pool's counters and peaks afresh
+
+        @param string name  the [fcgi-program:x] group name
+        @return boolean  always true
+        """
+        self._update('resetStatistics')
+        self.plugin.reset(self._get_pool(name))
+        return True
+
+    @_rpc_method
+    def recordSlowRequest(self, name):
+        """ Count a request seen running past a slowlog timeout (fcgi-guard)
+
+        @param string name  the [fcgi-program:x] group name
+        @return int  the pool's slow_requests now
+        """
+        self._update('recordSlowRequest')
+        return self.plugin.monitor(self._get_pool(name)).record('slow_requests')
+
+    @_rpc_method
+    def recordTerminatedRequest(self, name):
+        """ Count a request ended by stopping its worker (fcgi-guard)
+
+        @param string name  the [fcgi-program:x] group name
+        @return int  the pool's terminated_requests now
+        """
+        self._update('recordTerminatedRequest')
+        return self.plugin.monitor(self._get_pool(name)).record('terminated_requests')
+
+    @_rpc_method
+    def rollingRestart(self, name, batch=1, wait=True):
+        """ Replace a pool's workers a batch at a time; the socket stays open
+
+        Each batch is stopped gracefully and started again (with the config
+        of a preceding reread, if it changed); the next batch starts when
+        the replacements are RUNNING and accepting.
+
+        @param string name  the [fcgi-program:x] group name
+        @param int batch  workers replaced at a time (default 1)
+        @param boolean wait  return when done (default), else at once
+        @return struct  the restart's status (see getRestartStatus)
+        """
+        self._update('rollingRestart')
+        group = self._get_pool(name)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise RPCError(SupervisorFaults.INCORRECT_PARAMETERS,
+                           'batch must be a whole number >= 1, not %r' % (batch,))
+        if self.plugin.running_restart(name) is not None:
+            raise fault(Faults.ALREADY_RESTARTING,
+                        '%s: a rolling restart is already running' % name)
+        try:
+            restart = self.plugin.start_restart(group, batch)
+        except NotRollable as e:
+            raise fault(Faults.NOT_ROLLABLE, str(e))
+        except NotFound as e:
+            raise RPCError(SupervisorFaults.NO_FILE, e.args[0])
+        except (BadCommand, NotExecutable, NoPermission) as e:
+            raise RPCError(SupervisorFaults.NOT_EXECUTABLE, e.args[0])
+        except OSError as e:
+            raise fault(Faults.RESTART_FAILED,
+                        '%s: cannot open the pool socket: %s' % (name, e))
+        if not wait:
+            return restart.status()
+
+        def onwait():
+            # polled by supervisord's HTTP layer: look, never wait
+            if restart.state == 'running':
+                return NOT_DONE_YET
+            if restart.state == 'failed':
+                raise fault(Faults.RESTART_FAILED, restart.error)
+            return restart.status()
+        onwait.delay = 0.1
+        onwait.rpcinterface = self
+        return onwait
+
+    @_rpc_method
+    def getRestartStatus(self, name):
+        """ Progress of the running, or the last, rolling restart of a pool
+
+        @param string name  the [fcgi-program:x] group name
+        @return struct  state (idle, running, done, failed), batch, total,
+                        replaced, min_accepting, changed, elapsed, error,
+                        messages
+        """
+        self._update('getRestartStatus')
+        self._get_pool(name)
+        restart = self.plugin.restarts.get(name)
+        if restart is None:
+            return {'name': name, 'state': 'idle', 'batch': 0, 'total': 0,
+                    'replaced': 0, 'min_accepting': 0, 'changed': '',
+                    'elapsed': 0.0, 'error': '', 'messages': []}
+        return restart.status()
+
+
+def make_fcgi_rpcinterface(supervisord, **config):
+    return FcgiNamespaceRPCInterface(supervisord, parse_settings(config))

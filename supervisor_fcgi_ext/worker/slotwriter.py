@@ -1,0 +1,382 @@
+"""The worker's side of the scoreboard: its slot file, and the updates.
+
+A worker owns ``<base>/<pool>/<pid>.slot`` (common/scoreboard.py has the format,
+supervisord/slots.py supervisord's reader; docs/scoreboard.rst the contract).  SlotWriter makes
+every update in Python; CSlotWriter makes the two of every request in C
+(_slotwriter.c), where that extension is built; from_environ picks the
+fastest there is.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import resource
+import struct
+import sys
+import threading
+import time
+
+from supervisor_fcgi_ext.common.scoreboard import (
+    ENV_VAR, METHOD_SIZE, OFFSETS, RECORD_SIZE, SEQ_OFFSET, URI_SIZE, WORKER_STATES,
+    ScoreboardError, Slot, check_pool_name, encode_slot, field_bytes, os_reason,
+)
+
+__all__ = ['SlotWriter', 'CSlotWriter', 'request_uri']
+
+# last_request_duration .. connections, and active .. uri ('s' fields
+# truncate, and NUL-pad what is shorter).
+_FINISHED = struct.Struct('<qdQQQH6xHBxH2x')
+_STARTED = struct.Struct('<HBxH2xQQqq%ds%ds' % (METHOD_SIZE, URI_SIZE))
+_FINISHED_OFFSET = OFFSETS['last_request_duration']
+_STARTED_OFFSET = OFFSETS['active']
+assert _FINISHED_OFFSET + _FINISHED.size == _STARTED_OFFSET + 8
+assert _STARTED_OFFSET + _STARTED.size == OFFSETS['start_time']
+# Indexes of 8-byte words in the record, for single stores.
+_SEQ_WORD = SEQ_OFFSET // 8
+_STATE_WORD = OFFSETS['active'] // 8
+_ACCEPTED_WORD = OFFSETS['accepted_conn'] // 8
+_ERRORS_WORD = OFFSETS['protocol_errors'] // 8
+_IDLE, _READING, _RUNNING = 1, 2, 3
+_pack_started = _STARTED.pack_into
+_pack_finished = _FINISHED.pack_into
+# request_start, content_length, method: a kept-alive connection's next read
+_pack_reading = struct.Struct('<qq%ds' % METHOD_SIZE).pack_into
+_READING_OFFSET = OFFSETS['request_start']
+_URI = OFFSETS['uri']
+_time_ns = time.time_ns      # ints: no float-to-int conversions
+# CPU time and peak RSS are read after a request of this wall time (ns) or
+# more, and every (mask + 1)th request.
+_SAMPLE_WALL = 10_000_000
+_SAMPLE_MASK = 15
+_RUSAGE_THREAD = getattr(resource, 'RUSAGE_THREAD', resource.RUSAGE_SELF)
+
+
+def _log(message):
+    try:
+        sys.stderr.write('fcgi-worker[%d]: %s\n' % (os.getpid(), message))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _create_slot(directory, pid, threads, max_requests):
+    """Create ``<directory>/<pid>.slot`` in state 'starting'; its mmap.
+
+    Written whole under a temporary name, then renamed: a reader never sees
+    a partial file.
+    """
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        tmp = '%d.slot.tmp' % pid
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        mm = None
+        try:
+            slot = Slot(pid, time.time(), 'starting', threads=threads,
+                        max_requests=max_requests)
+            os.write(fd, encode_slot(slot))
+            mm = mmap.mmap(fd, RECORD_SIZE)
+            os.rename(tmp, '%d.slot' % pid, src_dir_fd=dfd, dst_dir_fd=dfd)
+            return mm
+        except BaseException:
+            if mm is not None:
+                mm.close()
+            os.unlink(tmp, dir_fd=dfd)
+            raise
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def request_uri(params):
+    """REQUEST_URI, or what it would be when the web server sent none."""
+    uri = params.get('REQUEST_URI')
+    if uri is None:
+        uri = params.get('SCRIPT_NAME', '') + params.get('PATH_INFO', '')
+        if params.get('QUERY_STRING'):
+            uri += '?' + params['QUERY_STRING']
+    return uri
+
+
+class _SlotUpdates:
+    """What every writer shares: the file, and the updates that are not made
+    for every request (the per-request two are each writer's own).  The
+    state lives in attributes of these names: slots of SlotWriter, members
+    of the C writer."""
+    __slots__ = ()
+    kind = 'Python'        # the writer named in the worker's start-up line
+
+    def _open(self, directory, pid, threads, max_requests):
+        self.pid = os.getpid() if pid is None else pid
+        self.path = os.path.join(directory, '%d.slot' % self.pid)
+        self.threads = threads
+        self.max_requests = max_requests
+        return _create_slot(directory, self.pid, threads, max_requests)
+
+    @classmethod
+    def from_environ(cls, environ=os.environ, pid=None, threads=1, max_requests=0,
+                     use_c=True):
+        """The writer supervisord asked for, or None (and one line on stderr
+        when the scoreboard is configured but unusable).  Called on
+        SlotWriter, it picks the fastest writer there is: the C one when it
+        is built (and ``use_c``), the locked one for threads."""
+        base = environ.get(ENV_VAR)
+        pool = environ.get('SUPERVISOR_GROUP_NAME')
+        if not base or not pool:
+            return None
+        if cls is SlotWriter:
+            cls = (_LockedSlotWriter if threads > 1
+                   else CSlotWriter if use_c and CSlotWriter else SlotWriter)
+        try:
+            check_pool_name(pool)
+            return cls(os.path.join(base, pool), pid, threads, max_requests)
+        except ScoreboardError as exc:
+            _log('scoreboard disabled: %s' % exc)
+        except OSError as exc:
+            _log('scoreboard disabled: %s: %s' % (os.path.join(base, pool), os_reason(exc)))
+        return None
+
+    def ready(self):
+        """The worker accepts from now on: idle, and the CPU count of its
+        first request starts here (not with the app's import)."""
+        self._sample(0)
+        self.set_state('idle')
+
+    def set_state(self, state):
+        """Enter 'idle' or 'finishing'.  While a request is in flight
+        (another thread's, with --threads) idle is not shown."""
+        code = WORKER_STATES.index(state)
+        if code < _RUNNING and self.active:
+            return
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        words[_STATE_WORD] = self.active | code << 16 | self.connections << 32
+        words[_SEQ_WORD] = seq
+
+    def reading(self, opened=False, start=None):
+        """The worker waits for a request on a connection (``opened``: one
+        just accepted, counted now).  Unless another thread's request is in
+        flight, the slot shows 'reading' since ``start`` (epoch, default now),
+        with no method, URI or length: the last request's are gone."""
+        if opened:
+            self.accepted_conn += 1
+            self.connections += 1
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        if self.active:
+            words[_ACCEPTED_WORD] = self.accepted_conn
+            words[_STATE_WORD] = self.active | _RUNNING << 16 | self.connections << 32
+        else:
+            _pack_started(self._mm, _STARTED_OFFSET, 0, _READING, self.connections,
+                          self.requests, self.accepted_conn,
+                          int((time.time() if start is None else start) * 1e6), 0, b'', b'')
+        words[_SEQ_WORD] = seq
+
+    def _sample(self, window):
+        """Read this thread's CPU time and the peak RSS: the CPU share is
+        the CPU used since the last reading over ``window``, the wall time
+        of the requests since.  One system call that costs as much as the
+        rest of a request's updates: made every 16th request and after a
+        request of _SAMPLE_WALL or more, whose figure it then dominates."""
+        ru = resource.getrusage(_RUSAGE_THREAD)
+        cpu = ru.ru_utime + ru.ru_stime
+        self._cpu_pct = 1e11 * (cpu - self._cpu) / window if window > 0 else 0.0
+        self._cpu = cpu
+        self._rss = ru.ru_maxrss * 1024
+
+    def closed(self, counted=True, protocol_error=False):
+        """A connection is closed.  ``counted=False``: it never showed in the
+        slot (no update for it yet), so it is counted as accepted now.
+        ``protocol_error``: it was dropped without a complete request
+        (garbage, timeout, EOF).  The worker is idle unless a request is
+        in flight."""
+        if not counted:
+            self.accepted_conn += 1
+        elif self.connections:
+            self.connections -= 1
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        words[_ACCEPTED_WORD] = self.accepted_conn
+        if protocol_error:
+            self.protocol_errors += 1
+            words[_ERRORS_WORD] = self.protocol_errors
+        words[_STATE_WORD] = (self.active | (_RUNNING if self.active else _IDLE) << 16
+                              | self.connections << 32)
+        words[_SEQ_WORD] = seq
+
+    def close(self):
+        """Unmap; the file stays for supervisord to harvest when we have exited."""
+        if self._words is not None:
+            self._words.release()      # else the mmap refuses to close
+            self._words = None
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+class SlotWriter(_SlotUpdates):
+    """The worker's side in Python: owns ``<pid>.slot`` and updates it
+    through an mmap.
+
+    Each update is one pack between the odd and the even store of the
+    seqlock counter.  The writer times its requests itself (wall, CPU of
+    the calling thread, peak RSS), so a request costs the worker two calls.
+    Not thread-safe: from_environ(threads > 1) returns a locked subclass.
+    CSlotWriter makes the same two calls in C, where it is built.
+    """
+    __slots__ = ('pid', 'path', 'threads', 'max_requests', 'accepted_conn', 'requests',
+                 'exceptions', 'protocol_errors', 'bytes_sent', 'active', 'connections',
+                 '_seq', '_mm', '_words', '_start', '_cpu', '_cpu_pct', '_window', '_rss')
+
+    def __init__(self, directory, pid=None, threads=1, max_requests=0):
+        self.accepted_conn = self.requests = self.exceptions = 0
+        self.protocol_errors = self.bytes_sent = self.active = self.connections = 0
+        self._seq = self._rss = 0
+        self._start = self._window = 0
+        self._cpu = self._cpu_pct = 0.0
+        self._mm = self._open(directory, pid, threads, max_requests)
+        # 8-byte items: each assignment is one aligned 8-byte store
+        self._words = memoryview(self._mm).cast('Q')
+
+    # The two updates of every request: kept to few bytecodes on purpose.
+
+    def request_started(self, params, accepted=False, start=None):
+        """The app is about to be called, now or at ``start`` (epoch), for
+        the request with these FastCGI ``params`` (method, URI, length).
+
+        ``accepted=True`` also counts the connection, in the same update: a
+        worker does that for a connection's first request when it did not
+        have to wait for it.
+        """
+        start = _time_ns() if start is None else int(start * 1e9)
+        method, uri = params.get('REQUEST_METHOD', ''), request_uri(params)
+        length = params.get('CONTENT_LENGTH')
+        # ASCII digits, 18 at most: what fits the slot's 64 bits
+        length = int(length) if length and length.isascii() and length.isdigit() \
+            and len(length) < 19 else 0
+        self._start = start
+        self.requests += 1
+        self.active = active = self.active + 1
+        if accepted:
+            self.accepted_conn += 1
+            self.connections += 1
+        try:
+            method, uri = method.encode('latin-1'), uri.encode('latin-1')
+        except UnicodeEncodeError:
+            method, uri = field_bytes(method, METHOD_SIZE), field_bytes(uri, URI_SIZE)
+        seq = self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        _pack_started(self._mm, _STARTED_OFFSET, active, _RUNNING, self.connections,
+                      self.requests, self.accepted_conn, start // 1000,
+                      length, method, uri)
+        words[_SEQ_WORD] = seq
+
+    def request_finished(self, status=0, failed=False, sent=0, closing=False):
+        """The request is answered: its wall time, and (see _sample) the CPU
+        share and peak RSS.  ``closing``: its connection closes now,
+        uncounted in the same update; else the worker reads the next request
+        on it from now on, shown in the same update too."""
+        now = _time_ns()
+        wall = now - self._start
+        window = self._window + wall
+        if wall >= _SAMPLE_WALL or not self.requests & _SAMPLE_MASK:
+            self._sample(window)
+            window = 0
+        self._window = window
+        active = self.active - 1 if self.active else 0
+        self.active = active
+        if failed:
+            self.exceptions += 1
+        self.bytes_sent += sent
+        if closing and self.connections:
+            self.connections -= 1
+        state = _RUNNING if active else _IDLE if closing else _READING
+        mm, seq = self._mm, self._seq + 2
+        self._seq = seq
+        words = self._words
+        words[_SEQ_WORD] = seq - 1
+        _pack_finished(mm, _FINISHED_OFFSET, wall // 1000, self._cpu_pct, self._rss,
+                       self.bytes_sent, self.exceptions, status, active, state,
+                       self.connections)
+        if state == _READING:
+            _pack_reading(mm, _READING_OFFSET, now // 1000, 0, b'')
+            mm[_URI] = 0
+        words[_SEQ_WORD] = seq
+
+
+class _LockedSlotWriter(SlotWriter):
+    """For --threads: the same updates, one thread at a time; a request's
+    start and its thread's CPU readings are kept per thread."""
+    __slots__ = ('_lock', '_local')
+
+    def __init__(self, *args, **kwargs):
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        super().__init__(*args, **kwargs)
+
+    def request_started(self, *args, **kwargs):
+        with self._lock:
+            SlotWriter.request_started(self, *args, **kwargs)
+            self._local.start = self._start
+
+    def request_finished(self, *args, **kwargs):
+        local = self._local
+        with self._lock:
+            # a new pool thread has used next to no CPU before
+            self._start = local.start
+            self._cpu, self._cpu_pct, self._window = getattr(local, 'cpu', (0.0, 0.0, 0))
+            SlotWriter.request_finished(self, *args, **kwargs)
+            local.cpu = self._cpu, self._cpu_pct, self._window
+
+
+def _locked(method):
+    def update(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    update.__name__, update.__doc__ = method.__name__, method.__doc__
+    return update
+
+
+for _name in ('set_state', 'reading', 'closed'):
+    setattr(_LockedSlotWriter, _name, _locked(getattr(SlotWriter, _name)))
+del _name
+
+
+try:
+    from supervisor_fcgi_ext.worker import _slotwriter
+except ImportError:       # not built: no compiler or no Python headers
+    _slotwriter = None
+
+
+def _c_writer_fits():
+    """The C extension is built, and for this file's layout and byte order."""
+    if _slotwriter is None or sys.byteorder != 'little':
+        return False
+    layout = dict(OFFSETS, seq=SEQ_OFFSET, record_size=RECORD_SIZE)
+    return all(layout.get(name) == value for name, value in _slotwriter.LAYOUT.items())
+
+
+if _c_writer_fits():
+    class CSlotWriter(_SlotUpdates, _slotwriter.Writer):
+        """SlotWriter with its two per-request updates (request_started,
+        request_finished) made in C: same arguments, same slot."""
+        __slots__ = ('pid', 'path', 'threads', 'max_requests')
+        kind = 'C'
+
+        def __init__(self, directory, pid=None, threads=1, max_requests=0):
+            _slotwriter.Writer.__init__(self, self._open(directory, pid, threads, max_requests))
+            self._words = memoryview(self._mm).cast('Q')
+
+        def close(self):
+            self._release()           # the C side's view of the mmap
+            _SlotUpdates.close(self)
+else:
+    CSlotWriter = None

@@ -1,0 +1,100 @@
+"""The slot format in memory (test_slots has the files supervisord reads,
+test_slotwriter the writers, and a writer process racing a reader)."""
+from __future__ import annotations
+
+import random
+import struct
+import unittest
+
+from supervisor_fcgi_ext.common import scoreboard
+from supervisor_fcgi_ext.common.scoreboard import (
+    RECORD_SIZE, ScoreboardError, Slot, decode_slot, encode_slot,
+)
+
+PID = 4242
+def make_slot(**fields):
+    base = dict(pid=PID, start_time=1700000000.25, state='idle', accepted_conn=3,
+                requests=5, request_method='POST', request_uri='/a?b=c',
+                content_length=12, request_start=1700000100.5,
+                request_duration_us=1500, last_request_duration_us=1500,
+                last_request_cpu=12.5, last_request_memory=30 << 20, last_status=201,
+                active=0, threads=1, max_requests=1000, exceptions=1,
+                protocol_errors=2, bytes_sent=777, connections=1)
+    base.update(fields)
+    return Slot(**base)
+
+
+class FormatTests(unittest.TestCase):
+    """encode_slot/decode_slot: no files."""
+
+    def test_round_trip_of_an_idle_slot_is_exact(self):
+        slot = make_slot()
+        self.assertEqual(decode_slot(encode_slot(slot)), slot)
+        self.assertEqual(len(encode_slot(slot)), RECORD_SIZE)
+
+    def test_layout_is_the_documented_one(self):
+        # docs/scoreboard.rst promises these offsets to writers in other languages
+        self.assertEqual(scoreboard.OFFSETS, {
+            'last_request_duration': 24, 'last_request_cpu': 32,
+            'last_request_memory': 40, 'bytes_sent': 48, 'exceptions': 56,
+            'last_status': 64, 'active': 72, 'state': 74, 'connections': 76,
+            'requests': 80, 'accepted_conn': 88,
+            'request_start': 96, 'content_length': 104, 'method': 112, 'uri': 128,
+            'start_time': 384, 'max_requests': 392, 'protocol_errors': 400,
+            'threads': 408})
+        data = encode_slot(make_slot(state='running', active=2, connections=3))
+        self.assertEqual(data[:8], b'SVFCGISB')
+        self.assertEqual(struct.unpack_from('<HHIQ', data, 8), (2, 512, PID, 0))
+        # active, state and connections share one 8-byte word, gaps zero
+        self.assertEqual(struct.unpack_from('<Q', data, 72)[0], 2 | 3 << 16 | 3 << 32)
+        self.assertEqual(data[410:], bytes(102))
+
+    def test_running_slot_reports_elapsed_time_from_now(self):
+        slot = make_slot(state='running', active=1)
+        decoded = decode_slot(encode_slot(slot), now=slot.request_start + 2.25)
+        self.assertEqual(decoded.request_duration_us, 2250000)
+        self.assertEqual(decoded.last_request_duration_us, 1500)
+        self.assertEqual(decode_slot(encode_slot(slot), now=0).request_duration_us, 0)
+
+    def test_long_fields_are_truncated_and_bad_bytes_replaced(self):
+        slot = make_slot(request_method='M' * 40, request_uri='/' + 'x' * 400)
+        decoded = decode_slot(encode_slot(slot))
+        self.assertEqual(decoded.request_method, 'M' * scoreboard.METHOD_SIZE)
+        self.assertEqual(len(decoded.request_uri), scoreboard.URI_SIZE)
+        data = bytearray(encode_slot(slot))
+        data[128:131] = b'/\xff\xfe'
+        self.assertEqual(decode_slot(bytes(data)).request_uri[:3], '/\ufffd\ufffd')
+
+    def test_bad_records_raise_one_line_errors(self):
+        good = encode_slot(make_slot())
+        cases = {
+            'bad magic': b'XXXXXXXX' + good[8:],
+            'version 1': good[:8] + struct.pack('<H', 1) + good[10:],
+            'size 1024': good[:10] + struct.pack('<H', 1024) + good[12:],
+            'being written': good[:16] + struct.pack('<Q', 7) + good[24:],
+            'bad worker state 9': good[:74] + b'\x09' + good[75:],
+            'truncated': good[:100],
+        }
+        for reason, data in cases.items():
+            with self.assertRaises(ScoreboardError) as ctx:
+                decode_slot(data)
+            self.assertIn(reason, str(ctx.exception))
+            self.assertNotIn('\n', str(ctx.exception))
+        with self.assertRaisesRegex(ScoreboardError, 'belongs to pid 4242, not 7'):
+            decode_slot(good, pid=7)
+
+    def test_mutated_records_decode_or_raise_scoreboard_error_only(self):
+        good = encode_slot(make_slot())
+        rng = random.Random(1)
+        for _ in range(3000):
+            data = bytearray(good)
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(RECORD_SIZE)] = rng.randrange(256)
+            try:
+                decode_slot(bytes(data))
+            except ScoreboardError:
+                pass
+
+    def test_unknown_state_cannot_be_encoded(self):
+        with self.assertRaises(ScoreboardError):
+            encode_slot(make_slot(state='sleeping'))

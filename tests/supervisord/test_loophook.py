@@ -1,0 +1,131 @@
+import os
+import select
+import time
+import unittest
+
+from supervisor.tests.base import DummyLogger
+
+from supervisor_fcgi_ext.supervisord.loophook import LoopHook
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class PassDrivenLoopHookTests(unittest.TestCase):
+    """Without a timerfd: the callback runs on supervisord's loop passes."""
+    def _makeOne(self, callback, interval=1.0):
+        self.clock = FakeClock()
+        self.socket_map = {}
+        self.logger = DummyLogger()
+        hook = LoopHook(callback, interval, self.logger, clock=self.clock,
+                        socket_map=self.socket_map, use_timer=False)
+        self.addCleanup(hook.close)
+        return hook
+
+    def test_registers_under_its_own_fd(self):
+        hook = self._makeOne(lambda: None)
+        self.assertIs(self.socket_map[hook.fd], hook)
+        os.fstat(hook.fd)  # a real, open fd: no other dispatcher can have it
+
+    def test_calls_back_at_most_once_per_interval(self):
+        calls = []
+        hook = self._makeOne(lambda: calls.append(self.clock.now))
+        for step in range(100):  # loop passes every 0.1 s for 10 s
+            hook.readable()
+            self.clock.now += 0.1
+        gaps = [b - a for a, b in zip(calls, calls[1:])]
+        self.assertTrue(all(0.89 < gap < 1.01 for gap in gaps), gaps)
+        self.assertIn(len(calls), (10, 11))
+
+    def test_a_pass_slightly_early_does_not_double_the_interval(self):
+        calls = []
+        hook = self._makeOne(lambda: calls.append(self.clock.now))
+        hook.readable()
+        self.clock.now += 0.95  # supervisord's poll woke a little early
+        hook.readable()
+        self.assertEqual(len(calls), 2)
+
+    def test_failure_is_logged_not_raised(self):
+        def explode():
+            raise ValueError('bad')
+        hook = self._makeOne(explode)
+        self.assertFalse(hook.readable())
+        self.assertIn('bad', self.logger.data[0])
+
+    def test_close_leaves_the_map_and_closes_its_pipe(self):
+        hook = self._makeOne(lambda: None)
+        fd = hook.fd
+        hook.close()
+        self.assertNotIn(fd, self.socket_map)
+        self.assertRaises(OSError, os.fstat, fd)
+
+    def test_close_spares_an_fd_number_that_is_someone_elses_now(self):
+        hook = self._makeOne(lambda: None)
+        fd = hook.fd
+        os.close(hook.fd)         # supervisord's cleanup_fds before a reload
+        os.close(hook._write_fd)
+        other_r, other_w = os.pipe()  # reuses the numbers
+        try:
+            hook.close()
+            os.fstat(other_r)  # still open
+            os.fstat(other_w)
+        finally:
+            os.close(other_r)
+            os.close(other_w)
+        self.assertNotIn(fd, self.socket_map)
+
+
+class TimedLoopHookTests(unittest.TestCase):
+    """With a timerfd: supervisord's poll wakes for us every interval."""
+
+    def _makeOne(self, callback, interval=0.05):
+        self.socket_map = {}
+        self.logger = DummyLogger()
+        hook = LoopHook(callback, interval, self.logger, socket_map=self.socket_map)
+        self.addCleanup(hook.close)
+        self.assertTrue(hook.timed)
+        return hook
+
+    def _loop(self, seconds):
+        """What supervisord's loop does with our dispatcher, for a while."""
+        poller = select.poll()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for fd, dispatcher in list(self.socket_map.items()):
+                if dispatcher.readable():
+                    poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll(1000):
+                self.socket_map[fd].handle_read_event()
+
+    def test_wakes_the_loop_every_interval(self):
+        calls = []
+        self._makeOne(lambda: calls.append(time.monotonic()))
+        self._loop(0.6)
+        gaps = [b - a for a, b in zip(calls, calls[1:])]
+        self.assertGreaterEqual(len(calls), 8)
+        self.assertLess(max(gaps), 0.1, gaps)  # never a 1 s poll timeout
+
+    def test_a_number_reused_behind_its_back_is_never_read(self):
+        hook = self._makeOne(lambda: None)
+        fd = hook.fd
+        os.close(fd)                  # supervisord's cleanup_fds
+        other_r, other_w = os.pipe()  # someone else gets the number
+        self.addCleanup(os.close, other_r)
+        self.addCleanup(os.close, other_w)
+        os.write(other_w, b'theirs')
+        self.assertEqual(other_r, fd)
+        self.assertFalse(hook.readable())
+        self.assertNotIn(fd, self.socket_map)
+        self.assertEqual(os.read(other_r, 10), b'theirs')
+
+    def test_failure_is_logged_not_raised(self):
+        def explode():
+            raise ValueError('bad tick')
+        hook = self._makeOne(explode)
+        self._loop(0.12)
+        self.assertIn('bad tick', self.logger.data[0])

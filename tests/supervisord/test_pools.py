@@ -1,0 +1,151 @@
+"""PoolMonitor on plain views over real sockets and real slot files.
+
+The monitor's memory between looks: sampled connections counted once however
+many samples see them, exited workers' counts kept in the totals, resets,
+and unreadable slots reported as warnings.
+"""
+import os
+import shutil
+import socket
+import tempfile
+import unittest
+
+from supervisor_fcgi_ext.common import scoreboard
+from supervisor_fcgi_ext.supervisord import slots
+from supervisor_fcgi_ext.worker import slotwriter
+from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView
+
+
+class PoolMonitorTestBase(unittest.TestCase):
+    def setUp(self):
+        self.board = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.board, True)
+        self.listener = socket.socket()
+        self.listener.bind(('127.0.0.1', 0))
+        self.listener.listen(16)
+        self.addCleanup(self.listener.close)
+        self.held = []
+
+    def view(self, pids, sock=True):
+        return PoolView('app', 'tcp://127.0.0.1:%d' % self.listener.getsockname()[1],
+                        16, self.listener if sock else None,
+                        [ProcessView('app_%02d' % i, pid, 'RUNNING', 0)
+                         for i, pid in enumerate(pids)], False)
+
+    def hold_connection(self):
+        """A connection accepted, and so held, by this very process."""
+        client = socket.create_connection(self.listener.getsockname())
+        server, _ = self.listener.accept()
+        self.held.append((client, server))
+        self.addCleanup(client.close)
+        self.addCleanup(server.close)
+        return client, server
+
+    def writer(self, pid):
+        directory = slots.ensure_pool_dir(self.board, 'app')
+        writer = slotwriter.SlotWriter(directory, pid=pid)
+        self.addCleanup(writer.close)
+        return writer
+
+    def serve(self, writer, count):
+        for _ in range(count):
+            writer.request_started({'REQUEST_METHOD': 'GET', 'REQUEST_URI': '/x'}, accepted=True)
+            writer.request_finished(status=200)
+
+
+class SampledWorkerTests(PoolMonitorTestBase):
+    def test_a_connection_seen_by_many_samples_counts_once(self):
+        monitor = PoolMonitor('app', None)
+        me = os.getpid()
+        client, server = self.hold_connection()
+        for _ in range(3):
+            monitor.sample(self.view([me]))
+        status = monitor.status(self.view([me]))
+        process = status['processes'][0]
+        self.assertEqual((process['requests'], process['connections']), (1, 1))
+        self.assertEqual(process['requests_source'], 'sampled')
+        self.assertEqual(process['worker_state'], 'running')
+        client.close()
+        server.close()
+        self.hold_connection()
+        monitor.sample(self.view([me]))
+        self.assertEqual(monitor.status(self.view([me]))['requests'], 2)
+
+    def test_an_exited_workers_sampled_count_stays_in_the_totals(self):
+        monitor = PoolMonitor('app', None)
+        me = os.getpid()
+        self.hold_connection()
+        monitor.sample(self.view([me]))
+        monitor.process_exited(me)
+        status = monitor.status(self.view([]))
+        self.assertEqual((status['requests'], status['processes']), (1, []))
+
+    def test_a_connection_held_across_a_reset_is_not_counted_again(self):
+        monitor = PoolMonitor('app', None)
+        me = os.getpid()
+        self.hold_connection()
+        monitor.sample(self.view([me]))
+        monitor.reset(self.view([me]))
+        monitor.sample(self.view([me]))
+        self.assertEqual(monitor.status(self.view([me]))['requests'], 0)
+
+    def test_a_closed_socket_gives_no_figures_and_no_error(self):
+        status = PoolMonitor('app', None).status(self.view([1234], sock=False))
+        self.assertFalse(status['socket_open'])
+        self.assertEqual((status['listen_queue'], status['listen_drops']), (0, -1))
+        self.assertEqual(status['warnings'], [])
+
+
+class ExactWorkerTests(PoolMonitorTestBase):
+    def test_counts_come_from_the_slots(self):
+        self.serve(self.writer(101), 3)
+        self.serve(self.writer(102), 1)
+        status = PoolMonitor('app', self.board).status(self.view([101, 102]))
+        self.assertEqual([p['requests'] for p in status['processes']], [3, 1])
+        self.assertEqual(status['requests_source'], 'exact')
+        self.assertEqual((status['requests'], status['accepted_conn']), (4, 4))
+        self.assertAlmostEqual(status['fairness'], 16 / 20)
+        self.assertEqual(status['balance'], 1.5)
+
+    def test_exited_workers_final_counts_stay_and_reset_clears(self):
+        monitor = PoolMonitor('app', self.board)
+        self.serve(self.writer(101), 3)
+        self.serve(self.writer(102), 2)
+        monitor.process_exited(101)      # harvested: read once more, removed
+        self.assertFalse(os.path.exists(scoreboard.slot_path(self.board, 'app', 101)))
+        status = monitor.status(self.view([102]))
+        self.assertEqual(status['requests'], 5)
+        monitor.reset(self.view([102]))
+        self.assertEqual(monitor.status(self.view([102]))['requests'], 0)
+        self.serve(self.writer(102), 1)  # same pid, a fresh slot
+        self.assertEqual(monitor.status(self.view([102]))['requests'], 0)
+
+    def test_counts_since_a_reset_are_counted_from_the_baseline(self):
+        monitor = PoolMonitor('app', self.board)
+        writer = self.writer(101)
+        self.serve(writer, 3)
+        monitor.reset(self.view([101]))
+        self.serve(writer, 2)
+        status = monitor.status(self.view([101]))
+        self.assertEqual((status['requests'], status['processes'][0]['requests']), (2, 2))
+
+    def test_a_pool_mixing_both_kinds_says_so(self):
+        self.serve(self.writer(101), 2)
+        status = PoolMonitor('app', self.board).status(self.view([101, os.getpid()]))
+        self.assertEqual(status['requests_source'], 'mixed')
+        self.assertEqual([p['requests_source'] for p in status['processes']],
+                         ['exact', 'sampled'])
+
+    def test_an_unreadable_slot_is_a_warning_and_the_worker_counts_as_sampled(self):
+        slots.ensure_pool_dir(self.board, 'app')
+        with open(scoreboard.slot_path(self.board, 'app', 101), 'wb') as f:
+            f.write(b'garbage' * 100)
+        status = PoolMonitor('app', self.board).status(self.view([101]))
+        self.assertEqual(len(status['warnings']), 1)
+        self.assertTrue(status['warnings'][0].startswith('app_00: scoreboard slot '
+                                                          'unreadable: '))
+        self.assertEqual(status['processes'][0]['requests_source'], 'sampled')
+
+    def test_a_missing_slot_is_no_warning(self):
+        status = PoolMonitor('app', self.board).status(self.view([101]))
+        self.assertEqual(status['warnings'], [])

@@ -1,0 +1,276 @@
+"""Unit tests of the fcgi namespace on supervisor's dummies.
+
+The figures themselves are checked against real supervisord in
+test_integration_status.py; here: arguments, faults, settings, and the
+promise that nothing of ours reaches supervisord's loop as an exception.
+"""
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import socket
+import unittest
+import xmlrpc.client
+
+from supervisor import events
+from supervisor.socket_manager import SocketManager
+from supervisor.datatypes import InetStreamSocketConfig
+from supervisor.states import SupervisorStates
+from supervisor.tests.base import (DummyFCGIGroupConfig, DummyFCGIProcessGroup,
+                                   DummyOptions, DummyPConfig, DummyPGroupConfig,
+                                   DummyProcess, DummyProcessGroup,
+                                   DummySupervisor)
+from supervisor.xmlrpc import Faults as SupervisorFaults
+from supervisor.xmlrpc import RPCError
+
+from supervisor_fcgi_ext.lab.harness import free_port
+
+
+def make_supervisord():
+    options = DummyOptions()
+    supervisord = DummySupervisor(options)
+    pconfig = DummyPConfig(options, 'app_00', '/bin/true')
+    config = DummyFCGIGroupConfig(options, 'app', pconfigs=[pconfig],
+                                  socket_config=InetStreamSocketConfig('127.0.0.1', free_port(),
+                                                                       backlog=7))
+    group = DummyFCGIProcessGroup(config)
+    group.socket_manager = SocketManager(config.socket_config)
+    group.processes = {'app_00': DummyProcess(pconfig)}
+    supervisord.process_groups['app'] = group
+    plain = DummyPGroupConfig(options, 'plain', pconfigs=[])
+    supervisord.process_groups['plain'] = DummyProcessGroup(plain)
+    return supervisord
+
+
+class RPCInterfaceTestBase(unittest.TestCase):
+    def setUp(self):
+        events.clear()
+
+    def tearDown(self):
+        from supervisor_fcgi_ext.supervisord import plugin
+        for p in list(plugin._plugins.values()):
+            if p.hook is not None:
+                p.hook.close()
+        plugin._plugins.clear()
+        events.clear()
+
+    def _makeOne(self, supervisord=None, **config):
+        from supervisor_fcgi_ext.supervisord.rpcinterface import make_fcgi_rpcinterface
+        config.setdefault('scoreboard_dir', 'none')
+        return make_fcgi_rpcinterface(supervisord or make_supervisord(), **config)
+
+    def assertRPCError(self, code, callable, *args):
+        with self.assertRaises(RPCError) as cm:
+            callable(*args)
+        self.assertEqual(cm.exception.code, code)
+        return cm.exception
+
+
+class FaultsTests(unittest.TestCase):
+    def test_our_codes_clash_with_none_of_supervisors(self):
+        from supervisor_fcgi_ext.supervisord.rpcinterface import Faults
+        ours = {v for k, v in vars(Faults).items() if k.isupper()}
+        theirs = {v for k, v in vars(SupervisorFaults).items() if k.isupper()}
+        self.assertFalse(ours & theirs)
+        self.assertTrue(all(code > 92 for code in ours))
+
+    def test_fault_text_names_our_code(self):
+        from supervisor_fcgi_ext.supervisord.rpcinterface import Faults, fault
+        error = fault(Faults.NOT_FCGI_POOL, 'web is not a pool')
+        self.assertEqual(error.text, 'NOT_FCGI_POOL: web is not a pool')
+
+
+class ParseSettingsTests(unittest.TestCase):
+    def _parse(self, **config):
+        from supervisor_fcgi_ext.supervisord.rpcinterface import parse_settings
+        return parse_settings(config)
+
+    def test_defaults(self):
+        settings = self._parse()
+        self.assertEqual(settings['sample_interval'], 0.5)
+        self.assertTrue(settings['scoreboard_dir'].startswith('/'))
+
+    def test_unknown_key_is_refused_with_its_name(self):
+        with self.assertRaisesRegex(ValueError, r"unknown key 'sample_intervall'"):
+            self._parse(sample_intervall='1')
+
+    def test_bad_interval(self):
+        for value in ('fast', '0', '61', ''):
+            with self.assertRaisesRegex(ValueError, 'sample_interval must be'):
+                self._parse(sample_interval=value)
+
+    def test_scoreboard_dir_forms(self):
+        self.assertIsNone(self._parse(scoreboard_dir='none')['scoreboard_dir'])
+        self.assertEqual(self._parse(scoreboard_dir='/run/fcgi/')['scoreboard_dir'],
+                         '/run/fcgi')
+        with self.assertRaisesRegex(ValueError, 'absolute path'):
+            self._parse(scoreboard_dir='relative/dir')
+
+
+class MethodTests(RPCInterfaceTestBase):
+    def test_getAPIVersion(self):
+        from supervisor_fcgi_ext import API_VERSION
+        self.assertEqual(self._makeOne().getAPIVersion(), API_VERSION)
+
+    def test_getPoolStatus_raises_bad_name_when_pool_unknown(self):
+        self.assertRPCError(SupervisorFaults.BAD_NAME,
+                            self._makeOne().getPoolStatus, 'nope')
+
+    def test_getPoolStatus_raises_bad_name_for_non_string(self):
+        self.assertRPCError(SupervisorFaults.BAD_NAME,
+                            self._makeOne().getPoolStatus, ['app'])
+
+    def test_getPoolStatus_raises_not_fcgi_pool_for_plain_group(self):
+        from supervisor_fcgi_ext.supervisord.rpcinterface import Faults
+        error = self.assertRPCError(Faults.NOT_FCGI_POOL,
+                                    self._makeOne().getPoolStatus, 'plain')
+        self.assertIn('plain is not an [fcgi-program:x] group', error.text)
+
+    def test_getPoolStatus_of_a_pool_with_closed_socket(self):
+        status = self._makeOne().getPoolStatus('app')
+        self.assertEqual(status['name'], 'app')
+        self.assertFalse(status['socket_open'])
+        self.assertEqual(status['total_processes'], 0)
+        self.assertEqual(status['processes'][0]['worker_state'], 'stopped')
+        xmlrpc.client.dumps((status,), methodresponse=True)  # marshals
+
+    def test_getPoolStatus_with_open_socket(self):
+        supervisord = make_supervisord()
+        proxy = supervisord.process_groups['app'].socket_manager.get_socket()
+        status = self._makeOne(supervisord).getPoolStatus('app')
+        self.assertTrue(status['socket_open'])
+        self.assertEqual(status['listen_queue'], 0)
+        self.assertEqual(status['listen_queue_len'], 7)
+        del proxy
+
+    def test_getAllPoolStatus_lists_only_fcgi_pools(self):
+        pools = self._makeOne().getAllPoolStatus()
+        self.assertEqual([p['name'] for p in pools], ['app'])
+
+    def test_resetStatistics(self):
+        rpc = self._makeOne()
+        self.assertTrue(rpc.resetStatistics('app'))
+        self.assertRPCError(SupervisorFaults.BAD_NAME, rpc.resetStatistics, 'x')
+
+    def test_guard_counters_show_in_status_until_reset(self):
+        rpc = self._makeOne()
+        self.assertEqual(rpc.recordSlowRequest('app'), 1)
+        self.assertEqual(rpc.recordSlowRequest('app'), 2)
+        self.assertEqual(rpc.recordTerminatedRequest('app'), 1)
+        status = rpc.getPoolStatus('app')
+        self.assertEqual((status['slow_requests'], status['terminated_requests']),
+                         (2, 1))
+        rpc.resetStatistics('app')
+        status = rpc.getPoolStatus('app')
+        self.assertEqual((status['slow_requests'], status['terminated_requests']),
+                         (0, 0))
+        self.assertRPCError(SupervisorFaults.BAD_NAME, rpc.recordSlowRequest, 'x')
+
+    def test_methods_refuse_while_shutting_down(self):
+        supervisord = make_supervisord()
+        rpc = self._makeOne(supervisord)
+        supervisord.options.mood = SupervisorStates.SHUTDOWN
+        self.assertRPCError(SupervisorFaults.SHUTDOWN_STATE, rpc.getAllPoolStatus)
+
+    def test_a_bug_of_ours_is_a_failed_fault_not_an_http_500(self):
+        rpc = self._makeOne()
+
+        def broken(group):
+            raise KeyError('boom')
+        rpc.plugin.status = broken
+        error = self.assertRPCError(SupervisorFaults.FAILED, rpc.getPoolStatus, 'app')
+        self.assertIn("KeyError", error.text)
+        self.assertTrue(any('fcgi.getPoolStatus failed' in line
+                            for line in rpc.supervisord.options.logger.data))
+
+    def test_big_numbers_travel_as_doubles(self):
+        from supervisor_fcgi_ext.supervisord.rpcinterface import xmlrpc_safe
+        value = xmlrpc_safe({'a': [2 ** 40, 5, True]})
+        self.assertEqual(value, {'a': [float(2 ** 40), 5, True]})
+        xmlrpc.client.dumps((value,))
+
+
+class ScoreboardDirTests(RPCInterfaceTestBase):
+    def test_unusable_dir_refuses_to_start_with_one_line(self):
+        with self.assertRaisesRegex(ValueError, r'^\[rpcinterface:fcgi\] scoreboard_dir '
+                                    r'/proc/nope/board cannot be used: '):
+            self._makeOne(scoreboard_dir='/proc/nope/board')
+
+    def test_orphaned_automatic_dirs_of_dead_supervisords_are_removed(self):
+        from supervisor_fcgi_ext.supervisord.plugin import remove_orphaned_dirs
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root, True)
+        dead = subprocess.Popen(['true'])
+        dead.wait()
+        names = ['supervisor-fcgi-%d' % dead.pid, 'supervisor-fcgi-%d' % os.getpid(),
+                 'supervisor-fcgi-x', 'unrelated']
+        for name in names:
+            os.makedirs(os.path.join(root, name, 'app'))
+        remove_orphaned_dirs(root)
+        self.assertEqual(sorted(os.listdir(root)), sorted(names[1:]))
+
+    def test_env_var_tells_the_workers_where_the_board_is(self):
+        from supervisor_fcgi_ext.common import scoreboard
+        board = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, board, True)
+        self.addCleanup(os.environ.pop, scoreboard.ENV_VAR, None)
+        self._makeOne(scoreboard_dir=board)
+        self.assertEqual(os.environ[scoreboard.ENV_VAR], board)
+        self.assertEqual(oct(os.stat(board).st_mode & 0o777), '0o711')
+
+
+class LoadedTwiceTests(RPCInterfaceTestBase):
+    def test_two_factories_share_one_plugin_and_subscribe_once(self):
+        supervisord = make_supervisord()
+        first = self._makeOne(supervisord)
+        second = self._makeOne(supervisord)
+        self.assertIs(first.plugin, second.plugin)
+        callbacks = [cb for _, cb in events.callbacks]
+        self.assertEqual(len(callbacks), len(set(callbacks)))
+        hooks = [d for d in __import__('supervisor.medusa.asyncore_25', fromlist=['x']).socket_map.values()
+                 if d is first.plugin.hook]
+        self.assertEqual(len(hooks), 1)
+
+    def test_resubscribes_after_reload_cleared_events(self):
+        supervisord = make_supervisord()
+        rpc = self._makeOne(supervisord)
+        events.clear()  # what supervisord does before re-running factories
+        self._makeOne(supervisord)
+        self.assertIn((events.ProcessStateEvent, rpc.plugin.on_state),
+                      events.callbacks)
+
+
+class NoExceptionReachesSupervisordTests(RPCInterfaceTestBase):
+    """An exception in an event callback or the loop would kill supervisord."""
+
+    def test_event_callbacks_swallow_and_log_failures(self):
+        supervisord = make_supervisord()
+        rpc = self._makeOne(supervisord)
+        process = supervisord.process_groups['app'].processes['app_00']
+        process.group = supervisord.process_groups['app']
+        process.pid = 4242
+
+        def explode(*args):
+            raise RuntimeError('injected')
+        rpc.plugin.monitor = explode
+        events.notify(events.ProcessStateExitedEvent(process, 20))
+        events.notify(events.ProcessStateStartingEvent(process, 0))
+        logged = '\n'.join(supervisord.options.logger.data)
+        self.assertIn('injected', logged)
+
+    def test_loop_hook_swallows_and_logs_failures(self):
+        supervisord = make_supervisord()
+        rpc = self._makeOne(supervisord)
+
+        def explode(*args):
+            raise RuntimeError('injected in sampling')
+        rpc.plugin.view = explode
+        hook = rpc.plugin.hook
+        self.assertTrue(hook.readable())          # poll our timer, please
+        ready, _, _ = select.select([hook.fd], [], [], 3)   # one tick
+        self.assertEqual(ready, [hook.fd])
+        hook.handle_read_event()                  # must not raise
+        self.assertIn('injected in sampling',
+                      '\n'.join(supervisord.options.logger.data))
+        self.assertFalse(hook.writable())

@@ -1,0 +1,417 @@
+"""Tests of sockstats against real sockets and real worker processes."""
+import errno
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from unittest import mock
+
+from supervisor_fcgi_ext.supervisord import sockstats
+from supervisor_fcgi_ext.supervisord.sockstats import (
+    ListenerStats, SocketStatsError, accepted_inodes, connections_by_pid,
+    listener_stats, socket_inodes)
+
+# A pool worker: accepts argv[1] connections from the listener on fd 0, says
+# "ready", then closes one connection per line read from fd argv[2] until EOF.
+WORKER = r'''
+import os, socket, sys
+listener = socket.socket(fileno=0)
+conns = [listener.accept()[0] for _ in range(int(sys.argv[1]))]
+os.write(1, b"ready\n")
+with os.fdopen(int(sys.argv[2])) as commands:
+    for line in commands:
+        conns.pop().close()
+        os.write(1, b"closed\n")
+'''
+
+
+def inode(sock):
+    return os.fstat(sock.fileno()).st_ino
+
+
+def poll(fn, expected, timeout=2.0):
+    """Return fn() once it equals expected, or its last value at timeout.
+
+    Connections reach the accept queue asynchronously (the handshake
+    finishes in softirq context), so figures are read until they settle.
+    """
+    deadline = time.monotonic() + timeout
+    value = fn()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.005)
+        value = fn()
+    return value
+
+
+class Sockets(object):
+    """Owns every socket and temp dir a test makes; closes them on cleanup."""
+
+    def setUp(self):
+        self.socks = []
+        self.tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.tmp)
+        self.addCleanup(lambda: [s.close() for s in self.socks])
+
+    def keep(self, sock):
+        self.socks.append(sock)
+        return sock
+
+    def tcp_listener(self, backlog=5, host='127.0.0.1', port=0,
+                     family=socket.AF_INET):
+        sock = self.keep(socket.socket(family, socket.SOCK_STREAM))
+        sock.bind((host, port))
+        sock.listen(backlog)
+        return sock
+
+    def unix_listener(self, backlog=5, name='pool.sock'):
+        sock = self.keep(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        sock.bind(os.path.join(self.tmp, name))
+        sock.listen(backlog)
+        return sock
+
+    def connect(self, listener, blocking=True):
+        """Connect a client; a non-blocking one may still be in progress."""
+        client = self.keep(socket.socket(listener.family, socket.SOCK_STREAM))
+        client.setblocking(blocking)
+        address = listener.getsockname()
+        if listener.family == socket.AF_INET6:
+            address = address[:2]
+        err = client.connect_ex(address)
+        if err not in (0, errno.EINPROGRESS):
+            raise OSError(err, os.strerror(err))
+        return client
+
+
+class TestListenerStatsTCP(Sockets, unittest.TestCase):
+    def test_queue_counts_unaccepted_clients_up_to_backlog_plus_one(self):
+        listener = self.tcp_listener(backlog=5)
+        stats = lambda: listener_stats(listener)
+        self.assertEqual(stats(), ListenerStats(0, 5, 0))
+        for k in range(1, 7):
+            self.connect(listener)
+            self.assertEqual(poll(lambda: stats().queue, k), k)
+        self.assertEqual(stats().backlog, 5)
+        self.assertEqual(stats().drops, 0)
+        for _ in range(3):
+            self.connect(listener, blocking=False)
+        self.assertTrue(poll(lambda: stats().drops > 0, True))
+        self.assertEqual(stats().queue, 6)
+
+    def test_accept_shrinks_queue(self):
+        listener = self.tcp_listener()
+        self.connect(listener)
+        self.connect(listener)
+        self.assertEqual(poll(lambda: listener_stats(listener).queue, 2), 2)
+        self.keep(listener.accept()[0])
+        self.assertEqual(listener_stats(listener).queue, 1)
+
+    def test_backlog_is_capped_by_somaxconn(self):
+        with open('/proc/sys/net/core/somaxconn') as f:
+            somaxconn = int(f.read())
+        listener = self.tcp_listener(backlog=somaxconn + 100)
+        self.assertEqual(listener_stats(listener).backlog, somaxconn)
+
+    def test_ipv6_listener(self):
+        listener = self.tcp_listener(host='::1', family=socket.AF_INET6)
+        self.connect(listener)
+        self.assertEqual(poll(lambda: listener_stats(listener),
+                              ListenerStats(1, 5, 0)), ListenerStats(1, 5, 0))
+
+
+class TestListenerStatsUnix(Sockets, unittest.TestCase):
+    def test_queue_counts_unaccepted_clients_and_drops_unknown(self):
+        listener = self.unix_listener(backlog=5)
+        self.assertEqual(listener_stats(listener), ListenerStats(0, 5, -1))
+        for k in range(1, 7):
+            self.connect(listener)
+            self.assertEqual(listener_stats(listener), ListenerStats(k, 5, -1))
+        # The kernel refuses the 8th instead of dropping it: nothing to count.
+        with self.assertRaises(BlockingIOError):
+            client = self.keep(socket.socket(socket.AF_UNIX))
+            client.setblocking(False)
+            client.connect(listener.getsockname())
+        self.assertEqual(listener_stats(listener), ListenerStats(6, 5, -1))
+
+    def test_unix_fd_wrapped_as_inet_like_flup_does(self):
+        listener = self.unix_listener(backlog=3)
+        wrapped = self.keep(socket.fromfd(listener.fileno(), socket.AF_INET,
+                                          socket.SOCK_STREAM))
+        self.connect(listener)
+        self.assertEqual(listener_stats(wrapped), ListenerStats(1, 3, -1))
+        self.assertEqual(accepted_inodes(wrapped), set())
+
+    def test_abstract_namespace_listener(self):
+        listener = self.keep(socket.socket(socket.AF_UNIX))
+        listener.bind(b'\0sockstats-test-%d' % os.getpid())
+        listener.listen(4)
+        self.connect(listener)
+        conn = self.keep(listener.accept()[0])
+        self.assertEqual(listener_stats(listener), ListenerStats(0, 4, -1))
+        self.assertEqual(accepted_inodes(listener), {inode(conn)})
+
+
+class TestErrors(Sockets, unittest.TestCase):
+    def assertStatsError(self, message, fn, *args):
+        with self.assertRaises(SocketStatsError) as ctx:
+            fn(*args)
+        self.assertEqual(str(ctx.exception), message)
+
+    def test_closed_socket(self):
+        listener = self.tcp_listener()
+        listener.close()
+        for fn in (listener_stats, accepted_inodes):
+            self.assertStatsError('socket is closed', fn, listener)
+        self.assertStatsError('socket is closed', connections_by_pid,
+                              listener, [os.getpid()])
+
+    def test_fd_closed_behind_the_objects_back(self):
+        listener = self.tcp_listener()
+        os.close(listener.fileno())
+        try:
+            self.assertStatsError('socket is closed', listener_stats,
+                                  listener)
+        finally:
+            listener.detach()
+
+    def test_not_listening(self):
+        bound = self.keep(socket.socket())
+        bound.bind(('127.0.0.1', 0))
+        udp = self.keep(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        unix = self.keep(socket.socket(socket.AF_UNIX))
+        unix.bind(os.path.join(self.tmp, 'bound'))
+        for sock in (bound, udp, unix):
+            for fn in (listener_stats, accepted_inodes):
+                self.assertStatsError('socket is not listening', fn, sock)
+
+    def test_not_a_socket(self):
+        class PipeEnd(object):
+            family = socket.AF_INET
+
+            def __init__(self, fd):
+                self.fd = fd
+
+            def fileno(self):
+                return self.fd
+
+        r, w = os.pipe()
+        try:
+            self.assertStatsError(
+                'not a usable socket: Socket operation on non-socket',
+                listener_stats, PipeEnd(r))
+        finally:
+            os.close(r)
+            os.close(w)
+
+    def test_unsupported_family(self):
+        netlink = self.keep(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                          sockstats.NETLINK_SOCK_DIAG))
+        self.assertStatsError('unsupported socket family 16',
+                              listener_stats, netlink)
+
+    def test_netlink_deadline(self):
+        with mock.patch.object(sockstats, 'NETLINK_TIMEOUT', 0.0):
+            self.assertStatsError('sock_diag: no answer within 0.0 s',
+                                  accepted_inodes, self.tcp_listener())
+
+    def test_netlink_error_carries_errno_text(self):
+        tcp = self.tcp_listener()  # no unix socket has this inode
+        req = sockstats.UNIX_DIAG_REQ.pack(
+            socket.AF_UNIX, 0, 0, inode(tcp), 0, 0xffffffff, 0xffffffff)
+        self.assertStatsError('sock_diag: No such file or directory',
+                              sockstats._netlink_query, req, False)
+
+    def test_no_fd_leak(self):
+        listener = self.tcp_listener()
+        unix = self.unix_listener()
+        before = len(os.listdir('/proc/self/fd'))
+        for _ in range(20):
+            listener_stats(listener)
+            listener_stats(unix)
+            accepted_inodes(listener)
+            accepted_inodes(unix)
+            socket_inodes(os.getpid())
+        self.assertEqual(len(os.listdir('/proc/self/fd')), before)
+
+
+class TestPortFilter(Sockets, unittest.TestCase):
+    @unittest.skipUnless(sys.byteorder == 'little', 'literal little-endian')
+    def test_bytecode_bytes(self):
+        code = sockstats._port_filter(0x1234, socket.AF_INET,
+                                      b'\x7f\x00\x00\x01')
+        self.assertEqual(code, bytes([
+            2, 8, 36, 0, 0, 0, 0x34, 0x12,   # S_GE port, else past the end
+            3, 8, 28, 0, 0, 0, 0x34, 0x12,   # S_LE port
+            7, 16, 20, 0,                    # S_COND, hostcond follows
+            2, 32, 0, 0, 255, 255, 255, 255,  # AF_INET /32, any port
+            127, 0, 0, 1]))
+        self.assertEqual(len(sockstats._port_filter(80, socket.AF_INET)), 16)
+
+    def test_kernel_returns_only_the_filtered_port(self):
+        # Ports below and above the target exercise both S_GE and S_LE.
+        listeners = sorted((self.tcp_listener() for _ in range(3)),
+                           key=lambda s: s.getsockname()[1])
+        conns = []
+        for listener in listeners:
+            self.connect(listener)
+            conns.append(self.keep(listener.accept()[0]))
+        for listener, conn in zip(listeners, conns):
+            self.assertEqual(accepted_inodes(listener), {inode(conn)})
+
+    def test_same_port_on_another_address_is_not_counted(self):
+        one = self.tcp_listener()
+        two = self.tcp_listener(host='127.0.0.2', port=one.getsockname()[1])
+        self.connect(one)
+        self.connect(two)
+        conn_one = self.keep(one.accept()[0])
+        conn_two = self.keep(two.accept()[0])
+        self.assertEqual(accepted_inodes(one), {inode(conn_one)})
+        self.assertEqual(accepted_inodes(two), {inode(conn_two)})
+
+    def test_wildcard_listeners_match_any_local_address(self):
+        v4 = self.tcp_listener(host='0.0.0.0')
+        dual = self.tcp_listener(host='::', family=socket.AF_INET6)
+        for listener in (v4, dual):
+            client = self.keep(socket.socket())
+            client.connect(('127.0.0.1', listener.getsockname()[1]))
+            conn = self.keep(listener.accept()[0])
+            self.assertEqual(accepted_inodes(listener), {inode(conn)})
+
+    def test_ipv6_specific_address(self):
+        listener = self.tcp_listener(host='::1', family=socket.AF_INET6)
+        self.connect(listener)
+        conn = self.keep(listener.accept()[0])
+        self.assertEqual(accepted_inodes(listener), {inode(conn)})
+
+
+class TestSocketInodes(Sockets, unittest.TestCase):
+    def test_own_sockets_are_listed(self):
+        listener = self.tcp_listener()
+        unix = self.unix_listener()
+        self.assertLessEqual({inode(listener), inode(unix)},
+                             socket_inodes(os.getpid()))
+
+    def test_dead_process_has_none(self):
+        proc = subprocess.Popen([sys.executable, '-c', ''])
+        proc.wait(timeout=10)
+        self.assertEqual(socket_inodes(proc.pid), set())
+
+
+class PoolTests(Sockets):
+    """Real workers sharing one listener on fd 0, as under supervisor."""
+
+    def listener(self):
+        raise NotImplementedError
+
+    def spawn(self, listener, accepts, pass_fds=()):
+        """Start a worker that accepts `accepts` connections; return it."""
+        cmd_r, cmd_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, '-c', WORKER, str(accepts), str(cmd_r)],
+                stdin=listener.fileno(), stdout=subprocess.PIPE,
+                pass_fds=(cmd_r,) + tuple(pass_fds))
+        except BaseException:
+            os.close(cmd_w)
+            raise
+        finally:
+            os.close(cmd_r)
+        proc.commands = os.fdopen(cmd_w, 'w')
+        self.addCleanup(self.stop, proc)
+        return proc
+
+    def stop(self, proc):
+        proc.commands.close()  # EOF: the worker exits
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        proc.stdout.close()
+
+    def expect_line(self, proc, line, timeout=10.0):
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        self.assertTrue(ready, 'worker %d did not say %r' % (proc.pid, line))
+        self.assertEqual(proc.stdout.readline(), line)
+
+    def test_counts_per_worker_and_ignores_queued(self):
+        listener = self.listener()
+        a = self.spawn(listener, 2)
+        b = self.spawn(listener, 3)
+        for _ in range(5):
+            self.connect(listener)
+        self.expect_line(a, b'ready\n')
+        self.expect_line(b, b'ready\n')
+        self.connect(listener)  # these two stay in the accept queue
+        self.connect(listener)
+        self.assertEqual(poll(lambda: listener_stats(listener).queue, 2), 2)
+        self.assertEqual(len(accepted_inodes(listener)), 5)
+        pids = [a.pid, b.pid, os.getpid()]
+        self.assertEqual(connections_by_pid(listener, pids),
+                         {a.pid: 2, b.pid: 3, os.getpid(): 0})
+        a.commands.write('close\n')
+        a.commands.flush()
+        self.expect_line(a, b'closed\n')
+        self.assertEqual(connections_by_pid(listener, pids),
+                         {a.pid: 1, b.pid: 3, os.getpid(): 0})
+
+    def test_connection_closed_by_client_counts_while_held(self):
+        listener = self.listener()
+        worker = self.spawn(listener, 2)
+        clients = [self.connect(listener) for _ in range(2)]
+        self.expect_line(worker, b'ready\n')
+        for client in clients:
+            client.close()
+        self.assertEqual(connections_by_pid(listener, [worker.pid]),
+                         {worker.pid: 2})
+
+    def test_other_listener_does_not_leak_in(self):
+        listener = self.listener()
+        other = self.listener()
+        worker = self.spawn(other, 2)
+        self.connect(other)
+        self.connect(other)
+        self.expect_line(worker, b'ready\n')
+        self.connect(listener)
+        self.keep(listener.accept()[0])
+        pids = [worker.pid, os.getpid()]
+        self.assertEqual(connections_by_pid(listener, pids),
+                         {worker.pid: 0, os.getpid(): 1})
+        self.assertEqual(connections_by_pid(other, pids),
+                         {worker.pid: 2, os.getpid(): 0})
+
+    def test_inherited_connection_counts_for_each_holder(self):
+        listener = self.listener()
+        self.connect(listener)
+        conn = self.keep(listener.accept()[0])
+        heir = self.spawn(listener, 0, pass_fds=(conn.fileno(),))
+        self.expect_line(heir, b'ready\n')
+        self.assertEqual(connections_by_pid(listener, [heir.pid, os.getpid()]),
+                         {heir.pid: 1, os.getpid(): 1})
+
+    def test_idle_pool_and_exited_worker(self):
+        listener = self.listener()
+        worker = self.spawn(listener, 1)
+        self.connect(listener)
+        self.expect_line(worker, b'ready\n')
+        self.assertEqual(connections_by_pid(listener, [worker.pid]),
+                         {worker.pid: 1})
+        self.stop(worker)
+        self.assertEqual(accepted_inodes(listener), set())
+        self.assertEqual(connections_by_pid(listener, [worker.pid]),
+                         {worker.pid: 0})
+
+
+class TestPoolTCP(PoolTests, unittest.TestCase):
+    def listener(self):
+        return self.tcp_listener(backlog=16)
+
+
+class TestPoolUnix(PoolTests, unittest.TestCase):
+    def listener(self):
+        return self.unix_listener(backlog=16, name='pool%d.sock' %
+                                  len(self.socks))
