@@ -14,13 +14,16 @@ from dataclasses import dataclass
 
 __all__ = ['ENV_VAR', 'ScoreboardError', 'NoSlot', 'WORKER_STATES', 'BUSY_STATES',
            'Slot', 'RECORD_SIZE', 'encode_slot', 'decode_slot', 'check_pool_name',
-           'check_header', 'field_bytes', 'os_reason', 'slot_path']
+           'check_header', 'field_bytes', 'os_reason', 'slot_path', 'SOURCES',
+           'combined_source']
 
 ENV_VAR = 'SUPERVISOR_FCGI_SCOREBOARD'
 WORKER_STATES = ('starting', 'idle', 'reading', 'running', 'finishing')
 # A request is in flight in these (the worker is 'active' in PHP-FPM's terms).
 BUSY_STATES = frozenset(('reading', 'running', 'finishing'))
 _BUSY = frozenset(WORKER_STATES.index(state) for state in BUSY_STATES)
+# Where a count comes from: a worker's slot, or connections seen at the socket.
+SOURCES = ('exact', 'sampled')
 
 MAGIC = b'SVFCGISB'
 VERSION = 2
@@ -190,3 +193,13 @@ def slot_path(base, pool, pid):
     if not isinstance(pid, int) or pid <= 0:
         raise ScoreboardError('bad pid %r' % (pid,))
     return os.path.join(base, pool, '%d.slot' % pid)
+
+
+def combined_source(sources):
+    """The source of a total made of counts from ``sources``: the one source
+    they share, 'mixed' when they differ, 'exact' when there are none (no
+    count to doubt)."""
+    kinds = set(sources)
+    if len(kinds) > 1:
+        return 'mixed'
+    return kinds.pop() if kinds else 'exact'

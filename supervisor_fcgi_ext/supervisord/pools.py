@@ -154,7 +154,7 @@ class PoolMonitor:
             'max_active_processes': self.max_active_processes,
             'accepted_conn': totals['exact'][0] + totals['sampled'][0],
             'requests': totals['exact'][1] + totals['sampled'][1],
-            'requests_source': _combined_source(sources),
+            'requests_source': scoreboard.combined_source(sources),
             'connections': sum(max(0, p['connections']) for p in live),
             'fairness': round(spread.jain_index(counts), 4),
             'balance': round(spread.balance(counts), 4),
@@ -259,9 +259,3 @@ class PoolMonitor:
 
 def running(view):
     return [p for p in view.processes if p.pid]
-
-
-def _combined_source(sources):
-    if len(sources) > 1:
-        return 'mixed'
-    return next(iter(sources), 'exact')

@@ -98,3 +98,16 @@ class FormatTests(unittest.TestCase):
     def test_unknown_state_cannot_be_encoded(self):
         with self.assertRaises(ScoreboardError):
             encode_slot(make_slot(state='sleeping'))
+
+
+class CombinedSourceTests(unittest.TestCase):
+
+    def test_one_source_is_kept(self):
+        self.assertEqual(scoreboard.combined_source(['sampled', 'sampled']), 'sampled')
+        self.assertEqual(scoreboard.combined_source({'exact'}), 'exact')
+
+    def test_different_sources_are_mixed(self):
+        self.assertEqual(scoreboard.combined_source(iter(['exact', 'sampled'])), 'mixed')
+
+    def test_no_source_is_exact(self):
+        self.assertEqual(scoreboard.combined_source([]), 'exact')
