@@ -21,12 +21,13 @@ import time
 import xmlrpc.client
 from dataclasses import dataclass, field
 
-import psutil
-
 from supervisor_fcgi_ext.lab.fcgiclient import FastCGIError, parse_address
+from supervisor_fcgi_ext.lab.processes import (alive, cmdline, kill_session,
+                                               listening_ports, session_processes,
+                                               wait_gone)
 
 __all__ = ['HarnessError', 'PoolSpec', 'Supervisor', 'Nginx', 'free_port',
-           'find_nginx', 'wait_for', 'kill_session']
+           'find_nginx', 'wait_for', 'kill_session', 'session_processes']
 
 BIN_DIR = os.path.dirname(sys.executable)
 # Short: test and benchmark teardowns wait this long for stuck flup workers.
@@ -61,30 +62,12 @@ def wait_for(predicate, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
-def session_processes(sid):
-    """Live processes of session ``sid`` (a server and all it spawned)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (OSError, psutil.Error):
-            continue
-    return found
-
-
-def kill_session(sid, timeout=5.0):
-    """SIGKILL every process of session ``sid`` and wait until they are gone."""
-    procs = session_processes(sid)
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    # Not psutil.wait_procs: orphans become zombies of an init that may
-    # never reap them; session_processes() skips zombies.
-    wait_for(lambda: not session_processes(sid), timeout,
-             'processes of session %d to exit' % sid)
+def stop_session(sid, timeout=5.0):
+    """SIGKILL every process of session ``sid``; HarnessError if any lives on."""
+    left = kill_session(sid, timeout)
+    if left:
+        raise HarnessError('timed out after %gs waiting for processes of '
+                           'session %d to exit: %s' % (timeout, sid, left))
 
 
 def tail(path, lines=20):
@@ -216,7 +199,7 @@ class _Server:
                     self.proc.wait(self.stop_timeout)
                 except subprocess.TimeoutExpired:
                     pass
-            kill_session(self.proc.pid)
+            stop_session(self.proc.pid)
             self.proc.wait(5)
         finally:
             self._stdio.close()
@@ -274,13 +257,20 @@ def resolve_command(command):
 
 
 class Supervisor(_Server):
-    """A supervisord with the given pools; a context manager."""
+    """A supervisord with the given pools; a context manager.
+
+    ``daemon=True`` runs it as supervisord's default does (nodaemon = false):
+    it forks, leaves the session it was started in for its own and writes
+    its pid file; ``pid`` is then the daemon's, read from that file.
+    """
 
     name = 'supervisord'
+    _daemon_pid = None
 
     def __init__(self, pools, workdir=None, plugin_options=None,
                  ctlplugin=True, rpcinterface=True, extra_sections='',
-                 unix_http_server=False, keep=False):
+                 unix_http_server=False, keep=False, daemon=False):
+        self.daemon = daemon
         self.pools = list(pools)
         self.plugin_options = dict(plugin_options or {})
         self.ctlplugin = ctlplugin
@@ -291,6 +281,7 @@ class Supervisor(_Server):
         self.workdir, self._created = _make_workdir(workdir, 'sfe-sup-')
         self.conf_path = os.path.join(self.workdir, 'supervisord.conf')
         self.log_path = os.path.join(self.workdir, 'supervisord.log')
+        self.pidfile_path = os.path.join(self.workdir, 'supervisord.pid')
         self.stdio_path = os.path.join(self.workdir, 'supervisord.stdio.log')
         self.unix_socket_path = os.path.join(self.workdir, 'supervisor.sock')
         self.port = None
@@ -303,6 +294,26 @@ class Supervisor(_Server):
     @property
     def url(self):
         return 'http://127.0.0.1:%d' % self.port
+
+    @property
+    def pid(self):
+        """supervisord's pid: the daemon's once its pid file names it."""
+        if not self.daemon:
+            return super().pid
+        return self._daemon_pid or self.read_pidfile()
+
+    def read_pidfile(self):
+        """The pid in the pid file if that process is a supervisord run
+        with our config (not a stale file or a reused pid), else None."""
+        try:
+            with open(self.pidfile_path) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+        if self.conf_path in cmdline(pid) and alive(pid):
+            self._daemon_pid = pid
+            return pid
+        return None
 
     @property
     def rpc(self):
@@ -334,9 +345,10 @@ class Supervisor(_Server):
         if self.port is None:
             self.port = free_port()
         wd = self.workdir
-        out = ['[supervisord]', 'nodaemon = true',
-               'logfile = %s/supervisord.log' % wd,
-               'pidfile = %s/supervisord.pid' % wd,
+        out = ['[supervisord]',
+               'nodaemon = %s' % ('false' if self.daemon else 'true'),
+               'logfile = %s' % self.log_path,
+               'pidfile = %s' % self.pidfile_path,
                'childlogdir = %s' % wd, 'loglevel = info', '',
                '[inet_http_server]', 'port = 127.0.0.1:%d' % self.port, '']
         if self.unix_http_server:
@@ -403,15 +415,30 @@ class Supervisor(_Server):
             wait_for(self._rpc_ready, timeout, 'XML-RPC at %s' % self.url)
             if wait_running:
                 self.wait_running(max(deadline - time.monotonic(), 0.1))
-        return self._launch([sys.executable, '-m', 'supervisor.supervisord', '-n',
-                             '-c', self.conf_path], ready)
+        argv = [sys.executable, '-m', 'supervisor.supervisord', '-c', self.conf_path]
+        if not self.daemon:
+            argv.insert(3, '-n')   # nodaemon = true in the file says so too
+        return self._launch(argv, ready)
+
+    def _check_alive(self, what):
+        """As _Server's; a daemon must also still run once it wrote its pid
+        file (the process we started exits 0 when it forks)."""
+        if not self.daemon or self.proc.poll() != 0:
+            return super()._check_alive(what)
+        if self._daemon_pid is not None and not alive(self._daemon_pid):
+            raise HarnessError('supervisord (daemon, pid %d) exited while '
+                               'waiting for %s: %s' % (self._daemon_pid, what,
+                                                       self._exit_reason()))
 
     def _rpc_ready(self):
         self._check_alive('XML-RPC at %s' % self.url)
+        pid = self.pid
+        if pid is None:
+            return False   # a daemon that has not written its pid file yet
         try:
             rpc = self.rpc_proxy(2.0).supervisor
             # Our supervisord, not another one that got the same free port.
-            return (rpc.getPID() == self.proc.pid
+            return (rpc.getPID() == pid
                     and rpc.getState()['statename'] == 'RUNNING')
         except (OSError, xmlrpc.client.Error):
             return False
@@ -459,11 +486,27 @@ class Supervisor(_Server):
         return result
 
     def stop(self):
-        """SIGTERM supervisord (it stops its children), then kill leftovers."""
+        """SIGTERM supervisord (it stops its children), then kill leftovers;
+        a daemon is found by its pid file, even one whose start failed."""
         try:
+            if self.daemon:
+                self._stop_daemon()
             self._terminate(signal.SIGTERM)
         finally:
             self._cleanup()
+
+    def _stop_daemon(self):
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+        # Not our child (its parent exited when it forked): poll, not wait().
+        wait_gone([pid], self.stop_timeout)
+        self._daemon_pid = None
+        stop_session(pid)   # setsid() made it the leader of its own session
 
 
 def find_nginx(explicit=None):
@@ -618,11 +661,10 @@ http {{
         """Whether the master holds the listening socket. Not a connect():
         while nginx retries bind(), someone else may answer on that port."""
         self._check_alive('its port')
-        master = psutil.Process(self.proc.pid)
-        # psutil < 6 calls it connections()
-        conns = getattr(master, 'net_connections', master.connections)('tcp')
-        return any(c.status == psutil.CONN_LISTEN and c.laddr[1] == self.port
-                   for c in conns)
+        try:
+            return self.port in listening_ports(self.proc.pid)
+        except OSError:
+            return False   # exited meanwhile: the next check says why
 
     def stop(self):
         """Fast shutdown (SIGTERM), then kill leftovers; remove the workdir."""

@@ -14,7 +14,6 @@ import sys
 import threading
 import urllib.request
 
-import psutil
 import pytest
 
 from supervisor_fcgi_ext.lab.fcgiclient import fcgi_request
@@ -22,17 +21,9 @@ from supervisor_fcgi_ext.lab.harness import (
     HarnessError, Nginx, PoolSpec, Supervisor, find_nginx, session_processes,
     wait_for,
 )
+from supervisor_fcgi_ext.lab.processes import alive, wait_gone
 
 NO_PLUGIN = dict(rpcinterface=False, ctlplugin=False)
-
-
-def alive(pid):
-    """Running, not a zombie (orphans' zombies wait for an init that may not
-    reap them in containers)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def assert_all_gone(sid, pids, workdir):
@@ -90,7 +81,7 @@ def test_pool_behind_nginx_serves_and_stops_clean(flupapp_command, requires_ngin
                 assert (data['path'], data['query']) == ('/hello', 'x=1')
                 served.add(data['pid'])
             assert served <= set(pids.values())
-            nginx_sid, nginx_pids = nginx.pid, [p.pid for p in session_processes(nginx.pid)]
+            nginx_sid, nginx_pids = nginx.pid, session_processes(nginx.pid)
             assert len(nginx_pids) == 2   # master + one worker
         assert_all_gone(nginx_sid, nginx_pids, nginx.workdir)
         direct = fcgi_request(sup.pools[0].socket_url, '/', timeout=10)
@@ -284,3 +275,115 @@ def test_wait_for_returns_the_value_or_names_what_timed_out():
     assert wait_for(lambda: 42, 1, 'x') == 42
     with pytest.raises(HarnessError, match=r'^timed out after 0.1s waiting for godot$'):
         wait_for(lambda: False, 0.1, 'godot')
+
+
+# -- daemon mode: supervisord forks and detaches, as with nodaemon = false ------
+
+def started_pid(log_path):
+    """The pid supervisord logged on start (its pid file is gone once it stops)."""
+    with open(log_path) as f:
+        return [int(line.rsplit(' ', 1)[1]) for line in f
+                if 'supervisord started with pid' in line][-1]
+
+
+def test_daemon_detaches_and_stop_ends_it_and_its_workers(flupapp_command):
+    sup = Supervisor([PoolSpec(command=flupapp_command, numprocs=2)], daemon=True,
+                     **NO_PLUGIN)
+    with sup:
+        assert 'nodaemon = false\n' in open(sup.conf_path).read()
+        assert '-n' not in sup.proc.args
+        assert sup.proc.poll() == 0          # the process we started forked and exited
+        pid = sup.pid
+        assert pid != sup.proc.pid and os.getsid(pid) == pid
+        assert int(open(sup.pidfile_path).read()) == pid
+        assert sup.rpc.supervisor.getPID() == pid
+        workers = list(sup.pids('app').values())
+        assert sorted(session_processes(pid)) == sorted([pid] + workers)
+        assert sup.ctl('status', check=True).stdout.count('RUNNING') == 2
+    assert_all_gone(pid, [pid] + workers, sup.workdir)
+
+
+def test_daemon_is_found_by_its_pid_file_from_another_harness(tmp_path,
+                                                              flupapp_command):
+    pools = [PoolSpec(command=flupapp_command, numprocs=1)]
+    first = Supervisor(pools, workdir=str(tmp_path / 'w'), daemon=True,
+                       keep=True, **NO_PLUGIN)
+    first.start()
+    pid, workers = first.pid, list(first.pids('app').values())
+    # e.g. a test that lost its Supervisor object: the workdir is enough.
+    again = Supervisor(pools, workdir=str(tmp_path / 'w'), daemon=True, **NO_PLUGIN)
+    assert again.pid == pid
+    again.stop()
+    assert [p for p in [pid] + workers if alive(p)] == []
+    assert first.read_pidfile() is None
+    first.stop()   # nothing left to stop: no error
+
+
+def test_daemon_stale_pid_file_names_nobody(tmp_path):
+    sup = Supervisor([PoolSpec()], workdir=str(tmp_path), daemon=True)
+    with open(sup.pidfile_path, 'w') as f:
+        f.write('%d\n' % os.getpid())   # alive, but not a supervisord with our conf
+    assert sup.pid is None
+    sup.stop()
+    assert alive(os.getpid())
+
+
+def test_daemon_failed_start_stops_the_daemon(tmp_path):
+    command = '%s -c "import sys; sys.exit(\'boom: no app\')"' % sys.executable
+    sup = Supervisor([PoolSpec(command=command, numprocs=1,
+                               extra={'startretries': 0})],
+                     workdir=str(tmp_path), daemon=True, **NO_PLUGIN)
+    with pytest.raises(HarnessError) as info:
+        sup.start(timeout=15)
+    assert str(info.value).splitlines()[0] == (
+        'app:app_00 is FATAL: Exited too quickly (process log may have details)')
+    pid = started_pid(sup.log_path)
+    assert wait_gone([pid], 1) == [] and session_processes(pid) == []
+    assert sup.proc is None
+
+
+def test_daemon_port_in_use_fails_before_it_forks():
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen(1)
+        sup = Supervisor([PoolSpec(command='sleep 100', numprocs=1)], daemon=True,
+                         **NO_PLUGIN)
+        sup.port = busy.getsockname()[1]
+        with pytest.raises(HarnessError, match='^supervisord exited with status 2 '
+                           'while waiting for XML-RPC.*Another program is '
+                           'already listening'):
+            sup.start(timeout=10)
+    assert sup.proc is None and not os.path.exists(sup.workdir)
+
+
+def test_daemon_killed_leaves_orphans_that_stop_kills(supervisor_factory,
+                                                      flupapp_command):
+    sup = supervisor_factory([PoolSpec(command=flupapp_command, numprocs=2)],
+                             daemon=True, **NO_PLUGIN)
+    sid, pids = sup.pid, list(sup.pids('app').values())
+    os.kill(sid, signal.SIGKILL)
+    assert wait_gone([sid], 5) == []
+    assert all(alive(p) for p in pids)
+    sup.stop()
+    assert_all_gone(sid, pids, sup.workdir)
+
+
+def test_daemon_of_a_failed_test_is_stopped_by_the_fixture(pytester, tmp_path):
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'conftest.py')) as f:
+        pytester.makeconftest(f.read())
+    pidfile = tmp_path / 'pids'
+    pytester.makepyfile('''
+from supervisor_fcgi_ext.lab.harness import PoolSpec
+
+def test_fails(supervisor_factory):
+    sup = supervisor_factory([PoolSpec(command='sleep 100', numprocs=1)],
+                             daemon=True, rpcinterface=False, ctlplugin=False)
+    pids = [sup.pid] + list(sup.pids('app').values())
+    open(%r, 'w').write(' '.join(map(str, pids)))
+    assert False, 'the test failed'
+''' % str(pidfile))
+    result = pytester.runpytest_subprocess('-p', 'no:cacheprovider')
+    result.assert_outcomes(failed=1)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    assert len(pids) == 2 and [p for p in pids if alive(p)] == []
