@@ -11,6 +11,7 @@ import statistics
 
 from supervisor_fcgi_ext.ctl import report
 from supervisor_fcgi_ext.common import spread
+from supervisor_fcgi_ext.common.scoreboard import combined_source
 
 __all__ = ['ExperimentError', 'parse_pid', 'plugin_delta', 'tally', 'summarize',
            'format_result', 'plot', 'pyplot', 'round_split']
@@ -86,8 +87,8 @@ def _agreement(rows, plugin, answered, failed, pids_in_bodies):
     A worker that dies holding a request has counted it (as PHP-FPM does, at
     its start) and the client got an error: such ``lost`` requests, at most
     one per failure, are the only difference allowed, on exited workers."""
-    sources = {r['source'] for r in rows if r['source']}
-    agreement = {'source': sources.pop() if len(sources) == 1 else 'mixed',
+    agreement = {'source': combined_source(r['source'] for r in rows
+                                           if r['source']),
                  'mismatches': [], 'lost': 0,
                  'plugin_total': plugin['requests'], 'answered': answered}
     if not pids_in_bodies:
@@ -148,7 +149,7 @@ def summarize(rounds):
                      for r, t in zip(rounds, tallies) for f in t['failures']],
         'agreement': statuses.pop() if len(statuses) == 1 else 'differ',
         'lost': sum(t['agreement']['lost'] for t in tallies),
-        'source': _combined({t['agreement']['source'] for t in tallies}),
+        'source': combined_source(t['agreement']['source'] for t in tallies),
         'per_round': per_round,
         'overall': _figures(overall),
         'latency': _latency([x for r in rounds for x in r['responses']]),
@@ -163,10 +164,6 @@ def round_split(rows, by_bodies):
     return sorted((r[key] or 0 for r in rows
                    if not r['exited'] or (by_bodies and r['bodies'])),
                   reverse=True)
-
-
-def _combined(sources):
-    return sources.pop() if len(sources) == 1 else 'mixed'
 
 
 def _latency(responses):

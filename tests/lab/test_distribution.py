@@ -93,6 +93,22 @@ def test_without_pids_in_the_bodies_the_plugin_counts_are_the_distribution():
     assert summary['plugin_requests'] == summary['answered'] == 3
 
 
+def test_sources_combine_as_the_pool_status_does():
+    """A round whose workers count differently, and rounds that differ, are
+    'mixed' (scoreboard.combined_source, the pool total's rule)."""
+    exact = pool({1: 0}), pool({1: 1})
+    sampled = pool({2: 0}, source='sampled'), pool({2: 1}, source='sampled')
+    both = make_round(1, [answered(1), answered(2)],
+                      {**exact[0], 'processes': exact[0]['processes'] + sampled[0]['processes']},
+                      {**exact[1], 'requests': 2,
+                       'processes': exact[1]['processes'] + sampled[1]['processes']})
+    assert tally(both)['agreement']['source'] == 'mixed'
+    rounds = [make_round(1, [answered(1)], *exact), make_round(2, [answered(2)], *sampled)]
+    assert [r['agreement']['source'] for r in summarize(rounds)['rounds']] == [
+        'exact', 'sampled']
+    assert summarize(rounds)['source'] == 'mixed'
+
+
 def test_summarize_rounds_totals_splits_figures_and_failures():
     first = make_round(1, [answered(1), answered(1), answered(2), FAILED],
                        pool({1: 0, 2: 0}), pool({1: 2, 2: 1}))
