@@ -15,7 +15,9 @@ import sys
 import pytest
 
 from supervisor_fcgi_ext.lab.harness import HarnessError, Nginx, Supervisor, find_nginx
+from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView
 from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir
+from supervisor_fcgi_ext.worker.slotwriter import SlotWriter
 
 pytest_plugins = ['pytester']   # test_harness runs the nginx fixtures in a sub-pytest
 
@@ -128,3 +130,64 @@ def _stop_all(servers):
 def pool_dir(tmp_path):
     """A pool's scoreboard directory, as the plugin makes it."""
     return ensure_pool_dir(str(tmp_path / 'board'), 'pool')
+
+
+@pytest.fixture
+def pool_status(tmp_path):
+    """make(requests=(20, 10), busy={}, stopped=0, sampled_connections=None,
+    unreadable=False, socket_open=True) -> PoolMonitor's status of pool 'app'.
+
+    Worker i has served requests[i] requests, written to a real slot file
+    by the real SlotWriter (fake pids 100, 101, ...); busy {i: (method,
+    uri)} leaves one of them in flight.  ``stopped`` adds stopped processes;
+    ``sampled_connections=N`` adds this very process as a worker without a
+    slot, holding N connections of the pool's real listening socket;
+    ``unreadable`` one whose slot file is garbage.  So
+    what reads the dict (fcgi_status, the experiment) sees every change of
+    its schema.
+    """
+    board = str(tmp_path / 'status-board')
+    directory = ensure_pool_dir(board, 'app')
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(16)
+    opened = [listener]
+
+    def make(requests=(20, 10), busy=None, stopped=0, sampled_connections=None,
+             unreadable=False, socket_open=True):
+        busy = busy or {}
+        processes = []
+        for i, count in enumerate(requests):
+            writer = SlotWriter(directory, pid=100 + i)
+            writer.ready()
+            for _ in range(count):
+                writer.request_started({'REQUEST_METHOD': 'GET', 'REQUEST_URI': '/'},
+                                       accepted=True)
+                writer.request_finished(status=200, closing=True)
+            if i in busy:
+                method, uri = busy[i]
+                writer.request_started({'REQUEST_METHOD': method, 'REQUEST_URI': uri},
+                                       accepted=True)
+            writer.close()
+            processes.append(ProcessView('app_%02d' % i, 100 + i, 'RUNNING', 0))
+        if sampled_connections is not None:
+            for _ in range(sampled_connections):
+                opened.append(socket.create_connection(listener.getsockname()))
+                opened.append(listener.accept()[0])
+            processes.append(ProcessView('app_%02d' % len(processes), os.getpid(),
+                                         'RUNNING', 0))
+        if unreadable:   # a slot file the reader refuses: a warning
+            with open(os.path.join(directory, '99.slot'), 'wb') as f:
+                f.write(b'not a slot')
+            processes.append(ProcessView('app_%02d' % len(processes), 99, 'RUNNING', 0))
+        processes += [ProcessView('app_%02d' % (len(processes) + i), 0, 'STOPPED', 0)
+                      for i in range(stopped)]
+        view = PoolView('app', 'tcp://127.0.0.1:%d' % listener.getsockname()[1], 16,
+                        listener if socket_open else None, processes, False)
+        monitor = PoolMonitor('app', board)
+        monitor.sample(view)
+        return monitor.status(view)
+
+    yield make
+    for sock in opened:
+        sock.close()

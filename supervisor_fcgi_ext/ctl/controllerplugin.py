@@ -5,7 +5,6 @@
 """
 
 import json
-import shlex
 import time
 import xmlrpc.client
 
@@ -13,7 +12,10 @@ from supervisor import xmlrpc as supervisor_xmlrpc
 from supervisor.supervisorctl import (ControllerPluginBase, LSBInitExitStatuses,
                                       LSBStatusExitStatuses)
 
+from supervisor_fcgi_ext.ctl.options import (UsageError, parse_restart_args,
+                                             parse_status_args)
 from supervisor_fcgi_ext.ctl.report import format_pool
+from supervisor_fcgi_ext.ctl import top
 
 __all__ = ['FcgiControllerPlugin', 'make_fcgi_controllerplugin']
 
@@ -58,24 +60,23 @@ class FcgiControllerPlugin(ControllerPluginBase):
         found = [self._call('getPoolStatus', name) for name in names]
         return [pool for pool in found if pool is not None]
 
-    def do_fcgi_status(self, arg):
-        if not self.ctl.upcheck():
-            return
+    def _parse(self, parse, arg, usage):
+        """parse(arg), or None after 'Error: <why>', the usage and status 2
+        (as supervisor's own commands answer bad arguments)."""
         try:
-            args = shlex.split(arg)
-        except ValueError as e:
+            return parse(arg)
+        except UsageError as e:
             self.ctl.output('Error: %s' % e)
-            self.help_fcgi_status()
+            usage()
             self.ctl.exitstatus = LSBInitExitStatuses.INVALID_ARGS
+            return None
+
+    def do_fcgi_status(self, arg):
+        # Arguments first: a bad command line is wrong whatever the server.
+        parsed = self._parse(parse_status_args, arg, self.help_fcgi_status)
+        if parsed is None or not self.ctl.upcheck():
             return
-        as_json = '--json' in args
-        names = [a for a in args if a != '--json']
-        unknown_options = [a for a in names if a.startswith('-')]
-        if unknown_options:
-            self.ctl.output('Error: unknown option %s' % unknown_options[0])
-            self.help_fcgi_status()
-            self.ctl.exitstatus = LSBInitExitStatuses.INVALID_ARGS
-            return
+        as_json, names = parsed
         pools = self._pool_statuses(names)
         if pools is None:
             return
@@ -83,16 +84,12 @@ class FcgiControllerPlugin(ControllerPluginBase):
             self.ctl.output(json.dumps(pools, indent=2, sort_keys=True))
         elif not pools and not names:
             self.ctl.output('No fcgi-program pools configured')
-        else:
+        elif pools:   # not an empty line after 'x: ERROR (no such pool)'
             self.ctl.output('\n\n'.join(format_pool(p) for p in pools))
 
     def do_fcgi_restart(self, arg):
-        if not self.ctl.upcheck():
-            return
-        parsed = self._restart_args(arg)
-        if parsed is None:
-            self.help_fcgi_restart()
-            self.ctl.exitstatus = LSBInitExitStatuses.INVALID_ARGS
+        parsed = self._parse(parse_restart_args, arg, self.help_fcgi_restart)
+        if parsed is None or not self.ctl.upcheck():
             return
         name, batch = parsed
         status = self._call('rollingRestart', name, batch, False)
@@ -114,34 +111,18 @@ class FcgiControllerPlugin(ControllerPluginBase):
             self.ctl.output('%s: ERROR (%s)' % (name, status['error']))
             self.ctl.exitstatus = LSBInitExitStatuses.GENERIC
 
-    def _restart_args(self, arg):
-        """(pool, batch) from 'POOL [--batch N]'; None (and why) if wrong."""
-        try:
-            args = shlex.split(arg)
-        except ValueError as e:
-            self.ctl.output('Error: %s' % e)
-            return None
-        batch = 1
-        names = []
-        while args:
-            word = args.pop(0)
-            if word == '--batch' or word.startswith('--batch='):
-                value = word[len('--batch='):] if '=' in word else \
-                    (args.pop(0) if args else '')
-                if not value.isdigit() or int(value) < 1:
-                    self.ctl.output('Error: --batch needs a number >= 1, not %r'
-                                    % value)
-                    return None
-                batch = int(value)
-            elif word.startswith('-'):
-                self.ctl.output('Error: unknown option %s' % word)
-                return None
-            else:
-                names.append(word)
-        if len(names) != 1:
-            self.ctl.output('Error: fcgi_restart takes one pool name')
-            return None
-        return names[0], batch
+    def do_fcgi_top(self, arg):
+        parsed = self._parse(top.parse_args, arg, self.help_fcgi_top)
+        if parsed is None or not self.ctl.upcheck():
+            return
+        first = self._pool_statuses(parsed.names)
+        if first is None or len(first) < len(parsed.names):
+            return    # _call said why
+        top.run(self.ctl, parsed, first)
+
+    def help_fcgi_top(self):
+        for line in top.HELP:
+            self.ctl.output(line)
 
     def help_fcgi_restart(self):
         self.ctl.output('fcgi_restart <pool> [--batch N]\tRolling restart: '

@@ -1,69 +1,71 @@
-import unittest
+"""fcgi_status's text (report.py) of status dicts made by PoolMonitor itself
+(the pool_status fixture: real slot files, a real listening socket), so a
+change of the status schema cannot pass these tests unnoticed."""
+import time
 
 from supervisor_fcgi_ext.ctl import report
 
 
-def make_pool(**overrides):
-    pool = {
-        'name': 'app', 'socket': 'tcp://127.0.0.1:9001', 'socket_open': True,
-        'socket_held': False, 'start_time': 0, 'start_since': 75,
-        'listen_queue': 2, 'max_listen_queue': 5, 'listen_queue_len': 128,
-        'listen_drops': -1, 'total_processes': 2, 'idle_processes': 1,
-        'active_processes': 1, 'max_active_processes': 2, 'accepted_conn': 30,
-        'requests': 30, 'requests_source': 'exact', 'connections': 1,
-        'fairness': 0.9, 'balance': 1.33, 'slow_requests': 0,
-        'terminated_requests': 0, 'warnings': [],
-        'processes': [
-            dict(name='app_00', pid=100, state='RUNNING', start=0, connections=1,
-                 requests_source='exact', accepted_conn=20, requests=20,
-                 worker_state='running', request_duration=1500000,
-                 request_method='GET', request_uri='/slow?sleep=2',
-                 content_length=0, last_request_cpu=1.0, last_request_memory=0),
-            dict(name='app_01', pid=101, state='RUNNING', start=0, connections=0,
-                 requests_source='exact', accepted_conn=10, requests=10,
-                 worker_state='idle', request_duration=1000,
-                 request_method='', request_uri='', content_length=0,
-                 last_request_cpu=0.0, last_request_memory=0),
-        ],
-    }
-    pool.update(overrides)
-    return pool
+def rows(text):
+    return [line for line in text.splitlines() if line.startswith('  app_')]
 
 
-class FormatPoolTests(unittest.TestCase):
-    def test_shows_pool_figures_and_one_row_per_process(self):
-        text = report.format_pool(make_pool())
-        self.assertIn('pool app  tcp://127.0.0.1:9001  (socket open)', text)
-        self.assertIn('listen queue 2  max 5  backlog 128  drops -', text)
-        self.assertIn('requests 30 (exact)', text)
-        rows = [line for line in text.splitlines() if 'app_0' in line]
-        self.assertEqual(len(rows), 2)
-        self.assertIn('#' * report.BAR_WIDTH, rows[0])
-        self.assertIn('#' * (report.BAR_WIDTH // 2) + ' ', rows[1])
-        self.assertIn('GET /slow?sleep=2', rows[0])
-        self.assertIn('1500.0', rows[0])
+def test_shows_pool_figures_and_one_row_per_process(pool_status):
+    pool = pool_status(requests=(20, 10), busy={0: ('GET', '/slow?sleep=2')})
+    text = report.format_pool(pool)
+    lines = text.splitlines()
+    assert lines[0] == 'pool app  %s  (socket open)' % pool['socket']
+    assert lines[1] == '  listen queue 0  max 0  backlog 16  drops 0'
+    assert lines[2] == '  processes 2  active 1  idle 1  max active 1'
+    assert lines[3] == ('  accepted conn 31  requests 31 (exact)  fairness %.3f  '
+                        'balance %.2f' % (pool['fairness'], pool['balance']))
+    started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(pool['start_time']))
+    assert lines[4] == ('  slow requests 0  terminated requests 0  since %s (0s)'
+                        % started)
+    assert lines[5].split() == ['NAME', 'PID', 'STATE', 'WORKER', 'CONN', 'REQS',
+                                'SHARE', 'LAST', 'MS', 'REQUEST']
+    busy, idle = rows(text)
+    assert busy.split()[:6] == ['app_00', '100', 'RUNNING', 'running', '1', '21']
+    assert busy.endswith(' GET /slow?sleep=2')
+    assert '#' * report.BAR_WIDTH in busy
+    assert idle.split()[:6] == ['app_01', '101', 'RUNNING', 'idle', '0', '10']
+    assert ' ' + '#' * round(report.BAR_WIDTH * 10 / 21) + ' ' in idle
+    duration_ms = pool['processes'][0]['request_duration'] / 1000.0
+    assert ' %.1f ' % duration_ms in busy
 
-    def test_marks_sampled_counts(self):
-        pool = make_pool(requests_source='sampled')
-        for p in pool['processes']:
-            p['requests_source'] = 'sampled'
-        text = report.format_pool(pool)
-        self.assertIn('~20', text)
-        self.assertIn('~ sampled', text)
 
-    def test_shows_warnings_and_closed_socket(self):
-        text = report.format_pool(make_pool(socket_open=False,
-                                            warnings=['slot unreadable']))
-        self.assertIn('(socket closed)', text)
-        self.assertIn('warning: slot unreadable', text)
+def test_marks_sampled_counts_and_stopped_processes(pool_status):
+    text = report.format_pool(pool_status(requests=(3,), sampled_connections=1,
+                                          stopped=1))
+    assert 'requests 4 (mixed)' in text
+    exact, sampled, stopped = rows(text)
+    assert sampled.split()[3:6] == ['running', '1', '~1']
+    # a third of the largest's bar, then '-': a sampled worker has no request time
+    assert sampled.split()[6:8] == ['#' * round(report.BAR_WIDTH / 3), '-']
+    assert stopped.split()[:5] == ['app_02', '-', 'STOPPED', 'stopped', '0']
+    assert text.endswith('  ~ sampled: connections seen held at the socket '
+                         '(worker writes no scoreboard)')
 
-    def test_share_bar(self):
-        self.assertEqual(report.share_bar(0, 10), '')
-        self.assertEqual(report.share_bar(1, 1000), '#')
-        self.assertEqual(report.share_bar(5, 0), '')
 
-    def test_format_duration(self):
-        self.assertEqual(report.format_duration(5), '5s')
-        self.assertEqual(report.format_duration(75), '1m15s')
-        self.assertEqual(report.format_duration(7200), '2h00m')
-        self.assertEqual(report.format_duration(3 * 86400), '3d00h')
+def test_shows_warnings_and_a_closed_socket(pool_status):
+    pool = pool_status(requests=(1,), unreadable=True, socket_open=False)
+    text = report.format_pool(pool)
+    assert text.splitlines()[0].endswith('(socket closed)')
+    assert '  listen queue 0  max 0  backlog 16  drops -' in text
+    [warning] = pool['warnings']
+    assert warning.startswith('app_01: scoreboard slot unreadable: ')
+    assert text.endswith('  warning: ' + warning)
+
+
+def test_share_bar():
+    assert report.share_bar(0, 10) == ''
+    assert report.share_bar(1, 1000) == '#'
+    assert report.share_bar(5, 0) == ''
+    assert report.share_bar(5, 10, width=10) == '#####'
+
+
+def test_format_duration():
+    assert report.format_duration(5) == '5s'
+    assert report.format_duration(75) == '1m15s'
+    assert report.format_duration(7200) == '2h00m'
+    assert report.format_duration(3 * 86400) == '3d00h'
