@@ -1,0 +1,285 @@
+"""GET /fcgi/metrics from real supervisords: requests through real nginx to
+fcgi-worker pools, scraped over the inet and the unix HTTP server, with and
+without supervisor's password, on metrics_listen, across a reload, a
+recycled worker and pools added and removed; `promtool check metrics`."""
+import base64
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import urllib.parse
+import urllib.request
+import xmlrpc.client
+
+import pytest
+from prometheus_client.openmetrics.parser import \
+    text_string_to_metric_families as openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families
+
+from supervisor_fcgi_ext.lab.harness import (HarnessError, PoolSpec, Supervisor, free_port,
+                                             wait_for)
+
+from conftest import in_ci
+
+USER, PASSWORD = 'scraper', 'pa:ss w0rd'
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=10):
+        super().__init__('localhost', timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def get(target, path='/fcgi/metrics', headers=None, method='GET'):
+    """(status, headers, body) from 'http://127.0.0.1:N' or a unix socket path."""
+    if target.startswith('http://'):
+        conn = http.client.HTTPConnection(target[len('http://'):], timeout=10)
+    else:
+        conn = UnixHTTPConnection(target)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def basic(user, password):
+    token = base64.b64encode(('%s:%s' % (user, password)).encode()).decode()
+    return {'Authorization': 'Basic ' + token}
+
+
+def samples(body):
+    """{(name, sorted label items): value} of a Prometheus text scrape."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples}
+
+
+def value(scraped, name, **labels):
+    return scraped.get((name, tuple(sorted(labels.items()))))
+
+
+def per_process(scraped, name='fcgi_process_requests_total'):
+    return {dict(labels)['process']: v for (n, labels), v in scraped.items() if n == name}
+
+
+def scrape(target, **kw):
+    status, headers, body = get(target, **kw)
+    assert status == 200, body
+    return samples(body)
+
+
+def through_nginx(nginx, count):
+    for i in range(count):
+        with urllib.request.urlopen('%s/n%d' % (nginx.url, i), timeout=10) as r:
+            assert r.status == 200
+
+
+class AuthSupervisor(Supervisor):
+    """A supervisord whose HTTP servers ask for a username and password."""
+
+    def config_text(self):
+        text = super().config_text()
+        creds = 'username = %s\npassword = %s\n' % (USER, PASSWORD)
+        text = text.replace('port = 127.0.0.1:%d\n' % self.port,
+                            'port = 127.0.0.1:%d\n%s' % (self.port, creds))
+        text = text.replace('chmod = 0700\n', 'chmod = 0700\n' + creds)
+        return text.replace('[supervisorctl]\n', '[supervisorctl]\n' + creds)
+
+    def rpc_proxy(self, timeout=60.0):
+        return xmlrpc.client.ServerProxy('http://%s:%s@127.0.0.1:%d/RPC2' % (
+            USER, urllib.parse.quote(PASSWORD), self.port))
+
+
+@pytest.fixture
+def auth_supervisor():
+    started = []
+
+    def make(pools, **kwargs):
+        sup = AuthSupervisor(pools, **kwargs)
+        started.append(sup)
+        sup.start()
+        return sup
+    yield make
+    for sup in started:
+        sup.stop()
+
+
+def wait_counted(target, total, **kw):
+    return wait_for(lambda: (lambda s: s if value(
+        s, 'fcgi_pool_requests_total', pool='app', source='exact') == total else None)(
+            scrape(target, **kw)), 10, 'fcgi_pool_requests_total == %d' % total)
+
+
+def test_requests_through_nginx_are_counted_exactly(supervisor_factory, nginx_factory):
+    sup = supervisor_factory([PoolSpec(numprocs=3)], unix_http_server=True)
+    nginx = nginx_factory(sup.pool('app').socket_url)
+    through_nginx(nginx, 25)
+    for target in (sup.url, sup.unix_socket_path):
+        scraped = wait_counted(target, 25)
+        counts = per_process(scraped)
+        assert sorted(counts) == ['app_00', 'app_01', 'app_02']
+        assert sum(counts.values()) == 25
+        assert value(scraped, 'fcgi_pool_max_processes', pool='app') == 3
+        assert value(scraped, 'fcgi_pool_processes', pool='app', state='idle') == 3
+    pids = sup.pids('app')
+    for name, pid in pids.items():
+        assert value(scraped, 'fcgi_process_pid', pool='app', process=name) == pid
+
+
+def test_unknown_fcgi_path_is_404_and_others_are_supervisors(supervisor_factory):
+    sup = supervisor_factory([PoolSpec(command='sleep 1000', numprocs=1)])
+    status, _, body = get(sup.url, '/fcgi/nope')
+    assert status == 404 and body.startswith(b'fcgi: no page /fcgi/nope (known: ')
+    assert get(sup.url, '/fcgi/metrics', method='POST')[0] == 405
+    assert get(sup.url, '/')[0] == 200                 # supervisor's web UI still
+    assert sup.rpc.fcgi.getAPIVersion()
+
+
+def test_password_is_asked_for_exactly_like_rpc2(auth_supervisor, nginx_factory):
+    sup = auth_supervisor([PoolSpec(numprocs=2)], unix_http_server=True)
+    nginx = nginx_factory(sup.pool('app').socket_url)
+    through_nginx(nginx, 6)
+    for target in (sup.url, sup.unix_socket_path):
+        for headers in ({}, basic(USER, 'wrong'), basic('nobody', PASSWORD)):
+            theirs = get(target, '/RPC2', headers=headers, method='POST')
+            ours = get(target, '/fcgi/metrics', headers=headers)
+            assert ours[0] == theirs[0] == 401
+            assert ours[1]['WWW-Authenticate'] == theirs[1]['WWW-Authenticate']
+            assert ours[2] == theirs[2]
+        scraped = wait_counted(target, 6, headers=basic(USER, PASSWORD))
+        assert sum(per_process(scraped).values()) == 6
+        assert get(target, '/fcgi/nope', headers={})[0] == 401   # no path probing
+
+
+def test_promtool_accepts_a_real_scrape(supervisor_factory, nginx_factory):
+    promtool = shutil.which('promtool')
+    if promtool is None:
+        message = 'promtool not found: apt-get install prometheus'
+        pytest.fail(message) if in_ci() else pytest.skip(message)
+    sup = supervisor_factory([PoolSpec(numprocs=2),
+                              PoolSpec(name='other', command='sleep 1000', numprocs=2,
+                                       socket='unix')])
+    through_nginx(nginx_factory(sup.pool('app').socket_url), 3)
+    status, headers, body = get(sup.url)
+    assert headers['Content-Type'].startswith('text/plain; version=0.0.4')
+    # promtool lints the Prometheus text format (OpenMetrics is not its input)
+    result = subprocess.run([promtool, 'check', 'metrics'], input=body,
+                            capture_output=True, timeout=30)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    status, headers, body = get(sup.url, headers={
+        'Accept': 'application/openmetrics-text; version=1.0.0'})
+    assert headers['Content-Type'].startswith('application/openmetrics-text')
+    names = {f.name for f in openmetrics_families(body.decode())}   # strict parser
+    assert {'fcgi_pool_requests', 'fcgi_process_state'} <= names
+    scraped = scrape(sup.url)
+    assert value(scraped, 'fcgi_pool_requests_total', pool='other',
+                 source='sampled') == 0
+    assert value(scraped, 'fcgi_process_scoreboard_slot', pool='other',
+                 process='other_00', status='absent') == 1
+
+
+def test_metrics_listen_serves_a_unix_only_supervisord_across_a_reload(
+        supervisor_factory, nginx_factory):
+    port = free_port()
+    target = 'http://127.0.0.1:%d' % port
+    sup = supervisor_factory([PoolSpec(numprocs=2)], unix_http_server=True,
+                             plugin_options={'metrics_listen': '127.0.0.1:%d' % port})
+    nginx = nginx_factory(sup.pool('app').socket_url)
+    through_nginx(nginx, 4)
+    wait_counted(target, 4)
+    assert get(target, '/fcgi/status')[0] == 404       # figures only, no URIs
+    assert 'no authentication' in open(sup.log_path).read()
+    pid = sup.pid
+    sup.ctl('reload', check=True)
+
+    def reloaded():
+        try:
+            return len(sup.pids('app')) == 2
+        except (OSError, xmlrpc.client.Error):   # SHUTDOWN_STATE while it reloads
+            return False
+    sup.wait_for(reloaded, 30, 'both workers running again after the reload')
+    assert sup.pid == pid
+    through_nginx(nginx, 3)
+    for where in (target, sup.url, sup.unix_socket_path):
+        # a reload starts the counters afresh, as it starts new workers
+        assert sum(per_process(wait_counted(where, 3)).values()) == 3
+
+
+def test_pool_counters_do_not_go_down_when_a_worker_is_recycled(
+        supervisor_factory, nginx_factory):
+    sup = supervisor_factory([PoolSpec(numprocs=2)])
+    nginx = nginx_factory(sup.pool('app').socket_url)
+    through_nginx(nginx, 10)
+    before = per_process(wait_counted(sup.url, 10))
+    start = value(scrape(sup.url), 'fcgi_process_start_time_seconds', pool='app',
+                  process='app_00')
+    sup.ctl('restart', 'app:app_00', check=True)
+    sup.wait_running()
+    after = wait_counted(sup.url, 10)       # still 10, with app_00 new
+    assert per_process(after)['app_00'] == 0
+    assert per_process(after)['app_01'] == before['app_01']
+    assert value(after, 'fcgi_process_start_time_seconds', pool='app',
+                 process='app_00') > start
+    through_nginx(nginx, 4)
+    assert sum(per_process(wait_counted(sup.url, 14)).values()) == 14 - before['app_00']
+
+
+def test_a_bad_metrics_listen_stops_supervisord_with_one_line(supervisor_factory):
+    taken = socket.socket()
+    taken.bind(('127.0.0.1', 0))
+    taken.listen(1)
+    try:
+        for setting, reason in (
+                ('localhost:9253', "metrics_listen = 'localhost:9253' is refused: "
+                                   "IP:PORT"),
+                ('127.0.0.1:%d' % taken.getsockname()[1],
+                 "metrics_listen = '127.0.0.1:%d' cannot be used: Address already "
+                 "in use" % taken.getsockname()[1])):
+            sup = Supervisor([PoolSpec(command='sleep 1000', numprocs=1)],
+                             plugin_options={'metrics_listen': setting})
+            with pytest.raises(HarnessError) as info:
+                sup.start(timeout=10)     # stops and cleans up when it fails
+            assert reason in str(info.value)   # the log tail is in the message
+    finally:
+        taken.close()
+
+
+def test_scrapes_while_pools_are_added_and_removed_answer(supervisor_factory):
+    sup = supervisor_factory([PoolSpec(command='sleep 1000', numprocs=2),
+                              PoolSpec(name='extra', command='sleep 1000', numprocs=2)])
+    results, stop = [], threading.Event()
+
+    def scraper():
+        while not stop.is_set():
+            try:
+                status, _, body = get(sup.url)
+                results.append((status, body))
+            except OSError as e:
+                results.append((None, repr(e).encode()))
+    thread = threading.Thread(target=scraper)
+    thread.start()
+    try:
+        for _ in range(3):
+            sup.ctl('stop', 'extra:*', check=True)
+            sup.ctl('remove', 'extra', check=True)
+            sup.ctl('add', 'extra', check=True)
+            sup.wait_running()
+    finally:
+        stop.set()
+        thread.join(30)
+    assert len(results) > 10
+    for status, body in results:
+        assert status == 200, body
+        samples(body)                         # every one parses
+    assert any(b'pool="extra"' not in body for _, body in results)
+    assert all(b'pool="app"' in body for _, body in results)
+    assert 'Traceback' not in open(sup.log_path).read()
