@@ -12,6 +12,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from supervisor_fcgi_ext.common.text import safe_text
+
 __all__ = ['ENV_VAR', 'ScoreboardError', 'NoSlot', 'WORKER_STATES', 'BUSY_STATES',
            'Slot', 'RECORD_SIZE', 'encode_slot', 'decode_slot', 'check_pool_name',
            'check_header', 'field_bytes', 'os_reason', 'slot_path', 'SOURCES',
@@ -101,7 +103,9 @@ def _us(seconds):
 
 
 def _text(raw):
-    return raw.split(b'\0', 1)[0].decode('utf-8', 'replace')
+    """A text field as it may travel: XML-RPC, HTML and terminals take it as is
+    (a worker's client chose these bytes)."""
+    return safe_text(raw.split(b'\0', 1)[0].decode('utf-8', 'replace'))
 
 
 def field_bytes(text, size):

@@ -14,24 +14,26 @@ import socket
 import struct
 import time
 
+from supervisor_fcgi_ext.supervisord.netlink import (
+    KernelError, LimitReached, SocketStatsError, query)
+
 __all__ = [
     'SocketStatsError',
+    'LimitReached',
     'ListenerStats',
+    'Held',
     'listener_stats',
     'accepted_inodes',
     'socket_inodes',
     'connections_by_pid',
+    'held_connections',
 ]
 
-NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_HDR = struct.Struct('=IHHII')  # len, type, flags, seq, pid
-NETLINK_TIMEOUT = 1.0                # seconds for one whole query
-RECV_SIZE = 65536                    # > the kernel's 32 KiB dump chunks
+# Bounds on the work one look at a pool does inside supervisord: a worker
+# with more fds than this is not walked, and the walks and lookups of one
+# look stop after WALK_BUDGET seconds; what is left is 'unavailable'.
+MAX_FDS_PER_PID = 1024
+WALK_BUDGET = 0.02
 
 SO_MEMINFO = 55
 SK_MEMINFO_DROPS = 8
@@ -67,11 +69,11 @@ NLA_HDR = struct.Struct('=HH')  # len, type
 INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
-class SocketStatsError(Exception):
-    """Any failure to read socket figures; the message is one line."""
-
-
 ListenerStats = collections.namedtuple('ListenerStats', 'queue backlog drops')
+Held = collections.namedtuple('Held', 'inodes unavailable verdicts')
+Held.__doc__ = """What held_connections found: {pid: inodes of the pool's connections
+it holds}, {pid: why its figure is unavailable}, and the unix verdicts
+{inode: is one of the pool's connections} to pass to the next call."""
 
 
 def listener_stats(sock):
@@ -108,11 +110,13 @@ def accepted_inodes(sock):
         return _tcp_accepted_inodes(s)
 
 
-def socket_inodes(pid):
+def socket_inodes(pid, limit=None):
     """Return the inodes of the sockets process pid has open.
 
     A process that has exited (or that we may not inspect) has none: workers
-    come and go at any moment, so this is not an error.
+    come and go at any moment, so this is not an error.  With ``limit``, a
+    process holding more fds than that raises LimitReached instead of being
+    walked (Linux >= 6.2 tells the count without a walk).
     """
     try:
         dir_fd = os.open('/proc/%d/fd' % pid, os.O_RDONLY | os.O_DIRECTORY)
@@ -120,13 +124,18 @@ def socket_inodes(pid):
         return set()
     inodes = set()
     try:
-        for name in os.listdir(dir_fd):
-            try:
-                link = os.readlink(name, dir_fd=dir_fd)
-            except OSError:  # fd closed since listdir
-                continue
-            if link.startswith('socket:['):
-                inodes.add(int(link[8:-1]))
+        if limit is not None and os.fstat(dir_fd).st_size > limit:
+            raise LimitReached('pid %d has more than %d fds' % (pid, limit))
+        with os.scandir(dir_fd) as entries:
+            for count, entry in enumerate(entries):
+                if limit is not None and count >= limit:
+                    raise LimitReached('pid %d has more than %d fds' % (pid, limit))
+                try:
+                    link = os.readlink(entry.name, dir_fd=dir_fd)
+                except OSError:  # fd closed since listdir
+                    continue
+                if link.startswith('socket:['):
+                    inodes.add(int(link[8:-1]))
     except OSError:  # the process exited during listdir
         return set()
     finally:
@@ -137,14 +146,41 @@ def socket_inodes(pid):
 def connections_by_pid(sock, pids):
     """Return {pid: number of sock's accepted connections pid holds now}.
 
-    One netlink dump, then one /proc walk per pid; a connection inherited by
-    two processes counts for both.  This is a sample: a connection shorter
-    than the sampling interval can be missed.
+    A connection inherited by two processes counts for both; a pid whose
+    figure is unavailable (a bound was hit) is left out.  This is a sample:
+    a connection shorter than the sampling interval can be missed.
     """
-    inodes = accepted_inodes(sock)
-    if not inodes:  # an idle pool costs no /proc walks
-        return dict.fromkeys(pids, 0)
-    return {pid: len(inodes.intersection(socket_inodes(pid))) for pid in pids}
+    return {pid: len(inodes)
+            for pid, inodes in held_connections(sock, pids).inodes.items()}
+
+
+def held_connections(sock, pids, verdicts=None):
+    """Held: which of sock's accepted connections each pid holds now.
+
+    TCP: one port-filtered dump; when it is empty no /proc walk can change
+    the answer, so none is made.  Unix: no dump (it would list every unix
+    socket of the host); each pid's socket inodes are looked up one by one,
+    and ``verdicts`` from the previous call spare the lookups of inodes seen
+    before.  Workers with too many fds, and those left when WALK_BUDGET is
+    spent, are unavailable.
+    """
+    deadline = time.monotonic() + WALK_BUDGET
+    with _Borrowed(sock) as s:
+        if s.family == socket.AF_UNIX:
+            return _unix_held(s, pids, dict(verdicts or {}), deadline)
+        accepted = _tcp_accepted_inodes(s)
+    found, unavailable = {}, {}
+    for pid in pids:
+        if not accepted:   # an idle pool costs no /proc walks
+            found[pid] = frozenset()
+        elif time.monotonic() > deadline:
+            unavailable[pid] = 'time budget of %g s spent' % WALK_BUDGET
+        else:
+            try:
+                found[pid] = frozenset(socket_inodes(pid, MAX_FDS_PER_PID) & accepted)
+            except LimitReached as e:
+                unavailable[pid] = str(e)
+    return Held(found, unavailable, {})
 
 
 class _Borrowed(object):
@@ -208,7 +244,7 @@ def _tcp_accepted_inodes(s):
                                 HELD_TCP_STATES, b'')
     attr = NLA_HDR.pack(4 + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
     inodes = set()
-    for msg in _netlink_query(req + attr, dump=True):
+    for msg in query(req + attr, dump=True):
         if len(msg) >= INET_DIAG_MSG_INODE + 4:
             inode = struct.unpack_from('=I', msg, INET_DIAG_MSG_INODE)[0]
             if inode:
@@ -241,7 +277,7 @@ def _unix_listener_stats(s):
     req = UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 1 << TCP_LISTEN,
                              os.fstat(s.fileno()).st_ino, UDIAG_SHOW_RQLEN,
                              NO_COOKIE, NO_COOKIE)
-    for msg in _netlink_query(req, dump=False):
+    for msg in query(req, dump=False):
         rqlen = dict(_unix_attrs(msg)).get(UNIX_DIAG_RQLEN)
         if rqlen is not None and len(rqlen) >= 8:
             queue, backlog = struct.unpack_from('=II', rqlen)
@@ -250,20 +286,66 @@ def _unix_listener_stats(s):
 
 
 def _unix_accepted_inodes(s):
-    name = s.getsockname()
-    if isinstance(name, str):  # a path: the kernel keeps its trailing NUL
-        name = os.fsencode(name) + b'\0'
-    if not name:
-        raise SocketStatsError('unix listener has no address')
+    name = _unix_name(s)
     req = UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 1 << TCP_ESTABLISHED, 0,
                              UDIAG_SHOW_NAME, NO_COOKIE, NO_COOKIE)
     inodes = set()
-    for msg in _netlink_query(req, dump=True):
+    for msg in query(req, dump=True):
         inode = UNIX_DIAG_MSG.unpack_from(msg)[3]
         # Kernels before 5.x list still-queued embryos too, named, inode 0.
         if inode and dict(_unix_attrs(msg)).get(UNIX_DIAG_NAME) == name:
             inodes.add(inode)
     return inodes
+
+
+def _unix_name(s):
+    name = s.getsockname()
+    if isinstance(name, str):  # a path: the kernel keeps its trailing NUL
+        name = os.fsencode(name) + b'\0'
+    if not name:
+        raise SocketStatsError('unix listener has no address')
+    return name
+
+
+def _unix_held(s, pids, verdicts, deadline):
+    """held_connections of a unix listener, by inode lookups."""
+    name, own = _unix_name(s), os.fstat(s.fileno()).st_ino
+    found, unavailable, seen = {}, {}, {}
+    for pid in pids:
+        try:
+            if time.monotonic() > deadline:
+                raise LimitReached('time budget of %g s spent' % WALK_BUDGET)
+            inodes = socket_inodes(pid, MAX_FDS_PER_PID) - {own}
+            for inode in inodes:
+                if inode not in verdicts:
+                    if time.monotonic() > deadline:
+                        raise LimitReached('time budget of %g s spent' % WALK_BUDGET)
+                    verdicts[inode] = _unix_is_connection(inode, name)
+                seen[inode] = verdicts[inode]
+        except LimitReached as e:
+            unavailable[pid] = str(e)
+            continue
+        found[pid] = frozenset(i for i in inodes if verdicts[i])
+    return Held(found, unavailable, seen)
+
+
+def _unix_is_connection(inode, name):
+    """Is socket ``inode`` an established unix socket bound to ``name``
+    (an accepted connection of that listener)?  Any other socket, or one
+    gone since, is not."""
+    req = UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 1 << TCP_ESTABLISHED, inode,
+                             UDIAG_SHOW_NAME, NO_COOKIE, NO_COOKIE)
+    try:
+        replies = query(req, dump=False)
+    except KernelError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    for msg in replies:
+        state, ino = UNIX_DIAG_MSG.unpack_from(msg)[2:4]
+        if ino == inode and state == TCP_ESTABLISHED:
+            return dict(_unix_attrs(msg)).get(UNIX_DIAG_NAME) == name
+    return False
 
 
 def _unix_attrs(msg):
@@ -275,58 +357,3 @@ def _unix_attrs(msg):
             return
         yield kind, bytes(msg[off + NLA_HDR.size:off + length])
         off += (length + 3) & ~3
-
-
-def _netlink_query(payload, dump):
-    """Send one SOCK_DIAG_BY_FAMILY request; return the reply payloads.
-
-    A dump comes in several datagrams and ends with NLMSG_DONE; a single
-    lookup is answered by one message.  The whole exchange has a deadline.
-    """
-    flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
-    request = NLMSG_HDR.pack(NLMSG_HDR.size + len(payload),
-                             SOCK_DIAG_BY_FAMILY, flags, 1, 0) + payload
-    deadline = time.monotonic() + NETLINK_TIMEOUT
-    try:
-        nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
-                           NETLINK_SOCK_DIAG)
-    except OSError as e:
-        raise SocketStatsError('netlink socket: %s' % e.strerror)
-    replies = []
-    try:
-        nl.settimeout(NETLINK_TIMEOUT)
-        nl.sendto(request, (0, 0))
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout()
-            nl.settimeout(left)
-            if _parse_datagram(nl.recv(RECV_SIZE), replies) or not dump:
-                return replies
-    except socket.timeout:
-        raise SocketStatsError('sock_diag: no answer within %.1f s'
-                               % NETLINK_TIMEOUT)
-    except OSError as e:
-        raise SocketStatsError('sock_diag: %s' % e.strerror)
-    finally:
-        nl.close()
-
-
-def _parse_datagram(data, replies):
-    """Append the diag messages in data to replies; True once NLMSG_DONE."""
-    view = memoryview(data)
-    off = 0
-    while off + NLMSG_HDR.size <= len(data):
-        length, kind = NLMSG_HDR.unpack_from(data, off)[:2]
-        if length < NLMSG_HDR.size or off + length > len(data):
-            raise SocketStatsError('sock_diag: malformed netlink reply')
-        body = view[off + NLMSG_HDR.size:off + length]
-        if kind in (NLMSG_DONE, NLMSG_ERROR):
-            err = struct.unpack_from('=i', body)[0] if len(body) >= 4 else 0
-            if err < 0:
-                raise SocketStatsError('sock_diag: %s' % os.strerror(-err))
-            return True
-        if kind == SOCK_DIAG_BY_FAMILY:
-            replies.append(body)
-        off += (length + 3) & ~3
-    return False

@@ -11,10 +11,10 @@ import time
 import unittest
 from unittest import mock
 
-from supervisor_fcgi_ext.supervisord import sockstats
+from supervisor_fcgi_ext.supervisord import netlink, sockstats
 from supervisor_fcgi_ext.supervisord.sockstats import (
-    ListenerStats, SocketStatsError, accepted_inodes, connections_by_pid,
-    listener_stats, socket_inodes)
+    LimitReached, ListenerStats, SocketStatsError, accepted_inodes, connections_by_pid,
+    held_connections, listener_stats, socket_inodes)
 
 # A pool worker: accepts argv[1] connections from the listener on fd 0, says
 # "ready", then closes one connection per line read from fd argv[2] until EOF.
@@ -208,13 +208,13 @@ class TestErrors(Sockets, unittest.TestCase):
             os.close(w)
 
     def test_unsupported_family(self):
-        netlink = self.keep(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
-                                          sockstats.NETLINK_SOCK_DIAG))
+        diag = self.keep(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                       netlink.NETLINK_SOCK_DIAG))
         self.assertStatsError('unsupported socket family 16',
-                              listener_stats, netlink)
+                              listener_stats, diag)
 
     def test_netlink_deadline(self):
-        with mock.patch.object(sockstats, 'NETLINK_TIMEOUT', 0.0):
+        with mock.patch.object(netlink, 'NETLINK_TIMEOUT', 0.0):
             self.assertStatsError('sock_diag: no answer within 0.0 s',
                                   accepted_inodes, self.tcp_listener())
 
@@ -223,7 +223,10 @@ class TestErrors(Sockets, unittest.TestCase):
         req = sockstats.UNIX_DIAG_REQ.pack(
             socket.AF_UNIX, 0, 0, inode(tcp), 0, 0xffffffff, 0xffffffff)
         self.assertStatsError('sock_diag: No such file or directory',
-                              sockstats._netlink_query, req, False)
+                              netlink.query, req, False)
+        with self.assertRaises(netlink.KernelError) as caught:
+            netlink.query(req, False)
+        self.assertEqual(caught.exception.errno, errno.ENOENT)
 
     def test_no_fd_leak(self):
         listener = self.tcp_listener()
@@ -405,13 +408,73 @@ class PoolTests(Sockets):
         self.assertEqual(connections_by_pid(listener, [worker.pid]),
                          {worker.pid: 0})
 
+    def accepted_here(self, listener):
+        self.connect(listener)
+        return self.keep(listener.accept()[0])
+
+    def test_a_worker_over_the_fd_limit_is_unavailable_not_zero(self):
+        listener = self.listener()
+        self.accepted_here(listener)
+        me = os.getpid()
+        with mock.patch.object(sockstats, 'MAX_FDS_PER_PID', 4):
+            held = held_connections(listener, [me])
+        self.assertEqual(held.inodes, {})
+        self.assertEqual(held.unavailable, {me: 'pid %d has more than 4 fds' % me})
+        self.assertEqual(connections_by_pid(listener, [me]), {me: 1})
+
+    def test_a_spent_time_budget_leaves_the_rest_unavailable(self):
+        listener = self.listener()
+        self.accepted_here(listener)
+        me = os.getpid()
+        with mock.patch.object(sockstats, 'WALK_BUDGET', -1.0):
+            held = held_connections(listener, [me])
+        self.assertEqual(held.inodes, {})
+        self.assertIn('time budget', held.unavailable[me])
+
 
 class TestPoolTCP(PoolTests, unittest.TestCase):
     def listener(self):
         return self.tcp_listener(backlog=16)
+
+    def test_an_idle_pool_walks_no_fds(self):
+        listener = self.listener()
+        me = os.getpid()
+        # a walk could not pass a limit of one fd: none was made
+        with mock.patch.object(sockstats, 'MAX_FDS_PER_PID', 1):
+            held = held_connections(listener, [me])
+        self.assertEqual((held.inodes, held.unavailable), ({me: frozenset()}, {}))
+
+    def test_a_dump_longer_than_the_bound_is_refused(self):
+        listener = self.listener()
+        for _ in range(3):
+            self.accepted_here(listener)
+        with mock.patch.object(netlink, 'MAX_DUMP_ENTRIES', 2):
+            with self.assertRaises(LimitReached) as caught:
+                accepted_inodes(listener)
+        self.assertEqual(str(caught.exception),
+                         'sock_diag: more than 2 sockets to look at')
 
 
 class TestPoolUnix(PoolTests, unittest.TestCase):
     def listener(self):
         return self.unix_listener(backlog=16, name='pool%d.sock' %
                                   len(self.socks))
+
+    def test_verdicts_spare_the_lookup_of_an_inode_seen_before(self):
+        listener = self.listener()
+        conn = self.accepted_here(listener)
+        other = socket.socketpair()        # unix sockets that are no connection
+        self.keep(other[0])
+        self.keep(other[1])
+        me = os.getpid()
+        first = held_connections(listener, [me])
+        self.assertEqual(first.inodes, {me: frozenset({inode(conn)})})
+        self.assertTrue(first.verdicts[inode(conn)])
+        self.assertFalse(first.verdicts[inode(other[0])])
+        with mock.patch.object(sockstats, '_unix_is_connection',
+                               side_effect=AssertionError('looked up again')):
+            again = held_connections(listener, [me], first.verdicts)
+        self.assertEqual(again.inodes, first.inodes)
+        gone = inode(conn)
+        conn.close()                        # a gone inode leaves the verdicts
+        self.assertNotIn(gone, held_connections(listener, [me], first.verdicts).verdicts)

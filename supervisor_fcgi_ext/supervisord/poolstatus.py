@@ -1,0 +1,140 @@
+"""fcgi.getPoolStatus's dicts, computed from plain data alone.
+
+`readings.gather` reads the facts; `PoolMonitor` keeps the memory between
+looks (`Memory`); the functions here only combine the two, so every field is
+tested on plain values.
+"""
+import collections
+
+from supervisor_fcgi_ext.common import scoreboard, spread
+from supervisor_fcgi_ext.common.text import safe_text
+from supervisor_fcgi_ext.supervisord.readings import UNKNOWN
+
+__all__ = ['Memory', 'FROZEN', 'process_status', 'pool_status', 'active_count']
+
+# worker_state of a worker stopped by a signal outside a request
+FROZEN = 'frozen'
+
+Memory = collections.namedtuple(
+    'Memory', 'start_time max_listen_queue max_active_processes retired '
+              'baselines sampled_counts guard_counts')
+Memory.__doc__ = """What PoolMonitor remembers, as status() needs it: retired is
+{source: [accepted_conn, requests]} of exited workers, baselines {pid:
+(accepted_conn, requests)} at reset, sampled_counts {pid: connections seen}."""
+
+
+def is_busy(slot, held):
+    """A worker with a request in flight: its slot says so, or (without a
+    slot) it holds a connection."""
+    if isinstance(slot, scoreboard.Slot):
+        return slot.state in scoreboard.BUSY_STATES
+    return len(held or ()) > 0
+
+
+def active_count(pids, facts):
+    return sum(1 for pid in pids if is_busy(facts.slots.get(pid), facts.held.get(pid)))
+
+
+def process_status(proc, facts, memory):
+    """One entry of a pool's ``processes``."""
+    sampled = memory.sampled_counts.get(proc.pid, 0)
+    status = {
+        'name': proc.name,
+        'pid': proc.pid,
+        'state': proc.state,
+        'start': int(proc.start),
+        'connections': 0,
+        'requests_source': 'sampled',
+        'accepted_conn': sampled,
+        'requests': sampled,
+        'worker_state': '',
+        'frozen': False,
+        'request_duration': 0,
+        'request_method': '',
+        'request_uri': '',
+        'content_length': 0,
+        'last_request_cpu': 0.0,
+        'last_request_memory': 0,
+        'exceptions': 0,
+    }
+    if not proc.pid:
+        status['worker_state'] = 'stopped'
+        return status
+    slot = facts.slots.get(proc.pid)
+    held = facts.held.get(proc.pid)
+    if isinstance(slot, scoreboard.Slot):
+        base_accepted, base_requests = memory.baselines.get(proc.pid, (0, 0))
+        status.update({
+            'connections': slot.connections,
+            'requests_source': 'exact',
+            'accepted_conn': max(0, slot.accepted_conn - base_accepted),
+            'requests': max(0, slot.requests - base_requests),
+            'worker_state': slot.state,
+            'request_duration': slot.request_duration_us,
+            'request_method': slot.request_method,   # safe_text'ed when decoded
+            'request_uri': slot.request_uri,
+            'content_length': slot.content_length,
+            'last_request_cpu': slot.last_request_cpu,
+            'last_request_memory': slot.last_request_memory,
+            'exceptions': slot.exceptions,
+        })
+    else:
+        status['connections'] = UNKNOWN if held is None else len(held)
+        status['worker_state'] = 'running' if held else 'idle'
+    if proc.pid in facts.frozen:
+        status['frozen'] = True
+        # during a request it stays busy: that request is stuck, and
+        # fcgi-guard's slow-request rules must still see it
+        if not is_busy(slot, held):
+            status['worker_state'] = FROZEN
+    return status
+
+
+def slot_warnings(view, facts):
+    """A slot that exists but cannot be read is worth a warning; none is not."""
+    return ['%s: scoreboard slot unreadable: %s' % (p.name, facts.slots[p.pid])
+            for p in view.processes
+            if p.pid and isinstance(facts.slots.get(p.pid), scoreboard.ScoreboardError)
+            and not isinstance(facts.slots[p.pid], scoreboard.NoSlot)]
+
+
+def pool_status(view, facts, memory, now):
+    """The pool dict of fcgi.getPoolStatus (memory already holds this look's peaks)."""
+    processes = [process_status(p, facts, memory) for p in view.processes]
+    live = [p for p in processes if p['pid']]
+    active = sum(1 for p in live if p['worker_state'] in scoreboard.BUSY_STATES)
+    frozen = sum(1 for p in live if p['worker_state'] == FROZEN)
+    totals = {source: list(memory.retired[source]) for source in scoreboard.SOURCES}
+    for p in live:
+        totals[p['requests_source']][0] += p['accepted_conn']
+        totals[p['requests_source']][1] += p['requests']
+    counts = [p['requests'] for p in live]
+    warnings = list(facts.warnings) + slot_warnings(view, facts)
+    listener = facts.listener
+    return {
+        'name': view.name,
+        'socket': view.url,
+        'socket_open': view.sock is not None,
+        'socket_held': bool(view.held),
+        'start_time': int(memory.start_time),
+        'start_since': int(now - memory.start_time),
+        'listen_queue': listener.queue,
+        'max_listen_queue': memory.max_listen_queue,
+        'listen_queue_len': listener.backlog,
+        'listen_drops': listener.drops,
+        'total_processes': len(live),
+        'idle_processes': len(live) - active - frozen,
+        'active_processes': active,
+        'frozen_processes': frozen,
+        'max_active_processes': memory.max_active_processes,
+        'accepted_conn': sum(t[0] for t in totals.values()),
+        'requests': sum(t[1] for t in totals.values()),
+        'requests_source': scoreboard.combined_source(p['requests_source'] for p in live),
+        'connections': sum(max(0, p['connections']) for p in live),
+        'fairness': round(spread.jain_index(counts), 4),
+        'balance': round(spread.balance(counts), 4),
+        'slow_requests': memory.guard_counts['slow_requests'],
+        'terminated_requests': memory.guard_counts['terminated_requests'],
+        'processes': processes,
+        'warnings': [safe_text(w) for w in warnings],
+    }
