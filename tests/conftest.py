@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from supervisor_fcgi_ext.lab.harness import HarnessError, Nginx, Supervisor, find_nginx
+from supervisor_fcgi_ext.lab.processes import alive, session_processes
 from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView
 from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir
 from supervisor_fcgi_ext.worker.slotwriter import SlotWriter
@@ -191,3 +192,13 @@ def pool_status(tmp_path):
     yield make
     for sock in opened:
         sock.close()
+
+
+@pytest.fixture
+def assert_all_gone():
+    """check(sid, pids, workdir): nothing of a stopped server is left."""
+    def check(sid, pids, workdir):
+        assert session_processes(sid) == []
+        assert [p for p in pids if alive(p)] == []
+        assert not os.path.exists(workdir)
+    return check

@@ -42,6 +42,10 @@ __all__ = ['Options', 'parse_args', 'check_options', 'run_experiment',
 
 POOL = 'app'
 MAX_SLEEP = 60.0          # the demo worker sleeps at most this long
+# Upper bounds, so a typo is a usage error, not minutes of waiting for a
+# supervisord that cannot fork 10**11 workers or a client with 10**9 threads.
+LIMITS = {'workers': 1000, 'requests': 1000000, 'rounds': 10000,
+          'concurrency': 10000, 'threads': 1000}
 SETTLE_EXACT = 5.0        # a scoreboard is written as the response goes out
 SETTLE_SAMPLED = 3.0      # two sampling intervals (1 s) and some slack
 
@@ -102,13 +106,11 @@ def _absolute_command(command):
 
 def check_options(opts):
     """ExperimentError naming the first option that cannot work."""
-    for name in ('workers', 'requests', 'rounds'):
-        if getattr(opts, name) < 1:
-            raise ExperimentError('--%s must be at least 1' % name)
-    if opts.concurrency is not None and opts.concurrency < 1:
-        raise ExperimentError('--concurrency must be at least 1')
-    if opts.threads is not None and opts.threads < 1:
-        raise ExperimentError('--threads must be at least 1')
+    for name, most in LIMITS.items():
+        value = getattr(opts, name)
+        if value is not None and not 1 <= value <= most:
+            raise ExperimentError('--%s must be from 1 to %d, not %d'
+                                  % (name, most, value))
     if not 0 <= opts.sleep <= MAX_SLEEP:
         raise ExperimentError('--sleep must be seconds between 0 and %g'
                               % MAX_SLEEP)
@@ -122,6 +124,9 @@ def check_options(opts):
                                   'give your worker its own in --worker-command')
     if not opts.path.startswith('/'):
         raise ExperimentError('--path must start with /')
+    if any(c <= ' ' or c == '\x7f' for c in opts.path):
+        raise ExperimentError('--path cannot hold spaces or control characters '
+                              '(an HTTP request line cannot): write %%20 for a space')
     if opts.plot:
         if not opts.plot.lower().endswith(('.png', '.svg')):
             raise ExperimentError('--plot FILE must end in .png or .svg')

@@ -10,8 +10,8 @@ import os
 import signal
 import time
 
-__all__ = ['alive', 'cmdline', 'kill_session', 'listening_ports',
-           'session_processes', 'wait_gone']
+__all__ = ['alive', 'all_pids', 'cmdline', 'cwd', 'kill_session',
+           'listening_ports', 'session_processes', 'wait_gone']
 
 
 def _stat_fields(pid):
@@ -41,20 +41,31 @@ def cmdline(pid):
     return [arg.decode('utf-8', 'replace') for arg in data.split(b'\0')[:-1]]
 
 
+def cwd(pid):
+    """The working directory of ``pid`` ('' when it is gone)."""
+    try:
+        return os.readlink('/proc/%d/cwd' % pid)
+    except OSError:
+        return ''
+
+
+def all_pids():
+    """Pids of every process there is now, sorted."""
+    return sorted(int(name) for name in os.listdir('/proc') if name.isdigit())
+
+
 def session_processes(sid):
     """Pids of the live processes of session ``sid`` (a server and all it
     spawned), sorted."""
     found = []
-    for name in os.listdir('/proc'):
-        if not name.isdigit():
-            continue
+    for pid in all_pids():
         try:
-            fields = _stat_fields(int(name))
+            fields = _stat_fields(pid)
         except (OSError, ValueError):
             continue   # exited meanwhile
         if int(fields[3]) == sid and fields[0] not in (b'Z', b'X'):
-            found.append(int(name))
-    return sorted(found)
+            found.append(pid)
+    return found
 
 
 def wait_gone(pids, timeout):

@@ -10,11 +10,11 @@ import time
 import urllib.request
 import xmlrpc.client
 
-import psutil
 import pytest
 
 from supervisor_fcgi_ext.lab.fcgiclient import fcgi_request
 from supervisor_fcgi_ext.lab.harness import PoolSpec
+from supervisor_fcgi_ext.lab.processes import cmdline
 from supervisor_fcgi_ext.lab.loadstream import RequestStream
 
 RATE = 200
@@ -138,7 +138,7 @@ def test_deploy_rolls_a_changed_command_and_update_has_nothing_left(pool):
     assert 'reread config (changed: command)' in out.splitlines()[0]
     pids = sup.pids('app')
     for pid in pids.values():
-        assert psutil.Process(pid).cmdline()[-2:] == ['--threads', '2']
+        assert cmdline(pid)[-2:] == ['--threads', '2']
     update = sup.ctl('update', check=True)
     assert 'app' not in update.stdout
     time.sleep(0.5)

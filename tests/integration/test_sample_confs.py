@@ -13,8 +13,8 @@ import pytest
 
 from supervisor_fcgi_ext.lab import distribution
 from supervisor_fcgi_ext.lab import experiment
-from supervisor_fcgi_ext.lab.harness import (_FASTCGI_PARAMS, BIN_DIR, free_port,
-                                             kill_session, resolve_command, wait_for)
+from supervisor_fcgi_ext.lab.harness import (FASTCGI_PARAMS, BIN_DIR, free_port,
+                                             resolve_command, stop_session, wait_for)
 
 SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                        'sample_confs')
@@ -36,7 +36,7 @@ def sessions():
     procs = []
     yield procs
     for proc in procs:
-        kill_session(proc.pid)
+        stop_session(proc.pid)
         proc.wait(10)
 
 
@@ -61,7 +61,7 @@ def test_sample_supervisord_and_nginx_confs_serve_both_pools(root, sessions,
     nginx_conf = tmp_path / 'nginx.conf'
     nginx_conf.write_text(relocate(open(os.path.join(SAMPLES, 'nginx.conf')).read(),
                                    root, ports))
-    (tmp_path / 'fastcgi_params').write_text(_FASTCGI_PARAMS + '\n')
+    (tmp_path / 'fastcgi_params').write_text(FASTCGI_PARAMS + '\n')
 
     sessions.append(subprocess.Popen(
         [sys.executable, '-m', 'supervisor.supervisord', '-n', '-c', str(sup_conf)],

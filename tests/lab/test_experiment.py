@@ -7,20 +7,26 @@ import signal
 import subprocess
 import sys
 
-import psutil
 import pytest
 
 from supervisor_fcgi_ext.lab import experiment
 from supervisor_fcgi_ext.lab.distribution import format_result
 from supervisor_fcgi_ext.lab.experiment import Options, parse_args, run_experiment
 from supervisor_fcgi_ext.lab.harness import BIN_DIR, session_processes, wait_for
+from supervisor_fcgi_ext.lab.processes import alive, all_pids, cmdline, cwd
 
 
 # -- the options ------------------------------------------------------------------
 
 @pytest.mark.parametrize('argv, message', [
-    (['--workers', '0'], '--workers must be at least 1'),
-    (['--concurrency', '0'], '--concurrency must be at least 1'),
+    (['--workers', '0'], '--workers must be from 1 to 1000, not 0'),
+    (['--workers', '99999999999'], '--workers must be from 1 to 1000, not 99999999999'),
+    (['--requests', '²'], "argument --requests: invalid int value: '²'"),
+    (['--rounds', '10001'], '--rounds must be from 1 to 10000, not 10001'),
+    (['--concurrency', '0'], '--concurrency must be from 1 to 10000, not 0'),
+    (['--threads', '100000'], '--threads must be from 1 to 1000, not 100000'),
+    (['--sleep', 'nan'], '--sleep must be seconds between 0 and 60'),
+    (['--path', '/a b'], '--path cannot hold spaces or control characters'),
     (['--sleep', '61'], '--sleep must be seconds between 0 and 60'),
     (['--worker-command', 'w', '--threads', '2'], '--threads is an option of fcgi-worker'),
     (['--path', 'app'], '--path must start with /'),
@@ -62,15 +68,8 @@ SMALL = ['--workers', '3', '--requests', '6', '--sleep', '0.3', '--rounds', '2']
 
 def leftovers(workdir):
     """Processes still running in or from the experiment's directory."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if (proc.cwd().startswith(workdir)
-                    or workdir in ' '.join(proc.cmdline())):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+    return [pid for pid in all_pids() if alive(pid) and (
+        cwd(pid).startswith(workdir) or workdir in ' '.join(cmdline(pid)))]
 
 
 def assert_nothing_left(result):
