@@ -2,7 +2,11 @@
 side, through one nginx.
 
     python benchmarks/bench_worker.py [--workers 6] [--rounds 5] [--seconds 3]
-                                      [--concurrency 12] [--socket unix|tcp]
+                                      [--warmup 0.5] [--concurrency 12]
+                                      [--socket unix|tcp] [--only fcgi-worker]
+
+(``--rounds 1 --seconds 0.2 --warmup 0.1 --workers 1`` runs every variant
+once, in a few seconds.)
 
 Like supervisord's fcgi-program, this script binds one listening socket and
 starts --workers processes of a variant with it as fd 0 (gunicorn: one
@@ -12,8 +16,9 @@ by fastcgi_pass (gunicorn: proxy_pass).  The client is a small keep-alive
 HTTP/1.1 load loop in this process, the same for every variant.  Variants
 take turns within each round, so drift hits all of them alike; the report is
 the median req/s per variant, its ratio to the first variant (bare flup
-threaded), and the pool's CPU time per request.  Every variant serves the
-demo app's answer (supervisor_fcgi_ext.worker.demo_app; Go:
+threaded), fcgi-worker's (C scoreboard) to bare flup single's, and the
+pool's CPU time per request.  Every variant serves the
+demo app's answer (supervisor_fcgi_ext.worker.cli.demo_app; Go:
 go_fcgi_hello.go), which does next to nothing: the numbers are the servers'
 own cost.  Go's variant is built when ``go`` is on PATH, gunicorn's runs
 when it is importable; the report names those it skipped.
@@ -39,13 +44,13 @@ import psutil
 from supervisor_fcgi_ext.lab.harness import Nginx, find_nginx
 from supervisor_fcgi_ext.common.scoreboard import ENV_VAR
 from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir, harvest_slot
+from supervisor_fcgi_ext.worker.cli import demo_app
 from supervisor_fcgi_ext.worker.slotwriter import CSlotWriter
-from supervisor_fcgi_ext.worker.server import demo_app
 
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLUP = ("from flup.server.{mod} import WSGIServer; "
-        "from supervisor_fcgi_ext.worker.server import demo_app; WSGIServer(demo_app).run()")
+        "from supervisor_fcgi_ext.worker.cli import demo_app; WSGIServer(demo_app).run()")
 
 
 @dataclass
@@ -214,7 +219,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--workers', type=int, default=6)
     parser.add_argument('--rounds', type=int, default=5)
-    parser.add_argument('--seconds', type=float, default=3.0)
+    parser.add_argument('--seconds', type=float, default=3.0, help='measured, per variant')
+    parser.add_argument('--warmup', type=float, default=0.5,
+                        help='load before measuring, so every worker has started')
     parser.add_argument('--concurrency', type=int, default=12)
     parser.add_argument('--socket', choices=('unix', 'tcp'), default='unix')
     parser.add_argument('--only', choices=('all', 'fcgi-worker'), default='all',
@@ -247,7 +254,7 @@ def main(argv=None):
                   '%d rounds of %gs' % (args.workers, args.socket, args.concurrency,
                                         args.rounds, args.seconds))
             print("fcgi-worker's scoreboard writer: %s" % (
-                'C (supervisor_fcgi_ext._slotwriter)' if CSlotWriter else
+                'C (supervisor_fcgi_ext.worker._slotwriter)' if CSlotWriter else
                 'Python: the C writer is not built (no compiler or Python.h?)'))
             for name, why in skipped.items():
                 print('skipped %s: %s' % (name, why))
@@ -258,7 +265,7 @@ def main(argv=None):
                     procs = start_pool(variant, listener, args.workers,
                                        board_env if variant.scoreboard else base_env)
                     try:
-                        warm = load(port, args.concurrency, 0.5)   # all started
+                        warm = load(port, args.concurrency, args.warmup)
                         cpu0 = pool_cpu(procs)
                         count = load(port, args.concurrency, args.seconds)
                         if not count:
@@ -291,6 +298,10 @@ def main(argv=None):
             median = statistics.median(rates)
             print('%-28s %10.0f %8.2f %16.1f' % (name, median, median / reference,
                                                  statistics.median(cpu_us[name])))
+        ours, flup = 'fcgi-worker + scoreboard', 'flup single'
+        if ours in results and flup in results:
+            print('%s / %s: %.2f' % (ours, flup, statistics.median(results[ours])
+                                     / statistics.median(results[flup])))
         off = 'fcgi-worker, no scoreboard'
         scoreboard_names = [name for name in names if found[name].scoreboard]
         for on in scoreboard_names:

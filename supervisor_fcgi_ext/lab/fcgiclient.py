@@ -1,36 +1,33 @@
 """A small FastCGI client: what nginx's fastcgi_pass does, in Python.
 
 flup's own client (flup.client.fcgi_app) is broken on Python 3, so tests,
-benchmarks and the experiment use this one. The record format is flup's
-(``flup.server.fcgi_base.Record`` / ``encode_pair``); this module only adds
-the request/response exchange, CGI params like nginx's fastcgi_params, one
-overall deadline per request, and errors that read as one line.
+benchmarks and the experiment use this one. Records are framed by
+common/fastcgi.py (the worker's codec); this module only adds the
+request/response exchange over a socket, CGI params like nginx's
+fastcgi_params, one overall deadline per request, and errors that read as
+one line.  Param names and values are bytes, or latin-1 text (to_bytes).
 """
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
-from flup.server.fcgi_base import (
-    FCGI_BEGIN_REQUEST, FCGI_BeginRequestBody, FCGI_END_REQUEST,
-    FCGI_EndRequestBody, FCGI_KEEP_CONN, FCGI_PARAMS, FCGI_REQUEST_COMPLETE,
-    FCGI_RESPONDER, FCGI_STDERR, FCGI_STDIN, FCGI_STDOUT, Record, encode_pair,
+from supervisor_fcgi_ext.common.fastcgi import (
+    BEGIN_REQUEST, END_REQUEST, KEEP_CONN, PARAMS, PROTOCOL_STATUS_NAMES,
+    REQUEST_COMPLETE, STDERR, STDIN, STDOUT, ProtocolError, RecordReader, begin_request,
+    encode_params, encode_record, encode_stream, parse_end_request,
 )
+from supervisor_fcgi_ext.common.scoreboard import os_reason
 
 __all__ = ['FastCGIError', 'Response', 'FastCGIConnection', 'fcgi_request',
-           'parse_address', 'format_address', 'connect', 'cgi_params']
+           'parse_address', 'format_address', 'connect', 'cgi_params', 'encode_request']
 
-# A record's content length is a u16.
-_MAX_CONTENT = 65535
 # flup writes a record as several small sends and keeps the connection open
 # with FCGI_KEEP_CONN, so its last segment waits (Nagle) for our delayed ACK:
 # 40 ms per keep-alive request unless we ACK at once. Linux only.
 _TCP_QUICKACK = getattr(socket, 'TCP_QUICKACK', 0)
-_PROTOCOL_STATUS = {1: 'FCGI_CANT_MPX_CONN', 2: 'FCGI_OVERLOADED',
-                    3: 'FCGI_UNKNOWN_ROLE'}
 
 
 class FastCGIError(Exception):
@@ -103,7 +100,7 @@ def connect(address, timeout=10.0):
     except OSError as exc:
         sock.close()
         raise FastCGIError('cannot connect to %s: %s'
-                           % (format_address(address), _reason(exc)))
+                           % (format_address(address), os_reason(exc)))
     if family != socket.AF_UNIX:
         # Requests are written in one send, but keep small keep-alive
         # exchanges free of Nagle/delayed-ACK stalls all the same.
@@ -147,127 +144,94 @@ def cgi_params(uri='/', method='GET', body=b'', params=None):
     return result
 
 
-class _Writer:
-    """Socket stand-in that collects what Record.write sends, for one sendall."""
-
-    def __init__(self):
-        self.chunks = []
-
-    def fileno(self):
-        return -1
-
-    def send(self, data):
-        self.chunks.append(bytes(data))
-        return len(data)
-
-    def record(self, rtype, request_id, content=b''):
-        """Append ``content`` as records of ``rtype`` (empty → one empty record)."""
-        for start in range(0, max(len(content), 1), _MAX_CONTENT):
-            rec = Record(rtype, request_id)
-            rec.contentData = content[start:start + _MAX_CONTENT]
-            rec.contentLength = len(rec.contentData)
-            rec.write(self)
+def encode_request(request_id, params, body=b'', keep_conn=False):
+    """The records of one responder request, as nginx sends them: begin,
+    params, their end, the body, its end."""
+    out = [encode_record(BEGIN_REQUEST, request_id,
+                         begin_request(flags=KEEP_CONN if keep_conn else 0))]
+    out += encode_stream(PARAMS, request_id, encode_params(params), end=True)
+    out += encode_stream(STDIN, request_id, body, end=True)
+    return b''.join(out)
 
 
 class _Reader:
-    """Socket stand-in for Record.read: buffered, bounded by a deadline.
-
-    Record.read turns every exception into EOFError, so the real cause
-    (timeout, reset) is kept in ``error`` for the message.
-    """
+    """The records a socket brings, each by a deadline, as one-line errors."""
 
     def __init__(self, sock):
         self.sock = sock
-        self.deadline = None
-        self.buffer = b''
-        self.error = None
+        self.records = RecordReader()
         self.quickack = sock.family != socket.AF_UNIX and _TCP_QUICKACK
 
-    def fileno(self):
-        return self.sock.fileno()
-
-    def recv(self, size):
-        if not self.buffer:
+    def next_record(self, deadline, where, timeout):
+        while True:
             try:
-                remaining = self.deadline - time.monotonic()
+                rec = self.records.next_record()
+            except ProtocolError as exc:
+                raise FastCGIError('malformed response from %s: %s' % (where, exc))
+            if rec is not None:
+                return rec
+            try:
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise socket.timeout('timed out')
                 self.sock.settimeout(remaining)
                 if self.quickack:
                     self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-                self.buffer = self.sock.recv(max(size, 65536))
-            except OSError as exc:
-                self.error = exc
-                raise
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-
-def _reason(exc):
-    if isinstance(exc, socket.timeout):
-        return 'timed out'
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-def _exchange(sock, reader, address, request_id, params, body, keep_conn,
-              timeout, deadline=None):
-    """Send one request on ``sock`` and read its response by ``deadline``
-    (default: ``timeout`` from now)."""
-    reader.deadline = deadline or time.monotonic() + timeout
-    reader.error = None
-    out = _Writer()
-    flags = FCGI_KEEP_CONN if keep_conn else 0
-    out.record(FCGI_BEGIN_REQUEST, request_id,
-               struct.pack(FCGI_BeginRequestBody, FCGI_RESPONDER, flags))
-    out.record(FCGI_PARAMS, request_id,
-               b''.join(encode_pair(_bytes(k), _bytes(v))
-                        for k, v in params.items()))
-    out.record(FCGI_PARAMS, request_id)
-    if body:
-        out.record(FCGI_STDIN, request_id, body)
-    out.record(FCGI_STDIN, request_id)
-    where = format_address(address)
-    try:
-        sock.settimeout(max(reader.deadline - time.monotonic(), 0.001))
-        sock.sendall(b''.join(out.chunks))
-    except OSError as exc:
-        raise FastCGIError('sending request to %s failed: %s'
-                           % (where, _reason(exc)))
-    stdout, stderr = [], []
-    while True:
-        rec = Record()
-        try:
-            rec.read(reader)
-        except EOFError:
-            if isinstance(reader.error, socket.timeout):
+                data = self.sock.recv(65536)
+            except socket.timeout:
                 raise FastCGIError('no complete response from %s within %gs: '
                                    'timed out' % (where, timeout))
-            if reader.error is not None:
+            except OSError as exc:
                 raise FastCGIError('connection to %s lost before FCGI_END_REQUEST: '
-                                   '%s' % (where, _reason(reader.error)))
-            raise FastCGIError('%s closed the connection before FCGI_END_REQUEST'
-                               % where)
-        if rec.requestId != request_id:
+                                   '%s' % (where, os_reason(exc)))
+            if not data:
+                raise FastCGIError('%s closed the connection before FCGI_END_REQUEST'
+                                   % where)
+            self.records.feed(data)
+
+
+def _request_bytes(address, request_id, uri, method, params, body, keep_conn):
+    """encode_request of cgi_params, or FastCGIError before any connection."""
+    try:
+        return encode_request(request_id, cgi_params(uri, method, body, params), body,
+                              keep_conn)
+    except (TypeError, ValueError) as exc:
+        raise FastCGIError('cannot send the request to %s: %s'
+                           % (format_address(address), exc))
+
+
+def _exchange(sock, reader, address, request_id, data, timeout, deadline=None):
+    """Send one request's bytes on ``sock`` and read its response by
+    ``deadline`` (default: ``timeout`` from now)."""
+    deadline = deadline or time.monotonic() + timeout
+    where = format_address(address)
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        sock.sendall(data)
+    except OSError as exc:
+        raise FastCGIError('sending request to %s failed: %s' % (where, os_reason(exc)))
+    stdout, stderr = [], []
+    while True:
+        rec = reader.next_record(deadline, where, timeout)
+        if rec.request_id != request_id:
             continue
-        if rec.type == FCGI_STDOUT:
-            stdout.append(rec.contentData)
-        elif rec.type == FCGI_STDERR:
-            stderr.append(rec.contentData)
-        elif rec.type == FCGI_END_REQUEST:
-            app_status, protocol_status = struct.unpack(
-                FCGI_EndRequestBody, rec.contentData)
+        if rec.type == STDOUT:
+            stdout.append(rec.content)
+        elif rec.type == STDERR:
+            stderr.append(rec.content)
+        elif rec.type == END_REQUEST:
+            try:
+                app_status, protocol_status = parse_end_request(rec.content)
+            except ProtocolError as exc:
+                raise FastCGIError('malformed response from %s: %s' % (where, exc))
             break
-    if protocol_status != FCGI_REQUEST_COMPLETE:
+    if protocol_status != REQUEST_COMPLETE:
         raise FastCGIError('%s refused the request: %s' % (
-            where, _PROTOCOL_STATUS.get(protocol_status, protocol_status)))
+            where, PROTOCOL_STATUS_NAMES.get(protocol_status, protocol_status)))
     response = _parse_cgi(b''.join(stdout), where)
     response.stderr = b''.join(stderr)
     response.app_status = app_status
     return response
-
-
-def _bytes(value):
-    return value if isinstance(value, bytes) else str(value).encode('utf-8')
 
 
 def _parse_cgi(data, where):
@@ -304,15 +268,13 @@ def fcgi_request(address, uri='/', method='GET', params=None, body=b'',
     so ``keep_conn=True`` lets the caller reuse it; otherwise a connection
     is opened and closed here.
     """
-    params = cgi_params(uri, method, body, params)
+    data = _request_bytes(address, 1, uri, method, params, body, keep_conn)
     if sock is not None:
-        return _exchange(sock, _Reader(sock), address, 1, params, body,
-                         keep_conn, timeout)
+        return _exchange(sock, _Reader(sock), address, 1, data, timeout)
     deadline = time.monotonic() + timeout
     own = connect(address, timeout)
     try:
-        return _exchange(own, _Reader(own), address, 1, params, body,
-                         keep_conn, timeout, deadline)
+        return _exchange(own, _Reader(own), address, 1, data, timeout, deadline)
     finally:
         own.close()
 
@@ -334,16 +296,16 @@ class FastCGIConnection:
     def request(self, uri='/', method='GET', params=None, body=b'',
                 timeout=None):
         timeout = self.timeout if timeout is None else timeout
+        # flup and nginx ignore the id's value; counting helps in captures.
+        request_id = self._request_id % 0xffff + 1
+        data = _request_bytes(self.address, request_id, uri, method, params, body, True)
         if self.sock is None:
             self.sock = connect(self.address, timeout)
             self._reader = _Reader(self.sock)
-        # flup and nginx ignore the id's value; counting helps in captures.
-        self._request_id = self._request_id % 0xffff + 1
+        self._request_id = request_id
         try:
-            return _exchange(self.sock, self._reader, self.address,
-                             self._request_id,
-                             cgi_params(uri, method, body, params), body,
-                             True, timeout)
+            return _exchange(self.sock, self._reader, self.address, request_id, data,
+                             timeout)
         except FastCGIError:
             self.close()
             raise

@@ -6,7 +6,9 @@
  * call.  The stores follow docs/scoreboard.rst, with real release ordering
  * (the Python writer relies on x86's store order).  Everything else (the
  * file, the rare updates, threads) stays in slotwriter.py, which uses this
- * type as the base of its fast writer when the offsets below match its own.
+ * type as the base of its fast writer when the offsets below match its own;
+ * its rare updates open and close the seqlock with _seq_open and _seq_close
+ * here, so their stores are fenced too.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -364,6 +366,24 @@ Writer_request_finished(Writer *self, PyObject *const *args, Py_ssize_t nargs,
     Py_RETURN_NONE;
 }
 
+static PyObject *
+Writer_seq_open(Writer *self, PyObject *unused)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    seq_begin(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Writer_seq_close(Writer *self, PyObject *unused)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    seq_end(self);
+    Py_RETURN_NONE;
+}
+
 static void release(Writer *self)
 {
     if (self->rec != NULL) {
@@ -433,6 +453,10 @@ static PyMethodDef Writer_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "request_finished(status=0, failed=False, sent=0, closing=False)\n--\n\n"
      "The request is answered."},
+    {"_seq_open", (PyCFunction)Writer_seq_open, METH_NOARGS,
+     "The odd seqlock store and a release fence: stores made after it follow it."},
+    {"_seq_close", (PyCFunction)Writer_seq_close, METH_NOARGS,
+     "The even seqlock store, released after every store made since _seq_open."},
     {"_release", (PyCFunction)Writer_release, METH_NOARGS,
      "Let go of the record, so its mmap can be closed."},
     {NULL}

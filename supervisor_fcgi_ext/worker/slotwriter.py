@@ -3,8 +3,10 @@
 A worker owns ``<base>/<pool>/<pid>.slot`` (common/scoreboard.py has the format,
 supervisord/slots.py supervisord's reader; docs/scoreboard.rst the contract).  SlotWriter makes
 every update in Python; CSlotWriter makes the two of every request in C
-(_slotwriter.c), where that extension is built; from_environ picks the
-fastest there is.
+(_slotwriter.c), where that extension is built, and fences the others'
+seqlock stores.  from_environ picks the C writer where it is built (also for
+--threads, behind a lock), else the Python one where plain stores keep their
+order (x86), else none: see ordering.py.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from supervisor_fcgi_ext.common.scoreboard import (
     ENV_VAR, METHOD_SIZE, OFFSETS, RECORD_SIZE, SEQ_OFFSET, URI_SIZE, WORKER_STATES,
     ScoreboardError, Slot, check_pool_name, encode_slot, field_bytes, os_reason,
 )
+from supervisor_fcgi_ext.worker import log
+from supervisor_fcgi_ext.worker.ordering import choose_writer
 
 __all__ = ['SlotWriter', 'CSlotWriter', 'request_uri']
 
@@ -49,14 +53,6 @@ _time_ns = time.time_ns      # ints: no float-to-int conversions
 _SAMPLE_WALL = 10_000_000
 _SAMPLE_MASK = 15
 _RUSAGE_THREAD = getattr(resource, 'RUSAGE_THREAD', resource.RUSAGE_SELF)
-
-
-def _log(message):
-    try:
-        sys.stderr.write('fcgi-worker[%d]: %s\n' % (os.getpid(), message))
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def _create_slot(directory, pid, threads, max_requests):
@@ -119,22 +115,28 @@ class _SlotUpdates:
                      use_c=True):
         """The writer supervisord asked for, or None (and one line on stderr
         when the scoreboard is configured but unusable).  Called on
-        SlotWriter, it picks the fastest writer there is: the C one when it
-        is built (and ``use_c``), the locked one for threads."""
+        SlotWriter, it picks the writer choose_writer names (``use_c``
+        False: the Python one, where it may), locked for threads."""
         base = environ.get(ENV_VAR)
         pool = environ.get('SUPERVISOR_GROUP_NAME')
         if not base or not pool:
             return None
         if cls is SlotWriter:
-            cls = (_LockedSlotWriter if threads > 1
-                   else CSlotWriter if use_c and CSlotWriter else SlotWriter)
+            kind, note = choose_writer(use_c, CSlotWriter is not None)
+            if note:
+                log(note)
+            if kind is None:
+                return None
+            cls = {('C', False): CSlotWriter, ('C', True): _LockedCSlotWriter,
+                   ('Python', False): SlotWriter,
+                   ('Python', True): _LockedSlotWriter}[kind, threads > 1]
         try:
             check_pool_name(pool)
             return cls(os.path.join(base, pool), pid, threads, max_requests)
         except ScoreboardError as exc:
-            _log('scoreboard disabled: %s' % exc)
+            log('scoreboard disabled: %s' % exc)
         except OSError as exc:
-            _log('scoreboard disabled: %s: %s' % (os.path.join(base, pool), os_reason(exc)))
+            log('scoreboard disabled: %s: %s' % (os.path.join(base, pool), os_reason(exc)))
         return None
 
     def ready(self):
@@ -149,12 +151,9 @@ class _SlotUpdates:
         code = WORKER_STATES.index(state)
         if code < _RUNNING and self.active:
             return
-        seq = self._seq + 2
-        self._seq = seq
-        words = self._words
-        words[_SEQ_WORD] = seq - 1
-        words[_STATE_WORD] = self.active | code << 16 | self.connections << 32
-        words[_SEQ_WORD] = seq
+        self._seq_open()
+        self._words[_STATE_WORD] = self.active | code << 16 | self.connections << 32
+        self._seq_close()
 
     def reading(self, opened=False, start=None):
         """The worker waits for a request on a connection (``opened``: one
@@ -164,18 +163,16 @@ class _SlotUpdates:
         if opened:
             self.accepted_conn += 1
             self.connections += 1
-        seq = self._seq + 2
-        self._seq = seq
-        words = self._words
-        words[_SEQ_WORD] = seq - 1
+        self._seq_open()
         if self.active:
+            words = self._words
             words[_ACCEPTED_WORD] = self.accepted_conn
             words[_STATE_WORD] = self.active | _RUNNING << 16 | self.connections << 32
         else:
             _pack_started(self._mm, _STARTED_OFFSET, 0, _READING, self.connections,
                           self.requests, self.accepted_conn,
                           int((time.time() if start is None else start) * 1e6), 0, b'', b'')
-        words[_SEQ_WORD] = seq
+        self._seq_close()
 
     def _sample(self, window):
         """Read this thread's CPU time and the peak RSS: the CPU share is
@@ -199,17 +196,15 @@ class _SlotUpdates:
             self.accepted_conn += 1
         elif self.connections:
             self.connections -= 1
-        seq = self._seq + 2
-        self._seq = seq
+        self._seq_open()
         words = self._words
-        words[_SEQ_WORD] = seq - 1
         words[_ACCEPTED_WORD] = self.accepted_conn
         if protocol_error:
             self.protocol_errors += 1
             words[_ERRORS_WORD] = self.protocol_errors
         words[_STATE_WORD] = (self.active | (_RUNNING if self.active else _IDLE) << 16
                               | self.connections << 32)
-        words[_SEQ_WORD] = seq
+        self._seq_close()
 
     def close(self):
         """Unmap; the file stays for supervisord to harvest when we have exited."""
@@ -220,6 +215,7 @@ class _SlotUpdates:
             self._mm.close()
             self._mm = None
 
+
 class SlotWriter(_SlotUpdates):
     """The worker's side in Python: owns ``<pid>.slot`` and updates it
     through an mmap.
@@ -228,7 +224,9 @@ class SlotWriter(_SlotUpdates):
     seqlock counter.  The writer times its requests itself (wall, CPU of
     the calling thread, peak RSS), so a request costs the worker two calls.
     Not thread-safe: from_environ(threads > 1) returns a locked subclass.
-    CSlotWriter makes the same two calls in C, where it is built.
+    CSlotWriter makes the same two calls in C, where it is built.  The
+    stores are plain: right only where the CPU keeps them in order (see
+    stores_ordered), where from_environ alone uses this writer.
     """
     __slots__ = ('pid', 'path', 'threads', 'max_requests', 'accepted_conn', 'requests',
                  'exceptions', 'protocol_errors', 'bytes_sent', 'active', 'connections',
@@ -243,6 +241,16 @@ class SlotWriter(_SlotUpdates):
         self._mm = self._open(directory, pid, threads, max_requests)
         # 8-byte items: each assignment is one aligned 8-byte store
         self._words = memoryview(self._mm).cast('Q')
+
+    def _seq_open(self):
+        """The odd seqlock store, before an update's stores (the C writer's
+        fences them)."""
+        seq = self._seq + 2
+        self._seq = seq
+        self._words[_SEQ_WORD] = seq - 1
+
+    def _seq_close(self):
+        self._words[_SEQ_WORD] = self._seq
 
     # The two updates of every request: kept to few bytecodes on purpose.
 
@@ -312,10 +320,10 @@ class SlotWriter(_SlotUpdates):
         words[_SEQ_WORD] = seq
 
 
-class _LockedSlotWriter(SlotWriter):
+class _Locked:
     """For --threads: the same updates, one thread at a time; a request's
     start and its thread's CPU readings are kept per thread."""
-    __slots__ = ('_lock', '_local')
+    __slots__ = ()
 
     def __init__(self, *args, **kwargs):
         self._lock = threading.Lock()
@@ -324,7 +332,7 @@ class _LockedSlotWriter(SlotWriter):
 
     def request_started(self, *args, **kwargs):
         with self._lock:
-            SlotWriter.request_started(self, *args, **kwargs)
+            super().request_started(*args, **kwargs)
             self._local.start = self._start
 
     def request_finished(self, *args, **kwargs):
@@ -333,21 +341,24 @@ class _LockedSlotWriter(SlotWriter):
             # a new pool thread has used next to no CPU before
             self._start = local.start
             self._cpu, self._cpu_pct, self._window = getattr(local, 'cpu', (0.0, 0.0, 0))
-            SlotWriter.request_finished(self, *args, **kwargs)
+            super().request_finished(*args, **kwargs)
             local.cpu = self._cpu, self._cpu_pct, self._window
 
-
-def _locked(method):
-    def update(self, *args, **kwargs):
+    def set_state(self, state):
         with self._lock:
-            return method(self, *args, **kwargs)
-    update.__name__, update.__doc__ = method.__name__, method.__doc__
-    return update
+            super().set_state(state)
+
+    def reading(self, opened=False, start=None):
+        with self._lock:
+            super().reading(opened, start)
+
+    def closed(self, counted=True, protocol_error=False):
+        with self._lock:
+            super().closed(counted, protocol_error)
 
 
-for _name in ('set_state', 'reading', 'closed'):
-    setattr(_LockedSlotWriter, _name, _locked(getattr(SlotWriter, _name)))
-del _name
+class _LockedSlotWriter(_Locked, SlotWriter):
+    __slots__ = ('_lock', '_local')
 
 
 try:
@@ -378,5 +389,8 @@ if _c_writer_fits():
         def close(self):
             self._release()           # the C side's view of the mmap
             _SlotUpdates.close(self)
+
+    class _LockedCSlotWriter(_Locked, CSlotWriter):
+        __slots__ = ('_lock', '_local')
 else:
-    CSlotWriter = None
+    CSlotWriter = _LockedCSlotWriter = None

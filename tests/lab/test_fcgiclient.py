@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-from flup.server.fcgi_base import (
-    FCGI_END_REQUEST, FCGI_EndRequestBody, FCGI_STDERR, FCGI_STDOUT, Record,
+from supervisor_fcgi_ext.common.fastcgi import (
+    END_REQUEST, PARAMS, STDERR, STDOUT, RecordReader, decode_pairs, encode_record, end_request,
 )
-
 from supervisor_fcgi_ext.lab.fcgiclient import (
     FastCGIConnection, FastCGIError, cgi_params, fcgi_request, parse_address,
 )
@@ -122,22 +121,19 @@ def answer(*records):
     ((type, content) pairs for request id 1)."""
     def handle(conn):
         conn.recv(65536)
-        for rtype, content in records:
-            rec = Record(rtype, 1)
-            rec.contentData, rec.contentLength = content, len(content)
-            rec.write(conn)
+        conn.sendall(b''.join(encode_record(rtype, 1, content) for rtype, content in records))
         conn.recv(1)   # until the client closes
     return handle
 
 
 @pytest.mark.parametrize('records, message', [
-    ([(FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 0, 2))],
+    ([(END_REQUEST, end_request(0, 2))],
      'refused the request: FCGI_OVERLOADED'),
-    ([(FCGI_STDOUT, b'Status: 200 OK\r\nno end of headers'),
-      (FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 0, 0))],
+    ([(STDOUT, b'Status: 200 OK\r\nno end of headers'),
+      (END_REQUEST, end_request())],
      'malformed response from .*: no end of headers'),
-    ([(FCGI_STDOUT, b'Status: abc\r\n\r\n'),
-      (FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 0, 0))],
+    ([(STDOUT, b'Status: abc\r\n\r\n'),
+      (END_REQUEST, end_request())],
      "malformed Status header from .*: 'abc'"),
 ])
 def test_protocol_errors_are_one_line(records, message):
@@ -148,9 +144,9 @@ def test_protocol_errors_are_one_line(records, message):
 
 
 def test_location_without_status_is_a_redirect_and_app_status_kept():
-    with one_peer(answer((FCGI_STDERR, b'warn'),
-                         (FCGI_STDOUT, b'Location: /there\n\nbody'),
-                         (FCGI_END_REQUEST, struct.pack(FCGI_EndRequestBody, 3, 0)))) \
+    with one_peer(answer((STDERR, b'warn'),
+                         (STDOUT, b'Location: /there\n\nbody'),
+                         (END_REQUEST, end_request(3)))) \
             as address:
         response = fcgi_request(address, '/', timeout=5)
     assert (response.status, response.header('location')) == (302, '/there')
@@ -236,3 +232,29 @@ def test_connection_reconnects_after_an_error(flup_factory):
         assert conn.request('/').status == 200
     finally:
         conn.close()
+
+
+def test_params_are_sent_as_latin1_bytes_and_other_text_is_refused():
+    # the bytes flup decodes back to the same str: one encoding both ways
+    seen = {}
+
+    def capture(conn):
+        reader = RecordReader()
+        while 'params' not in seen:
+            reader.feed(conn.recv(65536))
+            rec = reader.next_record()
+            while rec is not None:
+                if rec.type == PARAMS and rec.content:
+                    seen['params'] = dict(decode_pairs(rec.content))
+                rec = reader.next_record()
+        conn.sendall(encode_record(STDOUT, 1, b'\r\n\r\n') + encode_record(END_REQUEST, 1,
+                                                                           end_request()))
+    with one_peer(capture) as address:
+        fcgi_request(address, '/caf\xe9', params={'HTTP_X_NAME': 'Jos\xe9', 'RAW': b'\xff'},
+                     timeout=5)
+    assert seen['params'][b'REQUEST_URI'] == b'/caf\xe9'
+    assert (seen['params'][b'HTTP_X_NAME'], seen['params'][b'RAW']) == (b'Jos\xe9', b'\xff')
+    with pytest.raises(FastCGIError, match="cannot send the request to .*: '/\u20ac' is not "
+                                           "latin-1") as info:
+        fcgi_request(('127.0.0.1', free_port()), '/\u20ac', timeout=2)
+    assert '\n' not in str(info.value)

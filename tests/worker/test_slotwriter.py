@@ -10,20 +10,22 @@ import resource
 import shutil
 import stat
 import sysconfig
+import threading
 import time
 
 import pytest
 
 from supervisor_fcgi_ext.common import scoreboard
-from supervisor_fcgi_ext.worker import slotwriter
+from supervisor_fcgi_ext.worker import ordering, slotwriter
 from supervisor_fcgi_ext.common.scoreboard import ENV_VAR, RECORD_SIZE, ScoreboardError, Slot
 from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir, read_pool, read_slot
 from supervisor_fcgi_ext.worker.slotwriter import SlotWriter
 
 PID = 4242
-WRITERS = [SlotWriter, pytest.param(
-    slotwriter.CSlotWriter, id='CSlotWriter', marks=pytest.mark.skipif(
-        slotwriter.CSlotWriter is None, reason='the C writer is not built here'))]
+NO_C = pytest.mark.skipif(slotwriter.CSlotWriter is None, reason='the C writer is not built here')
+WRITERS = [SlotWriter, pytest.param(slotwriter.CSlotWriter, id='CSlotWriter', marks=NO_C)]
+LOCKED_WRITERS = [slotwriter._LockedSlotWriter, pytest.param(
+    slotwriter._LockedCSlotWriter, id='_LockedCSlotWriter', marks=NO_C)]
 
 
 def params(method, uri, length=0, **more):
@@ -144,9 +146,11 @@ class TestWriter:
         ensure_pool_dir(base, 'web')
         single = SlotWriter.from_environ(env, pid=PID)
         threaded = SlotWriter.from_environ(env, pid=PID + 1, threads=4, max_requests=9)
-        # the fastest there is: C where it is built; Python, locked, for threads
+        # C where it is built, for threads too (locked); else Python (on x86)
         assert type(single) is (slotwriter.CSlotWriter or SlotWriter)
-        assert type(threaded) is slotwriter._LockedSlotWriter
+        assert type(threaded) is (slotwriter._LockedCSlotWriter or slotwriter._LockedSlotWriter)
+        python = SlotWriter.from_environ(env, pid=PID + 2, threads=2, use_c=False)
+        assert type(python) is slotwriter._LockedSlotWriter
         assert read_slot(threaded.path).threads == 4
         threaded.request_started(params('GET', '/', 0))
         threaded.request_started(params('GET', '/', 0))
@@ -164,6 +168,82 @@ class TestWriter:
         writer.request_started(params('GET', '/caf\u00e9', 0))     # latin-1: the raw bytes
         assert read_slot(writer.path).request_uri == '/caf\ufffd'
 
+
+
+@pytest.mark.parametrize('machine, use_c, c_built, kind, note', [
+    ('x86_64', True, True, 'C', None),
+    ('x86_64', False, True, 'Python', None),
+    ('x86_64', True, False, 'Python', None),
+    ('AMD64', True, False, 'Python', None),
+    ('i686', False, False, 'Python', None),
+    ('aarch64', True, True, 'C', None),
+    ('aarch64', False, True, 'C', 'the Python writer is x86 only (aarch64 does not keep '
+                                  'stores in order): the C writer writes it'),
+    ('aarch64', True, False, None, 'scoreboard disabled: the C writer is not built and the '
+                                   'Python writer is x86 only (aarch64 does not keep stores '
+                                   'in order)'),
+    ('armv7l', False, False, None, 'scoreboard disabled'),
+    ('ppc64le', True, False, None, 'scoreboard disabled'),
+    ('riscv64', True, False, None, 'scoreboard disabled'),
+])
+def test_choose_writer_uses_python_stores_only_where_they_keep_their_order(
+        machine, use_c, c_built, kind, note):
+    assert ordering.stores_ordered(machine) == (kind == 'Python' or machine == 'x86_64')
+    got_kind, got_note = ordering.choose_writer(use_c, c_built, machine)
+    assert got_kind == kind
+    assert got_note == note if note is None else got_note.startswith(note)
+
+
+def test_without_ordered_stores_or_c_there_is_no_scoreboard_and_one_line(
+        tmp_path, capsys, monkeypatch):
+    base = str(tmp_path)
+    ensure_pool_dir(base, 'web')
+    env = {ENV_VAR: base, 'SUPERVISOR_GROUP_NAME': 'web'}
+    monkeypatch.setattr(ordering.platform, 'machine', lambda: 'aarch64')
+    monkeypatch.setattr(slotwriter, 'CSlotWriter', None)
+    assert SlotWriter.from_environ(env, pid=PID, threads=4) is None
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'scoreboard disabled' in err and 'aarch64' in err
+    assert not [name for name in os.listdir(os.path.join(base, 'web')) if '.slot' in name]
+
+
+@pytest.mark.parametrize('writer_class', WRITERS + LOCKED_WRITERS)
+def test_every_update_opens_and_closes_the_seqlock(pool_dir, writer_class):
+    """The rare updates go through _seq_open/_seq_close (fenced in C)."""
+    writer = writer_class(pool_dir, pid=PID)
+    writer._seq_open()
+    with pytest.raises(ScoreboardError, match='being written'):
+        read_slot(writer.path)
+    writer._seq_close()
+    for update in (writer.ready, lambda: writer.set_state('finishing'), writer.reading,
+                   writer.closed):
+        seq = writer._seq
+        update()
+        assert writer._seq == seq + 2 and read_slot(writer.path) is not None
+
+
+@pytest.mark.parametrize('writer_class', LOCKED_WRITERS)
+def test_locked_writers_count_exactly_from_many_threads(pool_dir, writer_class):
+    writer = writer_class(pool_dir, pid=PID, threads=8)
+    writer.ready()
+    go = threading.Barrier(8)
+
+    def serve(t):
+        go.wait()
+        for i in range(500):
+            if not i & 1:
+                writer.reading(opened=True)
+            writer.request_started(params('GET', '/t%d/%d' % (t, i), i))
+            writer.request_finished(200 + t, failed=i % 10 == 0, sent=3, closing=bool(i & 1))
+    threads = [threading.Thread(target=serve, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    slot = read_slot(writer.path)
+    assert (slot.requests, slot.accepted_conn, slot.exceptions, slot.bytes_sent) == \
+        (4000, 2000, 400, 12000)
+    assert (slot.active, slot.connections, slot.state, slot.threads) == (0, 0, 'idle', 8)
 
 
 class TestCWriter:

@@ -1,0 +1,159 @@
+"""The FastCGI codec in memory: framing in pieces of any size, padding, the
+name-value pairs, the request and answer bodies, and the worker's protocol
+cases (garbage, oversized params, GET_VALUES, keep-alive, aborts) as the
+bytes a peer sends.  The same cases over real sockets: tests/worker."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from flup.server import fcgi_base
+
+from supervisor_fcgi_ext.common import fastcgi
+from supervisor_fcgi_ext.common.fastcgi import (
+    ABORT_REQUEST, BEGIN_REQUEST, GET_VALUES, KEEP_CONN, PARAMS, STDIN, STDOUT,
+    ProtocolError, Record, RecordReader, decode_pairs, encode_pair, encode_params,
+    encode_record, encode_stream, to_bytes,
+)
+
+
+def records_of(data, piece=None):
+    """Every record in ``data``, fed ``piece`` bytes at a time (random when None)."""
+    reader, out, pos = RecordReader(), [], 0
+    rng = random.Random(len(data))
+    while pos < len(data):
+        size = piece or rng.randint(1, 300)
+        reader.feed(data[pos:pos + size])
+        pos += size
+        rec = reader.next_record()
+        while rec is not None:
+            out.append(rec)
+            rec = reader.next_record()
+    assert reader.buffered == 0 and reader.missing == 8
+    return out
+
+
+def test_records_come_out_whole_however_the_bytes_are_cut():
+    request = b''.join([encode_record(BEGIN_REQUEST, 7, fastcgi.begin_request(flags=KEEP_CONN))]
+                       + encode_stream(PARAMS, 7, encode_params({'A': 'b' * 300}), end=True)
+                       + encode_stream(STDIN, 7, bytes(range(256)) * 600, end=True))
+    for piece in (1, 7, 8, 9, 65536, None):
+        recs = records_of(request, piece)
+        assert [(r.type, r.request_id) for r in recs] == \
+            [(BEGIN_REQUEST, 7), (PARAMS, 7), (PARAMS, 7)] + [(STDIN, 7)] * 4
+        assert b''.join(r.content for r in recs if r.type == STDIN) == bytes(range(256)) * 600
+        assert fastcgi.parse_begin_request(recs[0].content) == (fastcgi.RESPONDER, KEEP_CONN)
+        assert decode_pairs(recs[1].content) == [(b'A', b'b' * 300)]
+
+
+def test_records_are_padded_to_8_and_split_at_the_content_limit():
+    assert encode_record(STDOUT, 1, b'abc') == b'\x01\x06\x00\x01\x00\x03\x05\x00abc' + bytes(5)
+    assert len(encode_record(STDOUT, 1, b'x' * 8)) == 16
+    chunks = encode_stream(STDOUT, 1, b'y' * 200000)
+    recs = records_of(b''.join(chunks), 65536)
+    assert [len(r.content) for r in recs] == [65528, 65528, 65528, 3416]
+    assert encode_stream(STDOUT, 1, b'') == []
+    assert encode_stream(STDOUT, 1, b'', end=True) == [fastcgi.HEADER.pack(1, STDOUT, 1, 0, 0)]
+    with pytest.raises(ValueError, match='65535 at most'):
+        encode_record(STDOUT, 1, bytes(65536))
+
+
+def test_the_codec_reads_what_flup_writes():
+    # flup writes a record as header, content and padding in separate sends
+    class Sink:
+        data = b''
+
+        def fileno(self):      # flup logs it
+            return -1
+
+        def send(self, chunk):
+            self.data += chunk
+            return len(chunk)
+    sink = Sink()
+    rec = fcgi_base.Record(STDOUT, 3)
+    rec.contentData = b'hello'
+    rec.contentLength = 5
+    rec.write(sink)
+    assert records_of(sink.data) == [Record(STDOUT, 3, b'hello')]
+    assert encode_pair(b'n' * 200, b'v') == fcgi_base.encode_pair(b'n' * 200, b'v')
+
+
+def test_pairs_round_trip_with_short_and_long_lengths():
+    pairs = {b'': b'', b'a': b'1', b'n' * 127: b'v' * 128, b'N' * 128: b'', b'big': b'z' * 70000}
+    content = encode_params(pairs)
+    assert decode_pairs(content) == list(pairs.items())
+    assert content.startswith(b'\x00\x00\x01\x01a1')
+
+
+@pytest.mark.parametrize('content', [
+    b'\x05', b'\x80\x00\x00', b'\x01\x80\x00', b'\x05\x00abc', b'\x01\x05ab',
+    b'\x80\x00\x00\x05\x00ab', encode_pair(b'a', b'b') + b'\x03',
+])
+def test_a_pair_cut_short_is_a_protocol_error(content):
+    with pytest.raises(ProtocolError) as info:
+        decode_pairs(content)
+    assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('data, message', [
+    (b'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 'bad record version 71'),     # http to the port
+    (b'\x09' + encode_record(BEGIN_REQUEST, 1)[1:], 'bad record version 9'),
+])
+def test_garbage_is_refused_at_its_first_header(data, message):
+    reader = RecordReader()
+    reader.feed(data[:8])
+    with pytest.raises(ProtocolError, match=message):
+        reader.next_record()
+
+
+def test_a_partial_record_waits_and_says_how_much_is_missing():
+    reader = RecordReader()
+    data = encode_record(STDIN, 1, b'12345')
+    reader.feed(data[:3])
+    assert (reader.next_record(), reader.peek(), reader.missing, reader.buffered) == \
+        (None, None, 5, 3)
+    reader.feed(data[3:10])
+    assert (reader.next_record(), reader.peek(), reader.missing) == (None, None, 6)
+    reader.feed(data[10:] + data[:8])
+    assert reader.peek() == (STDIN, 1)
+    assert reader.next_record() == Record(STDIN, 1, b'12345')
+    assert (reader.peek(), reader.missing, reader.buffered) == (None, 8, 8)
+
+
+@pytest.mark.parametrize('content', [b'', b'\x00', bytes(9)])
+def test_a_begin_or_end_body_of_the_wrong_size_is_a_protocol_error(content):
+    with pytest.raises(ProtocolError, match='FCGI_BEGIN_REQUEST body of %d bytes' % len(content)):
+        fastcgi.parse_begin_request(content)
+    with pytest.raises(ProtocolError, match='FCGI_END_REQUEST body of %d bytes' % len(content)):
+        fastcgi.parse_end_request(content)
+
+
+def test_oversized_params_arrive_as_records_of_at_most_65535():
+    # 20 records of 65000 bytes: what the worker counts against its limit
+    data = encode_record(BEGIN_REQUEST, 1, fastcgi.begin_request()) \
+        + encode_record(PARAMS, 1, b'x' * 65000) * 20
+    recs = records_of(data)
+    assert sum(len(r.content) for r in recs if r.type == PARAMS) == 1300000
+
+
+def test_management_records_and_aborts():
+    ask = encode_record(GET_VALUES, fastcgi.NULL_REQUEST_ID,
+                        encode_params({'FCGI_MAX_CONNS': '', 'FCGI_MPXS_CONNS': ''}))
+    rec, = records_of(ask)
+    assert (rec.type, rec.request_id) == (GET_VALUES, 0)
+    assert [name for name, _ in decode_pairs(rec.content)] == [b'FCGI_MAX_CONNS',
+                                                                b'FCGI_MPXS_CONNS']
+    assert records_of(encode_record(ABORT_REQUEST, 5)) == [Record(ABORT_REQUEST, 5, b'')]
+    assert fastcgi.unknown_type(200) == b'\xc8' + bytes(7)
+    assert fastcgi.parse_end_request(fastcgi.end_request(3, fastcgi.OVERLOADED)) == \
+        (3, fastcgi.OVERLOADED)
+
+
+def test_to_bytes_is_latin1_both_ways():
+    assert to_bytes('caf\xe9') == b'caf\xe9' and to_bytes(b'\xff') == b'\xff'
+    assert to_bytes(b'\xe9\xff'.decode('latin-1')) == b'\xe9\xff'     # what flup decoded
+    with pytest.raises(ValueError, match='is not latin-1') as info:
+        to_bytes('\u20ac')
+    assert '\n' not in str(info.value)
+    with pytest.raises(TypeError, match='not int'):
+        to_bytes(5)
