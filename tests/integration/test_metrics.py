@@ -2,122 +2,21 @@
 fcgi-worker pools, scraped over the inet and the unix HTTP server, with and
 without supervisor's password, on metrics_listen, across a reload, a
 recycled worker and pools added and removed; `promtool check metrics`."""
-import base64
-import http.client
-import os
 import shutil
 import socket
 import subprocess
 import threading
-import urllib.parse
-import urllib.request
 import xmlrpc.client
 
 import pytest
 from prometheus_client.openmetrics.parser import \
     text_string_to_metric_families as openmetrics_families
-from prometheus_client.parser import text_string_to_metric_families
 
-from supervisor_fcgi_ext.lab.harness import (HarnessError, PoolSpec, Supervisor, free_port,
-                                             wait_for)
+from supervisor_fcgi_ext.lab.harness import HarnessError, PoolSpec, Supervisor, free_port
 
 from conftest import in_ci
-
-USER, PASSWORD = 'scraper', 'pa:ss w0rd'
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=10):
-        super().__init__('localhost', timeout=timeout)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def get(target, path='/fcgi/metrics', headers=None, method='GET'):
-    """(status, headers, body) from 'http://127.0.0.1:N' or a unix socket path."""
-    if target.startswith('http://'):
-        conn = http.client.HTTPConnection(target[len('http://'):], timeout=10)
-    else:
-        conn = UnixHTTPConnection(target)
-    try:
-        conn.request(method, path, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
-
-
-def basic(user, password):
-    token = base64.b64encode(('%s:%s' % (user, password)).encode()).decode()
-    return {'Authorization': 'Basic ' + token}
-
-
-def samples(body):
-    """{(name, sorted label items): value} of a Prometheus text scrape."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode())
-            for s in family.samples}
-
-
-def value(scraped, name, **labels):
-    return scraped.get((name, tuple(sorted(labels.items()))))
-
-
-def per_process(scraped, name='fcgi_process_requests_total'):
-    return {dict(labels)['process']: v for (n, labels), v in scraped.items() if n == name}
-
-
-def scrape(target, **kw):
-    status, headers, body = get(target, **kw)
-    assert status == 200, body
-    return samples(body)
-
-
-def through_nginx(nginx, count):
-    for i in range(count):
-        with urllib.request.urlopen('%s/n%d' % (nginx.url, i), timeout=10) as r:
-            assert r.status == 200
-
-
-class AuthSupervisor(Supervisor):
-    """A supervisord whose HTTP servers ask for a username and password."""
-
-    def config_text(self):
-        text = super().config_text()
-        creds = 'username = %s\npassword = %s\n' % (USER, PASSWORD)
-        text = text.replace('port = 127.0.0.1:%d\n' % self.port,
-                            'port = 127.0.0.1:%d\n%s' % (self.port, creds))
-        text = text.replace('chmod = 0700\n', 'chmod = 0700\n' + creds)
-        return text.replace('[supervisorctl]\n', '[supervisorctl]\n' + creds)
-
-    def rpc_proxy(self, timeout=60.0):
-        return xmlrpc.client.ServerProxy('http://%s:%s@127.0.0.1:%d/RPC2' % (
-            USER, urllib.parse.quote(PASSWORD), self.port))
-
-
-@pytest.fixture
-def auth_supervisor():
-    started = []
-
-    def make(pools, **kwargs):
-        sup = AuthSupervisor(pools, **kwargs)
-        started.append(sup)
-        sup.start()
-        return sup
-    yield make
-    for sup in started:
-        sup.stop()
-
-
-def wait_counted(target, total, **kw):
-    return wait_for(lambda: (lambda s: s if value(
-        s, 'fcgi_pool_requests_total', pool='app', source='exact') == total else None)(
-            scrape(target, **kw)), 10, 'fcgi_pool_requests_total == %d' % total)
-
+from scrapes import (PASSWORD, USER, AuthSupervisor, basic, get, per_process, samples,
+                     scrape, through_nginx, value, wait_counted)
 
 def test_requests_through_nginx_are_counted_exactly(supervisor_factory, nginx_factory):
     sup = supervisor_factory([PoolSpec(numprocs=3)], unix_http_server=True)
@@ -144,20 +43,19 @@ def test_unknown_fcgi_path_is_404_and_others_are_supervisors(supervisor_factory)
     assert sup.rpc.fcgi.getAPIVersion()
 
 
-def test_password_is_asked_for_exactly_like_rpc2(auth_supervisor, nginx_factory):
-    sup = auth_supervisor([PoolSpec(numprocs=2)], unix_http_server=True)
-    nginx = nginx_factory(sup.pool('app').socket_url)
-    through_nginx(nginx, 6)
-    for target in (sup.url, sup.unix_socket_path):
-        for headers in ({}, basic(USER, 'wrong'), basic('nobody', PASSWORD)):
-            theirs = get(target, '/RPC2', headers=headers, method='POST')
-            ours = get(target, '/fcgi/metrics', headers=headers)
-            assert ours[0] == theirs[0] == 401
-            assert ours[1]['WWW-Authenticate'] == theirs[1]['WWW-Authenticate']
-            assert ours[2] == theirs[2]
-        scraped = wait_counted(target, 6, headers=basic(USER, PASSWORD))
-        assert sum(per_process(scraped).values()) == 6
-        assert get(target, '/fcgi/nope', headers={})[0] == 401   # no path probing
+def test_password_is_asked_for_exactly_like_rpc2(nginx_factory):
+    with AuthSupervisor([PoolSpec(numprocs=2)], unix_http_server=True) as sup:
+        through_nginx(nginx_factory(sup.pool('app').socket_url), 6)
+        for target in (sup.url, sup.unix_socket_path):
+            for headers in ({}, basic(USER, 'wrong'), basic('nobody', PASSWORD)):
+                theirs = get(target, '/RPC2', headers=headers, method='POST')
+                ours = get(target, '/fcgi/metrics', headers=headers)
+                assert ours[0] == theirs[0] == 401
+                assert ours[1]['WWW-Authenticate'] == theirs[1]['WWW-Authenticate']
+                assert ours[2] == theirs[2]
+            scraped = wait_counted(target, 6, headers=basic(USER, PASSWORD))
+            assert sum(per_process(scraped).values()) == 6
+            assert get(target, '/fcgi/nope')[0] == 401   # no probing for paths
 
 
 def test_promtool_accepts_a_real_scrape(supervisor_factory, nginx_factory):
