@@ -13,9 +13,10 @@ namespace, so the check interval is n seconds; PROCESS_STATE events count
 crashes and bring the workers it stopped back at once.  Each policy is
 opt-in:
 
---request-timeout S  a worker busy on one request longer than S is stopped
-    (its stopsignal, then KILL after --grace) and started again; counted as
-    terminated_requests.  PHP-FPM's request_terminate_timeout.
+--request-timeout S  a worker busy on one request longer than S (frozen by
+    SIGSTOP in it too) is stopped (its stopsignal, then KILL after --grace)
+    and started again; counted as terminated_requests.  PHP-FPM's
+    request_terminate_timeout.
 --slowlog-timeout S --slowlog FILE  a request running longer than S gets its
     worker's stack appended to FILE once (the worker dumps it to stderr on
     --slowlog-signal, USR1 by default, as fcgi-worker does); counted as
@@ -30,93 +31,90 @@ opt-in:
     emergency_restart_threshold, reported and not acted on.
 
 --alarm-command CMD runs CMD with /bin/sh for each alarm, with FCGI_GUARD_*
-variables in its environment.  Timeouts need workers that write the
-scoreboard (requests_source 'exact'): other workers report no durations.
+variables in its environment.  --rpc-timeout S (default 10) bounds each
+XML-RPC call: past it the guard logs one line and acknowledges the event;
+so is an event it cannot read (a malformed header).  A pool whose status
+cannot be read is logged (once per change) and the others are still
+guarded.  Timeouts need workers that write the scoreboard (requests_source
+'exact'): other workers report no durations.
 supervisord is found through SUPERVISOR_SERVER_URL; credentials come from
 --username/--password or SUPERVISOR_USERNAME/SUPERVISOR_PASSWORD.  Logs go
 to stderr; stdout is the event protocol.
 """
 
 import argparse
-import collections
-import http.client
 import os
 import signal
-import subprocess
 import sys
 import time
-import xmlrpc.client
 
 from supervisor import childutils
 
-from supervisor_fcgi_ext.guard.rules import CrashWatch, QueueWatch, extract_stack
+from supervisor_fcgi_ext.guard.alarms import Alarms
+from supervisor_fcgi_ext.guard.protocol import BadEvent, EventReader
+from supervisor_fcgi_ext.guard.restarts import Restarts
+from supervisor_fcgi_ext.guard.rpc import POOL_ERRORS, TRANSPORT_ERRORS, make_rpc, one_line
+from supervisor_fcgi_ext.guard.rules import CrashWatch, QueueWatch
+from supervisor_fcgi_ext.guard.selections import (is_crash, queue_figures, slow_requests,
+                                                   stuck_requests)
+from supervisor_fcgi_ext.guard.slowlog import Slowlog
+from supervisor_fcgi_ext.supervisord.rpcinterface import Faults
 
 __all__ = ['FcgiGuard', 'parse_args', 'make_rpc', 'main']
 
-BUSY_STATES = frozenset(('reading', 'running', 'finishing'))
-# Timeouts and the slowlog apply once the app runs: while a worker reads a
-# request its slot still names the last one, and a silent peer is the
-# worker's own I/O timeout's business (fcgi-worker --timeout).
-REQUEST_STATES = frozenset(('running', 'finishing'))
-POLL = 0.05            # seconds between looks while waiting on supervisord
-STACK_WAIT = 1.0       # longest wait for a worker's stack dump to be logged
-STACK_QUIET = 0.15     # a dump is complete when its log stops growing this long
-STACK_READ = 65536     # bytes of the worker's log read after the signal
-KILL_WAIT = 1.0        # longest wait for a KILLed worker to be reaped
 MAX_GRACE = 10.0       # --grace blocks the listener, so it stays short
-ALARM_COMMAND_TIMEOUT = 60.0
 UNKNOWN_METHOD = 1     # supervisor's fault for a namespace it does not have
-
-_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
-
-Pending = collections.namedtuple('Pending', 'pool pid why')
-Pending.__doc__ = """A worker this guard stopped and must see running again;
-why is 'recycle' or 'terminate'."""
-
-
-def seconds(us):
-    return '%.1f s' % (us / 1e6)
+ALL_POOLS = 'getAllPoolStatus'
 
 
 class FcgiGuard:
+    """The policies' memory between events; what to do is chosen in
+    selections and rules, done in slowlog, restarts and alarms."""
+
     def __init__(self, rpc, options, stdin, stdout, stderr,
                  clock=time.monotonic, sleep=time.sleep, now=time.time):
         self.rpc = rpc
         self.options = options
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
-        self.clock, self.sleep, self.now = clock, sleep, now
+        self.clock, self.now = clock, now
         self.pools = set(options.pools) if options.pools else None
-        self.pending = {}          # 'pool:process' -> Pending
         self.slow_seen = {}        # pool -> {(pid, requests)} already logged
         self.queues = {}           # pool -> QueueWatch
         self.crashes = {}          # pool -> CrashWatch
-        self.pool_errors = {}      # pool -> last error logged
-        self.commands = []         # [(Popen, started)] alarm commands running
+        self.errors = {}           # pool (or ALL_POOLS) -> last error logged
+        self.restarts = Restarts(rpc, options, self.log, clock, sleep)
+        self.slowlog = Slowlog(rpc, options.slowlog, options.slowlog_signal,
+                               self.log, clock, sleep, now)
+        self.alarms = Alarms(options.alarm_command, self.log, stderr, clock)
 
     # -- the protocol ---------------------------------------------------------
 
     def run(self):
-        """Answer events until supervisord closes stdin."""
+        """Answer events until supervisord closes stdin (a pipe)."""
+        events = EventReader(self.stdin.fileno())
         while True:
             childutils.listener.ready(self.stdout)
-            # childutils.listener.wait() would raise KeyError at EOF.
-            line = self.stdin.readline()
-            if not line:
-                return
-            headers = childutils.get_headers(line)
-            payload = self.stdin.read(int(headers['len']))
             try:
-                self.handle_event(headers, payload)
-            except Exception as exc:   # never leave supervisord without an answer
-                self.log('%s failed: %s: %s' % (headers.get('eventname'),
-                                                type(exc).__name__,
-                                                ' '.join(str(exc).split())))
-                if isinstance(exc, _TRANSPORT_ERRORS):
-                    self.rpc('close')()    # the next call reconnects
+                event = events.next_event()
+            except BadEvent as exc:
+                self.log('bad event from supervisord, acknowledged: %s' % exc)
+            else:
+                if event is None:
+                    return
+                self.answer(*event)
             childutils.listener.ok(self.stdout)
 
+    def answer(self, headers, payload):
+        """handle_event, whatever happens in it: supervisord gets an answer."""
+        try:
+            self.handle_event(headers, payload)
+        except Exception as exc:
+            self.log('%s failed: %s' % (headers.get('eventname'), one_line(exc)))
+            if isinstance(exc, TRANSPORT_ERRORS):
+                self.rpc('close')()    # the next call reconnects
+
     def handle_event(self, headers, payload):
-        self._reap_commands()
+        self.alarms.reap()
         event = headers.get('eventname', '')
         if event.startswith('TICK_'):
             self.check()
@@ -132,345 +130,115 @@ class FcgiGuard:
     # -- a check --------------------------------------------------------------
 
     def check(self):
+        options, pending = self.options, self.restarts.pending
         statuses = self._statuses()
         slow, stuck = [], []
         for status in statuses:
-            slow += self._slow_requests(status)
-            stuck += self._stuck_requests(status)
+            pool = status['name']
+            if options.slowlog_timeout:
+                new, self.slow_seen[pool] = slow_requests(
+                    status, options.slowlog_timeout, self.slow_seen.get(pool, ()), pending)
+                slow += [(pool, proc) for proc in new]
+            if options.request_timeout:
+                stuck += [(pool, proc) for proc in
+                          stuck_requests(status, options.request_timeout, pending)]
         if slow:
-            self._slowlog(slow)
+            self.slowlog.record(slow)
         if stuck:
-            self._terminate(stuck)
+            self.restarts.terminate(stuck)
         for status in statuses:
-            if self.options.queue_alarm:
+            if options.queue_alarm:
                 self._watch_queue(status)
-            if self.options.max_requests:
-                self._recycle(status)
-        for name in list(self.pending):
-            self._advance(name)
+            if options.max_requests:
+                self.restarts.recycle(status)
+        self.restarts.advance_all()
         for pool, watch in self.crashes.items():
             if watch.cleared():
                 self.log('pool %s: crash rate back below %d exits in %g s'
                          % (pool, watch.count, watch.window))
 
     def _statuses(self):
+        """The status of every pool guarded that can be read.  One pool's
+        failure is that pool's: when getAllPoolStatus fails, each pool is
+        asked on its own and the others are still guarded."""
         if self.options.pools:
-            statuses = []
-            for name in self.options.pools:
-                try:
-                    statuses.append(self.rpc.fcgi.getPoolStatus(name))
-                except xmlrpc.client.Fault as exc:
-                    self._pool_failed(name, exc)
-                else:
-                    self._pool_ok(name)
-            return statuses
+            return self._each(self.options.pools)
         try:
             statuses = self.rpc.fcgi.getAllPoolStatus()
-        except xmlrpc.client.Fault as exc:
-            if exc.faultCode == UNKNOWN_METHOD:
+        except POOL_ERRORS as exc:
+            if getattr(exc, 'faultCode', None) == UNKNOWN_METHOD:
                 raise RuntimeError('supervisord has no fcgi namespace: '
                                    'add [rpcinterface:fcgi] to its config')
-            raise
-        self.pools = {s['name'] for s in statuses}
+            self._failed(ALL_POOLS, '%s failed, asking pool by pool: %s'
+                         % (ALL_POOLS, one_line(exc)))
+        else:
+            self.pools = {s['name'] for s in statuses}
+            for name in [ALL_POOLS] + sorted(self.pools):
+                self._readable(name)
+            return statuses
+        groups = {p['group'] for p in self.rpc.supervisor.getAllProcessInfo()}
+        self.pools = set(groups)
+        return self._each(sorted(groups), discover=True)
+
+    def _each(self, names, discover=False):
+        """fcgi.getPoolStatus of each of ``names``; with ``discover``, a group
+        that is no fcgi pool is skipped in silence (and not a pool)."""
+        statuses = []
+        for name in names:
+            try:
+                statuses.append(self.rpc.fcgi.getPoolStatus(name))
+            except POOL_ERRORS as exc:
+                if discover and getattr(exc, 'faultCode', None) == Faults.NOT_FCGI_POOL:
+                    self.pools.discard(name)
+                else:
+                    self._failed(name, 'pool %s: %s' % (name, one_line(exc)))
+            else:
+                self._readable(name)
         return statuses
 
-    def _pool_failed(self, name, exc):
-        """Log a pool's error when it changes, not at every check."""
-        message = 'pool %s: %s' % (name, exc.faultString)
-        if self.pool_errors.get(name) != message:
-            self.pool_errors[name] = message
+    def _failed(self, key, message):
+        """Log an error when it changes, not at every check."""
+        if self.errors.get(key) != message:
+            self.errors[key] = message
             self.log(message)
 
-    def _pool_ok(self, name):
-        if self.pool_errors.pop(name, None):
-            self.log('pool %s: reachable again' % name)
-
-    def _candidates(self, status):
-        """RUNNING workers of a pool running a request, which this guard is not
-        already handling."""
-        for proc in status['processes']:
-            if (proc['state'] == 'RUNNING' and proc['worker_state'] in REQUEST_STATES
-                    and '%s:%s' % (status['name'], proc['name']) not in self.pending):
-                yield proc
-
-    # -- slowlog ----------------------------------------------------------------
-
-    def _slow_requests(self, status):
-        if not self.options.slowlog_timeout:
-            return []
-        pool = status['name']
-        limit = self.options.slowlog_timeout * 1e6
-        seen = self.slow_seen.get(pool, set())
-        over, new = set(), []
-        for proc in self._candidates(status):
-            if proc['request_duration'] >= limit:
-                # 'requests' counts the request in flight: (pid, requests)
-                # names one request, so it is logged once however long it runs.
-                key = (proc['pid'], proc['requests'])
-                over.add(key)
-                if key not in seen:
-                    new.append((pool, proc))
-        self.slow_seen[pool] = over
-        return new
-
-    def _slowlog(self, slow):
-        """Signal every slow worker, wait once for their dumps, write entries."""
-        reads = []
-        for pool, proc in slow:
-            name = '%s:%s' % (pool, proc['name'])
-            self._try('slowlog %s' % name, self.rpc.fcgi.recordSlowRequest, pool)
-            reads.append(self._ask_stack(name))
-        texts = self._collect_stacks(reads)
-        entries = []
-        for (pool, proc), text in zip(slow, texts):
-            self.log('pool %s: slow request on %s pid %d: %s %s running %s'
-                     % (pool, proc['name'], proc['pid'], proc['request_method'],
-                        proc['request_uri'], seconds(proc['request_duration'])))
-            entries.append(self._slowlog_entry(pool, proc, text))
-        try:
-            with open(self.options.slowlog, 'a') as f:
-                f.write(''.join(entries))
-        except OSError as exc:
-            self.log('cannot write slowlog %s: %s' % (self.options.slowlog,
-                                                      exc.strerror or exc))
-
-    def _ask_stack(self, name):
-        """(read method, name, offset) after signalling the worker, or a str
-        saying why there is no stack."""
-        signame = self.options.slowlog_signal
-        if signame == 'none':
-            return 'no stack: --slowlog-signal none'
-        info = self._try('slowlog %s' % name, self.rpc.supervisor.getProcessInfo, name)
-        if info is None:
-            return 'no stack: the worker is gone'
-        # With redirect_stderr the dump lands in the stdout log.
-        if info['stderr_logfile']:
-            tail, read = (self.rpc.supervisor.tailProcessStderrLog,
-                          self.rpc.supervisor.readProcessStderrLog)
-        elif info['stdout_logfile']:
-            tail, read = (self.rpc.supervisor.tailProcessStdoutLog,
-                          self.rpc.supervisor.readProcessStdoutLog)
-        else:
-            return "no stack: the worker's stderr is not logged"
-        end = self._try('slowlog %s' % name, tail, name, 0, 0)
-        if end is None or not self._try('slowlog %s' % name,
-                                        self.rpc.supervisor.signalProcess, name, signame):
-            return 'no stack: the worker is gone'
-        return read, name, end[1]    # the log's size before the dump
-
-    def _collect_stacks(self, reads):
-        """Each worker's stack: its log is read until the dump in it has not
-        grown for STACK_QUIET, at most STACK_WAIT for all of them."""
-        texts = [''] * len(reads)
-        done = [isinstance(r, str) for r in reads]
-        changed = [self.clock()] * len(reads)
-        deadline = self.clock() + STACK_WAIT
-        while not all(done):
-            for i, r in enumerate(reads):
-                if done[i]:
-                    continue
-                read, name, offset = r
-                text = self._try('slowlog %s' % name, read, name, offset, STACK_READ)
-                if text is None:
-                    done[i] = True
-                elif text != texts[i]:
-                    texts[i], changed[i] = text, self.clock()
-                elif extract_stack(text) and self.clock() - changed[i] >= STACK_QUIET:
-                    done[i] = True
-            if self.clock() >= deadline:
-                break
-            self.sleep(POLL)
-        missing = ('no stack: the worker wrote none within %g s of SIG%s '
-                   '(not fcgi-worker?)' % (STACK_WAIT, self.options.slowlog_signal))
-        return [r if isinstance(r, str) else extract_stack(t) or missing
-                for r, t in zip(reads, texts)]
-
-    def _slowlog_entry(self, pool, proc, stack):
-        return ('[%s]  [pool %s] pid %d (%s)\nrequest = %s %s\nduration = %s\n%s\n\n'
-                % (childutils.get_asctime(self.now()), pool, proc['pid'], proc['name'],
-                   proc['request_method'], proc['request_uri'],
-                   seconds(proc['request_duration']), stack))
-
-    # -- request timeout ------------------------------------------------------------
-
-    def _stuck_requests(self, status):
-        if not self.options.request_timeout:
-            return []
-        limit = self.options.request_timeout * 1e6
-        return [(status['name'], proc) for proc in self._candidates(status)
-                if proc['request_duration'] >= limit]
-
-    def _terminate(self, stuck):
-        """Stop every stuck worker through supervisor (its stopsignal: the
-        request may still finish), KILL those still there after --grace, and
-        start them again.  Stopped, not just signalled: a worker that exits 0
-        is not restarted under autorestart=unexpected, and a STOPPED worker
-        is no crash to the crash counter."""
-        stopping = []
-        for pool, proc in stuck:
-            name = '%s:%s' % (pool, proc['name'])
-            self.log('pool %s: terminating %s pid %d: %s %s running %s '
-                     '(--request-timeout %g)'
-                     % (pool, proc['name'], proc['pid'], proc['request_method'],
-                        proc['request_uri'], seconds(proc['request_duration']),
-                        self.options.request_timeout))
-            if self._try('terminate %s' % name, self.rpc.supervisor.stopProcess,
-                         name, False):
-                self.pending[name] = Pending(pool, proc['pid'], 'terminate')
-                stopping.append(name)
-                self._try('terminate %s' % name,
-                          self.rpc.fcgi.recordTerminatedRequest, pool)
-        left = self._wait_stopped(stopping, self.options.grace)
-        for name in left:
-            self.log('%s still running after --grace %g s: KILL'
-                     % (name, self.options.grace))
-            self._try('kill %s' % name, self.rpc.supervisor.signalProcess, name, 'KILL')
-        self._wait_stopped(left, KILL_WAIT)
-        for name in stopping:
-            self._advance(name)
-
-    def _wait_stopped(self, names, timeout):
-        """Names of those still stopping after at most ``timeout`` seconds."""
-        deadline = self.clock() + timeout
-        left = list(names)
-        while left:
-            left = [n for n in left if self._state(n)[0] == 'STOPPING']
-            if not left or self.clock() >= deadline:
-                break
-            self.sleep(POLL)
-        return left
-
-    def _state(self, name):
-        info = self._try('state of %s' % name, self.rpc.supervisor.getProcessInfo, name)
-        return (info['statename'], info['pid']) if info else (None, 0)
-
-    # -- recycling ----------------------------------------------------------------
-
-    def _recycle(self, status):
-        """Stop one worker past --max-requests gracefully; _advance starts it
-        again.  One per pool at a time, and only while another worker of the
-        pool is RUNNING and not being handled, so the pool keeps accepting."""
-        pool = status['name']
-        if any(p.pool == pool and p.why == 'recycle' for p in self.pending.values()):
-            return
-        running = [p for p in status['processes'] if p['state'] == 'RUNNING'
-                   and '%s:%s' % (pool, p['name']) not in self.pending]
-        due = [p for p in running if p['requests'] >= self.options.max_requests]
-        if not due or len(running) < 2:
-            return
-        # Idle first: its stop is immediate; then the one with most requests.
-        proc = min(due, key=lambda p: (p['worker_state'] in BUSY_STATES,
-                                       -p['requests']))
-        name = '%s:%s' % (pool, proc['name'])
-        if self._try('recycle %s' % name, self.rpc.supervisor.stopProcess, name, False):
-            self.pending[name] = Pending(pool, proc['pid'], 'recycle')
-            self.log('pool %s: recycling %s pid %d after %d requests '
-                     '(--max-requests %d)' % (pool, proc['name'], proc['pid'],
-                                              proc['requests'],
-                                              self.options.max_requests))
-
-    def _advance(self, name):
-        """Move a worker this guard stopped on: start it once STOPPED, forget
-        it once RUNNING again (then recycle the pool's next one) or once it
-        ended again (supervisor's autorestart decides)."""
-        if name not in self.pending:
-            return
-        state, pid = self._state(name)
-        pending = self.pending[name]
-        if state == 'STOPPED':
-            self._try('start %s' % name, self.rpc.supervisor.startProcess, name, False)
-        elif state == 'RUNNING' and pid != pending.pid:
-            del self.pending[name]
-            self.log('%s back: pid %d replaces %d' % (name, pid, pending.pid))
-            if pending.why == 'recycle':
-                status = self._try('pool %s' % pending.pool,
-                                   self.rpc.fcgi.getPoolStatus, pending.pool)
-                if status:
-                    self._recycle(status)
-        elif state in (None, 'EXITED', 'FATAL'):
-            # The new worker ended: supervisor's autorestart decides now.
-            del self.pending[name]
-            self.log('%s: not started again: %s' % (name, state or 'gone'))
+    def _readable(self, key):
+        if self.errors.pop(key, None):
+            self.log('%s: readable again' % (key if key == ALL_POOLS else 'pool ' + key))
 
     # -- alarms -----------------------------------------------------------------
 
     def _watch_queue(self, status):
         pool = status['name']
         watch = self.queues.setdefault(pool, QueueWatch(self.options.queue_alarm))
-        change, reasons = watch.check(status['listen_queue'],
-                                      status['listen_queue_len'],
-                                      status['listen_drops'])
+        queue, backlog, drops = queue_figures(status)
+        change, reasons = watch.check(queue, backlog, drops)
         if change == 'raise':
-            self.alarm('queue', pool, 'listen queue alarm: %s' % ', '.join(reasons),
-                       LISTEN_QUEUE=status['listen_queue'],
-                       LISTEN_QUEUE_LEN=status['listen_queue_len'],
-                       LISTEN_DROPS=status['listen_drops'])
+            self.alarms.alarm('queue', pool, 'listen queue alarm: %s' % ', '.join(reasons),
+                              LISTEN_QUEUE=queue, LISTEN_QUEUE_LEN=backlog,
+                              LISTEN_DROPS=drops)
         elif change == 'clear':
             self.log('pool %s: listen queue back to normal (%d of %d)'
-                     % (pool, status['listen_queue'], status['listen_queue_len']))
+                     % (pool, queue, backlog))
 
     def process_state(self, state, fields):
-        name = '%s:%s' % (fields.get('groupname'), fields.get('processname'))
-        if name in self.pending:
-            self._advance(name)
-        if not self.options.crash_threshold:
+        pool = fields.get('groupname')
+        self.restarts.advance('%s:%s' % (pool, fields.get('processname')))
+        if not self.options.crash_threshold or not is_crash(state, fields):
             return
-        if state == 'BACKOFF' or (state == 'EXITED' and fields.get('expected') == '0'):
-            pool = fields.get('groupname')
-            if self.pools is None:
-                self._statuses()
-            if pool not in self.pools:
-                return
-            count, window = self.options.crash_threshold
-            watch = self.crashes.setdefault(pool, CrashWatch(count, window, self.clock))
-            if watch.exited():
-                self.alarm('crash', pool, 'crash loop: %d unexpected exits within '
-                           '%g s, last %s %s from %s'
-                           % (len(watch.exits), window, fields.get('processname'),
-                              state, fields.get('from_state')),
-                           EXITS=len(watch.exits), WINDOW=window,
-                           PROCESS=fields.get('processname'))
-
-    def alarm(self, kind, pool, message, **details):
-        self.log('ALARM pool %s: %s' % (pool, message))
-        command = self.options.alarm_command
-        if not command:
+        if self.pools is None:
+            self._statuses()
+        if pool not in self.pools:
             return
-        env = dict(os.environ, FCGI_GUARD_ALARM=kind, FCGI_GUARD_POOL=pool,
-                   FCGI_GUARD_MESSAGE=message)
-        env.update(('FCGI_GUARD_' + k, str(v)) for k, v in details.items())
-        try:
-            # Its stdout must not reach ours: that is the event protocol.
-            proc = subprocess.Popen(['/bin/sh', '-c', command], env=env,
-                                    stdin=subprocess.DEVNULL,
-                                    stdout=self.stderr, stderr=self.stderr)
-        except OSError as exc:
-            self.log('--alarm-command failed to start: %s' % (exc.strerror or exc))
-            return
-        self.commands.append((proc, self.clock()))
-
-    def _reap_commands(self):
-        running = []
-        for proc, started in self.commands:
-            status = proc.poll()
-            if status is None and self.clock() - started > ALARM_COMMAND_TIMEOUT:
-                proc.kill()
-                proc.wait()
-                self.log('--alarm-command killed after %g s' % ALARM_COMMAND_TIMEOUT)
-            elif status is None:
-                running.append((proc, started))
-            elif status:
-                self.log('--alarm-command exited with status %d' % status)
-        self.commands = running
-
-    def _try(self, what, method, *args):
-        """method(*args), or None after logging its Fault: a worker can end or
-        exit between a status and the call that acts on it."""
-        try:
-            return method(*args)
-        except xmlrpc.client.Fault as exc:
-            self.log('%s: %s' % (what, exc.faultString))
-            return None
+        count, window = self.options.crash_threshold
+        watch = self.crashes.setdefault(pool, CrashWatch(count, window, self.clock))
+        if watch.exited():
+            self.alarms.alarm('crash', pool, 'crash loop: %d unexpected exits within '
+                              '%g s, last %s %s from %s'
+                              % (len(watch.exits), window, fields.get('processname'),
+                                 state, fields.get('from_state')),
+                              EXITS=len(watch.exits), WINDOW=window,
+                              PROCESS=fields.get('processname'))
 
 
 # -- command line ---------------------------------------------------------------
@@ -545,6 +313,8 @@ def parse_args(argv):
     add('--queue-alarm', type=_percent, metavar='PCT')
     add('--crash-threshold', type=_crash_threshold, metavar='N/SECONDS')
     add('--alarm-command', metavar='CMD')
+    add('--rpc-timeout', type=_positive, default=10.0, metavar='S',
+        help='give up an XML-RPC call to supervisord after S (default 10)')
     add('--username', help='default: $SUPERVISOR_USERNAME')
     add('--password', help='default: $SUPERVISOR_PASSWORD (safer: not in ps)')
     args = parser.parse_args(argv)
@@ -559,25 +329,12 @@ def parse_args(argv):
     return args
 
 
-def make_rpc(args, environ):
-    """childutils' proxy for SUPERVISOR_SERVER_URL; --username/--password
-    override SUPERVISOR_USERNAME/SUPERVISOR_PASSWORD (supervisor sets neither)."""
-    env = dict(environ)
-    if args.username is not None:
-        env['SUPERVISOR_USERNAME'] = args.username
-    if args.password is not None:
-        env['SUPERVISOR_PASSWORD'] = args.password
-    return childutils.getRPCInterface(env)
-
-
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if not os.environ.get('SUPERVISOR_SERVER_URL'):
         sys.stderr.write('fcgi-guard: must be run as a supervisor event listener '
                          '(SUPERVISOR_SERVER_URL is not set)\n')
         return 2
-    # Header len counts characters: no newline translation on the way in.
-    sys.stdin.reconfigure(newline='')
     guard = FcgiGuard(make_rpc(args, os.environ), args,
                       sys.stdin, sys.stdout, sys.stderr)
     guard.log('guarding %s' % (', '.join(args.pools) if args.pools

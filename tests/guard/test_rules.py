@@ -1,25 +1,8 @@
-"""fcgi-guard's pure decisions (guardrules.py): the listen-queue alarm's
+"""fcgi-guard's pure decisions (rules.py): the listen-queue alarm's
 episodes, the crash window and the stack found in a worker's log."""
 import unittest
 
-# test_listener.py imports these two as well.
-DUMP = ('Thread 0x00007f0000000002 (most recent call first):\n'
-        '  File "/usr/lib/python3/threading.py", line 320 in wait\n'
-        '\n'
-        'Current thread 0x00007f0000000001 (most recent call first):\n'
-        '  File "/app/worker.py", line 103 in demo_app\n'
-        '  File "/app/worker.py", line 600 in handler\n')
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
-
-    def sleep(self, seconds):
-        self.t += seconds
+from guardfakes import DUMP, FakeClock
 
 
 class QueueWatchTests(unittest.TestCase):

@@ -1,0 +1,24 @@
+"""fcgi-guard under a real supervisord (lab/harness.py), for the tests that
+run it there."""
+import os
+
+from supervisor_fcgi_ext.lab.harness import BIN_DIR
+
+
+def guarded(supervisor_factory, tmp_path, pools, args, listener_options='', **kwargs):
+    """A supervisord running ``fcgi-guard ARGS``; (Supervisor, guard log path)."""
+    workdir = str(tmp_path / 'sup')
+    log = os.path.join(workdir, 'guard.log')
+    section = ('[eventlistener:guard]\ncommand = %s %s\nevents = TICK_5,PROCESS_STATE\n'
+               'buffer_size = 50\nstderr_logfile = %s\nstdout_logfile = NONE\n%s'
+               % (os.path.join(BIN_DIR, 'fcgi-guard'), args, log, listener_options))
+    sup = supervisor_factory(pools, workdir=workdir, extra_sections=section, **kwargs)
+    return sup, log
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ''
