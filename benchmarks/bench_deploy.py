@@ -13,6 +13,7 @@ worst latency:
 
     python benchmarks/bench_deploy.py [--numprocs 4] [--rate 300] [--pause 3]
                                       [--socket tcp|unix] [--only NAME]
+                                      [--hold on|off|both]
 """
 import argparse
 import sys
@@ -91,8 +92,12 @@ def main(argv=None):
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--pause', type=float, default=3.0)
     parser.add_argument('--socket', choices=('tcp', 'unix'), default='tcp')
-    parser.add_argument('--only', help='run only this scenario (e.g. restart)')
+    parser.add_argument('--only', choices=[name for name, _, _ in SCENARIOS],
+                        help='run only this scenario')
+    parser.add_argument('--hold', choices=('on', 'off', 'both'), default='both',
+                        help="the plugin's hold_sockets (default both: a row each)")
     args = parser.parse_args(argv)
+    holds = {'off': ['false'], 'on': ['true'], 'both': ['false', 'true']}[args.hold]
     print('%d reference workers, %s socket, %d requests/s from %d clients '
           'through nginx' % (args.numprocs, args.socket, args.rate, args.clients))
     row = '%-13s %-5s %-40s %8s %7s %9s %8s'
@@ -101,7 +106,7 @@ def main(argv=None):
     for name, text, action in SCENARIOS:
         if args.only and args.only != name:
             continue
-        for hold in ('false', 'true'):
+        for hold in holds:
             result, took = run_one(action, hold, args)
             print(row % (name, 'on' if hold == 'true' else 'off',
                          text.format(pause=args.pause), result.requests,
