@@ -95,23 +95,38 @@ def clip(text, width):
     return ''.join(out)
 
 
-def _pool_header(pool, rates, first):
+def _flow(parts, width):
+    """Parts joined by two spaces, a new line where the next would not fit."""
+    lines = []
+    for part in parts:
+        if lines and (width is None or text_width(lines[-1]) + 2 + text_width(part) <= width):
+            lines[-1] += '  ' + part
+        else:
+            lines.append(part)
+    return lines
+
+
+def _pool_header(pool, rates, first, width):
     socket_state = 'open' if pool['socket_open'] else 'closed'
     queue = lambda v: '-' if v == -1 else str(v)
-    return [
-        'pool %s  %s  socket %s  up %s' % (pool['name'], pool['socket'], socket_state,
-                                           format_duration(pool['start_since'])),
-        'queue %s/%s  max %s  drops %s   procs %d of %d: %d active %d idle  max active %d'
-        % (queue(pool['listen_queue']), queue(pool['listen_queue_len']),
-           pool['max_listen_queue'], queue(pool['listen_drops']),
-           pool['total_processes'], len(pool['processes']), pool['active_processes'],
-           pool['idle_processes'], pool['max_active_processes']),
-        'requests %d (%s/s)  accepted %d (%s/s)  fairness %.3f  slow %d  ended %d%s'
-        % (pool['requests'], _show_rate(rates.get('requests')), pool['accepted_conn'],
-           _show_rate(rates.get('accepted_conn')), pool['fairness'],
-           pool['slow_requests'], pool['terminated_requests'],
-           '   (no rate yet: it needs a second reading)' if first else ''),
+    groups = [
+        ['pool %s' % pool['name'], pool['socket'], 'socket %s' % socket_state,
+         'up %s' % format_duration(pool['start_since'])],
+        ['queue %s/%s' % (queue(pool['listen_queue']), queue(pool['listen_queue_len'])),
+         'max %s' % pool['max_listen_queue'], 'drops %s' % queue(pool['listen_drops']),
+         'procs %d of %d: %d active %d idle' % (
+             pool['total_processes'], len(pool['processes']),
+             pool['active_processes'], pool['idle_processes']),
+         'max active %d' % pool['max_active_processes']],
+        ['requests %d (%s/s)' % (pool['requests'], _show_rate(rates.get('requests'))),
+         'accepted %d (%s/s)' % (pool['accepted_conn'],
+                                 _show_rate(rates.get('accepted_conn'))),
+         'fairness %.3f' % pool['fairness'], 'slow %d' % pool['slow_requests'],
+         'ended %d' % pool['terminated_requests']],
     ]
+    if first:
+        groups.append(['(no rate yet: it needs a second reading)'])
+    return [line for parts in groups for line in _flow(parts, width)]
 
 
 def _columns(name_width):
@@ -200,7 +215,7 @@ def render(current, previous, width=None, sort='n', respawns=None, title=''):
     lines = [title] if title else []
     for pool in current.pools:
         rates = pool_rates(pool, previous, current.when)
-        lines += _pool_header(pool, rates, previous is None)
+        lines += _pool_header(pool, rates, previous is None, width)
         lines += _worker_lines(pool, rates, respawns, sort, width)
         lines += ['  warning: %s' % w for w in pool.get('warnings', [])]
         lines.append('')

@@ -91,6 +91,8 @@ def respond(plugin, path, query='', headers=None):
 # -- the figures as text (the script has the same three) ---------------------
 
 def duration(us):
+    if us < 1000:
+        return '%d \u00b5s' % us
     if us < 1000000:
         return '%d ms' % (us // 1000)
     return '%.1f s' % (us / 1e6)

@@ -15,7 +15,7 @@ h2 small{font-weight:normal;color:#555}nav a{margin-right:8px}
 #note{color:#555;margin:4px 0}body.stale #note{color:#b00;font-weight:bold}
 body.stale main{opacity:.55}
 .pool{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;margin:10px 0}
-.figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));
+.figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));
 gap:2px 16px;margin:4px 0}
 .figures div{display:flex;gap:8px}.figures dt{color:#555;min-width:90px}
 .figures dd{margin:0}
@@ -41,7 +41,7 @@ tr.slow td[data-label=elapsed],tr.stuck td[data-label=elapsed]{color:#b00}
  tr{border:1px solid #ddd;border-radius:4px;margin:6px 0;padding:4px}
  td{border:0;padding:1px 4px;white-space:normal}
  td:before{content:attr(data-label);display:inline-block;min-width:72px;color:#777}
- td:empty{display:none}
+ td:has(>[data-field]:empty){display:none}
 }
 """
 
@@ -56,7 +56,8 @@ var BUSY={reading:1,running:1,finishing:1};
 function esc(v){return String(v).replace(/&/g,'&amp;').replace(/</g,'&lt;').replace(/>/g,'&gt;')
  .replace(/"/g,'&quot;').replace(/'/g,'&#x27;');}
 function fig(v){return v===-1?'-':String(v);}
-function dur(us){return us<1e6?Math.floor(us/1000)+' ms':(us/1e6).toFixed(1)+' s';}
+function dur(us){return us<1000?us+' \u00b5s':us<1e6?Math.floor(us/1000)+' ms':
+ (us/1e6).toFixed(1)+' s';}
 function mib(n){return n>0?(n/1048576).toFixed(1)+' MiB':'-';}
 function f(name,v){return '<span data-field="'+name+'">'+esc(v)+'</span>';}
 function bar(part,whole,kind){
@@ -143,7 +144,10 @@ function draw(pools){
   false);
  prev=reading(pools,t);}
 function tick(){
- var url='status.json'+(cfg.pool!==null?'?pool='+encodeURIComponent(cfg.pool):'');
+ // from the page's own address without any user:password@ in it: fetch()
+ // refuses those; the browser sends the credentials it was given for the page
+ var url=location.protocol+'//'+location.host+location.pathname.replace(/[^\/]*$/,'')+
+  'status.json'+(cfg.pool!==null?'?pool='+encodeURIComponent(cfg.pool):'');
  fetch(url,{cache:'no-store',credentials:'same-origin'}).then(function(r){
   if(r.status===404&&cfg.pool!==null){
    document.getElementById('pools').innerHTML='<p class="error">pool '+

@@ -1,6 +1,5 @@
 """The status page and its JSON, from status dicts the real PoolMonitor makes
 out of real slot files (the browser test runs it in real supervisord)."""
-import html.parser
 import json
 import os
 import time
@@ -13,43 +12,7 @@ from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.supervisord import statuspage
 from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView
 
-
-class DOM(html.parser.HTMLParser):
-    """Text of every data-field element, per pool section and worker row."""
-
-    def __init__(self, page):
-        super().__init__()
-        self.pools, self.rows, self.classes = {}, {}, {}
-        self.pool = self.field = self.pid = None
-        self.scripts = []
-        self.feed(page)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == 'section':
-            self.pool = attrs['data-pool']
-            self.pools[self.pool] = {}
-        if tag == 'tr' and 'data-pid' in attrs:
-            self.pid = int(attrs['data-pid'])
-            self.rows[self.pid] = {}
-            self.classes[self.pid] = attrs['class'].split()
-        if 'data-field' in attrs:
-            self.field = attrs['data-field']
-        if tag == 'script':
-            self.scripts.append(attrs)
-
-    def handle_endtag(self, tag):
-        if tag == 'tr':
-            self.pid = None
-        if tag == 'table':
-            self.pid = None
-
-    def handle_data(self, data):
-        if self.field is None:
-            return
-        target = self.rows[self.pid] if self.pid is not None else self.pools[self.pool]
-        target[self.field] = data
-        self.field = None
+from viewsdom import DOM   # tests/viewsdom.py
 
 
 def write_slot(pool_dir, pid, **fields):
@@ -89,7 +52,7 @@ def test_page_holds_every_figure_and_worker(pool_dir):
     assert dom.rows[101]['memory'] == '50.0 MiB'
     assert dom.rows[101]['cpu'] == '12%'
     assert dom.rows[102]['last'] == '1.5 s'
-    assert 'request' not in dom.rows[102]          # idle: no current request
+    assert dom.rows[102]['request'] == ''           # idle: no current request
     assert dom.rows[0]['worker_state'] == 'stopped'
     assert [p['requests'] for p in pool['processes']] == [7, 3, 0]
 
