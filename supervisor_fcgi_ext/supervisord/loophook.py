@@ -8,8 +8,11 @@ wakes the loop exactly every `interval` and runs our callback in the same
 thread as everything it reads.  Where no timerfd can be had, the callback runs
 on the loop's own passes instead (at least once a second, less regularly).
 
-The hook checks that its fd is still its own before every use: supervisord
-closes all fds >= 5 before a reload, and a reused number must never be read.
+Whoever makes a hook closes it before supervisord closes all fds >= 5 at the
+start after a reload (cleanup_fds; the plugin does it on SupervisorStoppingEvent,
+which every reload passes): a number reused after that must never be read or
+closed as ours, and nothing in an fd tells a timerfd from another (every
+anon-inode fd has the same device, inode and mode).  `close` is idempotent.
 """
 
 import ctypes
@@ -74,14 +77,13 @@ class LoopHook:
         if not self.timed:
             # a pipe nobody writes: a key of our own that is never polled
             self.fd, self._write_fd = os.pipe()
-        self._identity = _fd_identity(self.fd)
+        self.closed = False
         self.socket_map[self.fd] = self
 
     # -- what supervisord's loop calls ---------------------------------------
 
     def readable(self):
-        if _fd_identity(self.fd) != self._identity:
-            self.close()   # our fd was closed behind us (a reload)
+        if self.closed:
             return False
         if self.timed:
             return True
@@ -97,6 +99,8 @@ class LoopHook:
         return False
 
     def handle_read_event(self):
+        if self.closed:   # closed earlier in the loop pass that polled us
+            return
         try:
             os.read(self.fd, 8)   # the expiry count; empties the timerfd
         except BlockingIOError:
@@ -116,22 +120,15 @@ class LoopHook:
             self.logger.error('fcgi: sampling failed: %r' % (e,))
 
     def close(self):
-        """Leave the socket map; close our fds only if they are still ours."""
+        """Leave the socket map and close our fds, once: a second call must
+        not close a number someone else has been given since."""
+        if self.closed:
+            return
+        self.closed = True
         if self.socket_map.get(self.fd) is self:
             del self.socket_map[self.fd]
-        if _fd_identity(self.fd) == self._identity:
-            fds = [self.fd] if self.timed else [self.fd, self._write_fd]
-            for fd in fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._identity = None
-
-
-def _fd_identity(fd):
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_mode)
+        for fd in [self.fd] if self.timed else [self.fd, self._write_fd]:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -5,29 +5,36 @@ again after every reload (after clearing all event subscriptions), so the
 state lives here, once per supervisord, and every factory call attaches to it
 (`Plugin.attach`) idempotently.
 
-This is also the only place that reads supervisor's objects: it turns a
-process group into a plain `pools.PoolView` and hands it to the pool's
-`PoolMonitor`.  Every callback from supervisord catches and logs everything:
-an exception in an event callback or in the loop would kill supervisord.
+Reading a pool's figures starts here: it turns a process group into a plain
+`pools.PoolView` for the pool's `PoolMonitor`, which never sees supervisor's
+objects.  The modules that act on supervisor (rolling restarts its
+processes, holds takes socket references, rpcinterface looks pools up) use
+its objects directly: that is their job.  Every callback from supervisord
+catches and logs everything: an exception in an event callback or in the
+loop would kill supervisord.
+
+Every fd the plugin keeps across loop passes (the loop hooks, a sweep's
+directory) is closed when supervisord stops or reloads: the next start
+closes all fds >= 5 (cleanup_fds), and a number reused after that must
+never be read or closed as ours.  The automatic scoreboard's lock fd is the
+exception: it is a regular file, told from a reused number by its inode.
 """
 
-import atexit
 import os
-import shutil
-import tempfile
 
 from supervisor import events
 from supervisor.states import SupervisorStates, getProcessStateDescription
 
 from supervisor_fcgi_ext.common import scoreboard
-from supervisor_fcgi_ext.supervisord import slots
+from supervisor_fcgi_ext.supervisord import boarddir, httpserve, slots
 from supervisor_fcgi_ext.supervisord.holds import (SocketHolds, kept_open_by_plugin,
                                                    remove_unix_socket_file)
 from supervisor_fcgi_ext.supervisord.loophook import LoopHook
 from supervisor_fcgi_ext.supervisord.rolling import RollingRestart
 from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView, running
+from supervisor_fcgi_ext.supervisord.settings import AUTO
 
-__all__ = ['Plugin', 'get_plugin', 'is_fcgi_group', 'default_scoreboard_dir']
+__all__ = ['Plugin', 'get_plugin', 'is_fcgi_group']
 
 # Events after which a worker's pid is gone for good (the pid is still set on
 # the process while supervisor notifies).
@@ -35,7 +42,6 @@ _EXIT_EVENTS = (events.ProcessStateExitedEvent, events.ProcessStateStoppedEvent,
                 events.ProcessStateBackoffEvent)
 
 STALE_SLOT_SWEEP = 60   # samples between sweeps for slots of vanished pids
-AUTO_DIR_PREFIX = 'supervisor-fcgi-'
 
 _plugins = {}
 
@@ -54,35 +60,6 @@ def is_fcgi_group(group):
     return getattr(group, 'socket_manager', None) is not None
 
 
-def default_scoreboard_dir():
-    """A per-supervisord directory on tmpfs when there is one."""
-    root = '/dev/shm' if os.access('/dev/shm', os.W_OK) else tempfile.gettempdir()
-    return os.path.join(root, '%s%d' % (AUTO_DIR_PREFIX, os.getpid()))
-
-
-def remove_orphaned_dirs(root):
-    """Remove the automatic scoreboard directories of supervisords that are
-    gone: one killed with SIGKILL never ran its exit handler."""
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(AUTO_DIR_PREFIX):]
-        if name.startswith(AUTO_DIR_PREFIX) and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(os.path.join(root, name), True)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 class Plugin:
     def __init__(self, supervisord, settings):
         self.supervisord = supervisord
@@ -91,7 +68,10 @@ class Plugin:
         self.monitors = {}   # pool name: (group, PoolMonitor)
         self.samples = 0
         self.hook = None
+        self.web = httpserve.Web(self)   # the /fcgi/ paths
         self.scoreboard_dir = None
+        self.board = None          # the AutoBoard with scoreboard_dir = auto
+        self.sweeps = {}           # pool name: its StaleSweep
         self.holds = SocketHolds(self.logger)
         self.socket_managers = {}  # pool name: its SocketManager, for removal
         self.restarts = {}         # pool name: its last RollingRestart
@@ -110,41 +90,47 @@ class Plugin:
                                       self.on_group_added),
                                      (events.ProcessGroupRemovedEvent,
                                       self.on_group_removed),
+                                     (events.SupervisorRunningEvent,
+                                      self.on_running),
                                      (events.SupervisorStoppingEvent,
                                       self.on_stopping)):
             if (event_type, callback) not in events.callbacks:
                 events.subscribe(event_type, callback)
-        # Always a fresh hook: before a reload supervisord closes every fd
-        # >= 5, so the old hook's key may now be another dispatcher's, and
-        # an entry it overwrites would silently end our sampling.
-        for hook in (self.hook, self.stepper):
-            if hook is not None:
-                hook.close()
-        self.stepper = None
+        # A second factory call (a second HTTP server) samples on one hook.
+        self.close_fds()
+        self.web.listen(settings['metrics_listen'])
         self.hook = LoopHook(self.sample_all, settings['sample_interval'],
                              self.logger)
 
+    def close_fds(self):
+        """Close the hooks and sweeps, whose fds a reload would close behind us."""
+        for hook in (self.hook, self.stepper):
+            if hook is not None:
+                hook.close()
+        self.hook = self.stepper = None
+        for sweep in self.sweeps.values():
+            sweep.close()
+        self.sweeps.clear()
+
     def _prepare_scoreboard(self, configured):
-        if configured == self.scoreboard_dir:
-            return
-        self.scoreboard_dir = configured
-        if configured is None:
+        """ValueError (the one line supervisord shows) when it cannot be used."""
+        if configured == AUTO:
+            try:
+                self.board = boarddir.auto_board()
+            except OSError as e:
+                raise ValueError('[rpcinterface:fcgi] scoreboard_dir = auto: cannot '
+                                 'make a directory under %s: %s'
+                                 % (boarddir.default_root(), scoreboard.os_reason(e)))
+            path = self.board.path
+        else:
+            path = None if configured is None else boarddir.prepare_configured(configured)
+        self.scoreboard_dir = path
+        if path is None:
             os.environ.pop(scoreboard.ENV_VAR, None)
-            return
-        automatic = configured == default_scoreboard_dir()
-        if automatic:
-            remove_orphaned_dirs(os.path.dirname(configured))
-        try:
-            os.makedirs(configured, mode=0o711, exist_ok=True)
-            os.chmod(configured, 0o711)
-        except OSError as e:
-            raise ValueError('[rpcinterface:fcgi] scoreboard_dir %s cannot be '
-                             'used: %s' % (configured, e.strerror))
-        if automatic:
-            atexit.register(shutil.rmtree, configured, True)
-        # supervisor copies its own environment for every child it spawns:
-        # that is how a worker finds the scoreboard without configuration.
-        os.environ[scoreboard.ENV_VAR] = configured
+        else:
+            # supervisor copies its own environment for every child it spawns:
+            # that is how a worker finds the scoreboard without configuration.
+            os.environ[scoreboard.ENV_VAR] = path
 
     # -- pools -------------------------------------------------------------
 
@@ -219,19 +205,33 @@ class Plugin:
             try:
                 view = self.view(group)
                 self.monitor(group).sample(view)
-                if self.scoreboard_dir and self.samples % STALE_SLOT_SWEEP == 0:
-                    # exits are harvested as they happen; this catches slots
-                    # whose exit we never saw (a reload, a missed event)
-                    slots.remove_stale(self.scoreboard_dir, view.name,
-                                            [p.pid for p in running(view)])
+                self._sweep(view)
             except Exception as e:
                 self.logger.error('fcgi: sampling pool %s failed: %r'
                                   % (group.config.name, e))
 
+    def _sweep(self, view):
+        """Exits are harvested as they happen; this catches slots whose exit
+        we never saw (a reload, a missed event): a bounded step every
+        STALE_SLOT_SWEEP samples, a pass over a huge directory resuming."""
+        if not self.scoreboard_dir or self.samples % STALE_SLOT_SWEEP:
+            return
+        sweep = self.sweeps.get(view.name)
+        if sweep is None:
+            sweep = self.sweeps[view.name] = slots.StaleSweep(
+                self.scoreboard_dir, view.name, self.logger)
+        sweep.step([p.pid for p in running(view)])
+
     def _forget(self, name):
         del self.monitors[name]
+        sweep = self.sweeps.pop(name, None)
+        if sweep is not None:
+            sweep.close()
         if self.scoreboard_dir:
-            shutil.rmtree(os.path.join(self.scoreboard_dir, name), True)
+            left = slots.remove_pool_dir(self.scoreboard_dir, name)
+            if left:
+                self.logger.warn('fcgi: pool %s removed; its scoreboard directory '
+                                 'stays: %s' % (name, left))
 
     def on_starting(self, event):
         """Hold the pool socket, which exists from now on, and make the pool's
@@ -285,15 +285,34 @@ class Plugin:
         except Exception as e:
             self.logger.error('fcgi: after removing %s: %r' % (name, e))
 
+    def on_running(self, event):
+        """supervisord's HTTP servers exist now (again after a reload), and
+        it has daemonized: the automatic directory's lock file names the pid
+        that owns it from here on."""
+        try:
+            self.web.install(self.supervisord.options)
+        except Exception as e:
+            self.logger.error('fcgi: cannot serve /fcgi/ paths: %r' % (e,))
+        try:
+            if self.board is not None:
+                self.board.record_owner()
+        except Exception as e:
+            self.logger.error('fcgi: cannot record the scoreboard owner: %r' % (e,))
+
     def on_stopping(self, event):
         """supervisord stops or reloads: let every socket close with its
-        workers (a reload binds the same addresses again)."""
+        workers (a reload binds the same addresses again), and close our fds
+        before a reload's cleanup_fds does."""
         try:
             for restart in self.restarts.values():
                 restart.abort('supervisord is stopping')
             self.holds.release_all()
         except Exception as e:
             self.logger.error('fcgi: releasing sockets failed: %r' % (e,))
+        try:
+            self.close_fds()
+        except Exception as e:
+            self.logger.error('fcgi: closing the loop hooks failed: %r' % (e,))
 
     def on_state(self, event):
         """Keep an exiting worker's final counts in its pool's totals."""

@@ -8,8 +8,8 @@
 """
 
 import functools
+import inspect
 
-from supervisor.datatypes import boolean
 from supervisor.http import NOT_DONE_YET
 from supervisor.options import BadCommand, NoPermission, NotExecutable, NotFound
 from supervisor.states import SupervisorStates
@@ -17,12 +17,12 @@ from supervisor.xmlrpc import Faults as SupervisorFaults
 from supervisor.xmlrpc import RPCError
 
 from supervisor_fcgi_ext import API_VERSION
-from supervisor_fcgi_ext.supervisord.plugin import (default_scoreboard_dir, get_plugin,
-                                                    is_fcgi_group)
+from supervisor_fcgi_ext.common.text import safe_text
+from supervisor_fcgi_ext.supervisord.plugin import get_plugin, is_fcgi_group
 from supervisor_fcgi_ext.supervisord.rolling import NotRollable
+from supervisor_fcgi_ext.supervisord.settings import parse_settings
 
-__all__ = ['Faults', 'FcgiNamespaceRPCInterface', 'make_fcgi_rpcinterface',
-           'parse_settings']
+__all__ = ['Faults', 'FcgiNamespaceRPCInterface', 'make_fcgi_rpcinterface']
 
 XMLRPC_INT_MAX = 2 ** 31 - 1
 
@@ -44,67 +44,43 @@ def fault(code, detail):
     return error
 
 
-def parse_settings(config):
-    """[rpcinterface:fcgi] keys -> settings; ValueError names the bad key."""
-    settings = {'sample_interval': 0.5, 'scoreboard_dir': default_scoreboard_dir(),
-                'hold_sockets': True}
-    for key, value in config.items():
-        if key == 'sample_interval':
-            try:
-                interval = float(value)
-            except ValueError:
-                interval = -1
-            if not 0.1 <= interval <= 60:
-                raise ValueError('[rpcinterface:fcgi] sample_interval must be '
-                                 'seconds between 0.1 and 60, not %r' % value)
-            settings[key] = interval
-        elif key == 'scoreboard_dir':
-            value = value.strip()
-            if value.lower() == 'none':
-                settings[key] = None
-            elif value.lower() != 'auto':
-                if not value.startswith('/'):
-                    raise ValueError('[rpcinterface:fcgi] scoreboard_dir must be '
-                                     'auto, none or an absolute path, not %r'
-                                     % value)
-                settings[key] = value.rstrip('/') or '/'
-        elif key == 'hold_sockets':
-            try:
-                settings[key] = boolean(value)
-            except ValueError:
-                raise ValueError('[rpcinterface:fcgi] hold_sockets must be true '
-                                 'or false, not %r' % value)
-        else:
-            raise ValueError('[rpcinterface:fcgi] unknown key %r (known: %s)'
-                             % (key, ', '.join(sorted(settings))))
-    return settings
-
-
 def xmlrpc_safe(value):
-    """XML-RPC ints are 32-bit: larger ones travel as doubles."""
+    """XML-RPC ints are 32-bit: larger ones travel as doubles; text XML 1.0
+    forbids would make the client fail to parse the whole reply."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and not -XMLRPC_INT_MAX <= value <= XMLRPC_INT_MAX:
         return float(value)
+    if isinstance(value, str):
+        return safe_text(value)
     if isinstance(value, dict):
-        return {k: xmlrpc_safe(v) for k, v in value.items()}
+        return {safe_text(k): xmlrpc_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [xmlrpc_safe(v) for v in value]
     return value
 
 
 def _rpc_method(method):
-    """A bug of ours becomes a FAILED fault with one line, not an HTTP 500."""
+    """Wrong arguments are INCORRECT_PARAMETERS saying why; a bug of ours is
+    a logged FAILED fault with one line, not an HTTP 500 (supervisor turns
+    any TypeError into a bare INCORRECT_PARAMETERS, so none may escape)."""
+    signature = inspect.signature(method)
+
     @functools.wraps(method)
     def wrapper(self, *args):
         try:
+            signature.bind(self, *args)
+        except TypeError as e:
+            raise RPCError(SupervisorFaults.INCORRECT_PARAMETERS,
+                           'fcgi.%s: %s' % (method.__name__, e))
+        try:
             return method(self, *args)
-        except (RPCError, TypeError):
+        except RPCError:
             raise
         except Exception as e:
-            self.plugin.logger.error('fcgi.%s failed: %r' % (method.__name__, e))
-            raise RPCError(SupervisorFaults.FAILED,
-                           '%s: %s' % (type(e).__name__, e))
+            reason = ' '.join(('%s: %s' % (type(e).__name__, e)).split())
+            self.plugin.logger.error('fcgi.%s failed: %s' % (method.__name__, reason))
+            raise RPCError(SupervisorFaults.FAILED, reason)
     return wrapper
 
 
@@ -225,7 +201,7 @@ class FcgiNamespaceRPCInterface:
             raise fault(Faults.RESTART_FAILED,
                         '%s: cannot open the pool socket: %s' % (name, e))
         if not wait:
-            return restart.status()
+            return xmlrpc_safe(restart.status())
 
         def onwait():
             # polled by supervisord's HTTP layer: look, never wait
@@ -233,7 +209,7 @@ class FcgiNamespaceRPCInterface:
                 return NOT_DONE_YET
             if restart.state == 'failed':
                 raise fault(Faults.RESTART_FAILED, restart.error)
-            return restart.status()
+            return xmlrpc_safe(restart.status())
         onwait.delay = 0.1
         onwait.rpcinterface = self
         return onwait
@@ -254,7 +230,7 @@ class FcgiNamespaceRPCInterface:
             return {'name': name, 'state': 'idle', 'batch': 0, 'total': 0,
                     'replaced': 0, 'min_accepting': 0, 'changed': '',
                     'elapsed': 0.0, 'error': '', 'messages': []}
-        return restart.status()
+        return xmlrpc_safe(restart.status())
 
 
 def make_fcgi_rpcinterface(supervisord, **config):

@@ -5,7 +5,7 @@ import unittest
 
 from supervisor.tests.base import DummyLogger
 
-from supervisor_fcgi_ext.supervisord.loophook import LoopHook
+from supervisor_fcgi_ext.supervisord.loophook import LoopHook, timerfd
 
 
 class FakeClock:
@@ -64,20 +64,18 @@ class PassDrivenLoopHookTests(unittest.TestCase):
         self.assertNotIn(fd, self.socket_map)
         self.assertRaises(OSError, os.fstat, fd)
 
-    def test_close_spares_an_fd_number_that_is_someone_elses_now(self):
+    def test_a_second_close_spares_the_numbers_given_to_someone_else(self):
         hook = self._makeOne(lambda: None)
         fd = hook.fd
-        os.close(hook.fd)         # supervisord's cleanup_fds before a reload
-        os.close(hook._write_fd)
+        hook.close()
         other_r, other_w = os.pipe()  # reuses the numbers
-        try:
-            hook.close()
-            os.fstat(other_r)  # still open
-            os.fstat(other_w)
-        finally:
-            os.close(other_r)
-            os.close(other_w)
-        self.assertNotIn(fd, self.socket_map)
+        self.addCleanup(os.close, other_r)
+        self.addCleanup(os.close, other_w)
+        self.assertEqual(other_r, fd)
+        hook.close()
+        os.fstat(other_r)  # still open
+        os.fstat(other_w)
+        self.assertFalse(hook.readable())
 
 
 class TimedLoopHookTests(unittest.TestCase):
@@ -110,22 +108,23 @@ class TimedLoopHookTests(unittest.TestCase):
         self.assertGreaterEqual(len(calls), 8)
         self.assertLess(max(gaps), 0.1, gaps)  # never a 1 s poll timeout
 
-    def test_a_number_reused_behind_its_back_is_never_read(self):
+    def test_a_closed_hook_never_reads_nor_closes_a_timerfd_given_its_number(self):
         hook = self._makeOne(lambda: None)
         fd = hook.fd
-        os.close(fd)                  # supervisord's cleanup_fds
-        other_r, other_w = os.pipe()  # someone else gets the number
-        self.addCleanup(os.close, other_r)
-        self.addCleanup(os.close, other_w)
-        os.write(other_w, b'theirs')
-        self.assertEqual(other_r, fd)
+        hook.close()
+        other = timerfd(0.01)         # another timer: same device, inode, mode
+        self.addCleanup(os.close, other)
+        self.assertEqual(other, fd)
+        time.sleep(0.03)
         self.assertFalse(hook.readable())
+        hook.handle_read_event()      # a poll result of the pass it closed in
+        hook.close()
         self.assertNotIn(fd, self.socket_map)
-        self.assertEqual(os.read(other_r, 10), b'theirs')
+        self.assertGreaterEqual(int.from_bytes(os.read(other, 8), 'little'), 1)
 
     def test_failure_is_logged_not_raised(self):
         def explode():
             raise ValueError('bad tick')
-        hook = self._makeOne(explode)
+        self._makeOne(explode)
         self._loop(0.12)
         self.assertIn('bad tick', self.logger.data[0])

@@ -403,7 +403,8 @@ class RPCTests(TempDirTestCase):
         proc = self.supervisord.process_groups['app'].processes['app_00']
         events.notify(events.ProcessStateStartingEvent(proc, ProcessStates.STOPPED))
         self.assertFalse(rpc.plugin.holds.is_holding('app'))
-        with self.assertRaisesRegex(ValueError, 'hold_sockets must be true or false'):
+        with self.assertRaisesRegex(ValueError, r"hold_sockets = 'maybe' is refused "
+                                    r"\(allowed: true or false\)"):
             make_fcgi_rpcinterface(self.supervisord, hold_sockets='maybe')
 
 

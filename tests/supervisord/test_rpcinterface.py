@@ -4,12 +4,7 @@ The figures themselves are checked against real supervisord in
 test_integration_status.py; here: arguments, faults, settings, and the
 promise that nothing of ours reaches supervisord's loop as an exception.
 """
-import os
 import select
-import shutil
-import subprocess
-import tempfile
-import socket
 import unittest
 import xmlrpc.client
 
@@ -79,33 +74,6 @@ class FaultsTests(unittest.TestCase):
         from supervisor_fcgi_ext.supervisord.rpcinterface import Faults, fault
         error = fault(Faults.NOT_FCGI_POOL, 'web is not a pool')
         self.assertEqual(error.text, 'NOT_FCGI_POOL: web is not a pool')
-
-
-class ParseSettingsTests(unittest.TestCase):
-    def _parse(self, **config):
-        from supervisor_fcgi_ext.supervisord.rpcinterface import parse_settings
-        return parse_settings(config)
-
-    def test_defaults(self):
-        settings = self._parse()
-        self.assertEqual(settings['sample_interval'], 0.5)
-        self.assertTrue(settings['scoreboard_dir'].startswith('/'))
-
-    def test_unknown_key_is_refused_with_its_name(self):
-        with self.assertRaisesRegex(ValueError, r"unknown key 'sample_intervall'"):
-            self._parse(sample_intervall='1')
-
-    def test_bad_interval(self):
-        for value in ('fast', '0', '61', ''):
-            with self.assertRaisesRegex(ValueError, 'sample_interval must be'):
-                self._parse(sample_interval=value)
-
-    def test_scoreboard_dir_forms(self):
-        self.assertIsNone(self._parse(scoreboard_dir='none')['scoreboard_dir'])
-        self.assertEqual(self._parse(scoreboard_dir='/run/fcgi/')['scoreboard_dir'],
-                         '/run/fcgi')
-        with self.assertRaisesRegex(ValueError, 'absolute path'):
-            self._parse(scoreboard_dir='relative/dir')
 
 
 class MethodTests(RPCInterfaceTestBase):
@@ -180,44 +148,62 @@ class MethodTests(RPCInterfaceTestBase):
             raise KeyError('boom')
         rpc.plugin.status = broken
         error = self.assertRPCError(SupervisorFaults.FAILED, rpc.getPoolStatus, 'app')
-        self.assertIn("KeyError", error.text)
-        self.assertTrue(any('fcgi.getPoolStatus failed' in line
-                            for line in rpc.supervisord.options.logger.data))
+        self.assertEqual(error.text, "FAILED: KeyError: 'boom'")
+        self.assertIn("fcgi.getPoolStatus failed: KeyError: 'boom'",
+                      rpc.supervisord.options.logger.data)
+
+    def test_a_type_error_of_ours_is_failed_with_its_text_and_logged(self):
+        # supervisor makes any TypeError a bare INCORRECT_PARAMETERS: none escapes
+        rpc = self._makeOne()
+
+        def broken(group):
+            return len(5)
+        rpc.plugin.status = broken
+        error = self.assertRPCError(SupervisorFaults.FAILED, rpc.getPoolStatus, 'app')
+        self.assertEqual(error.text, "FAILED: TypeError: object of type 'int' has no len()")
+        self.assertIn("fcgi.getPoolStatus failed: TypeError: object of type 'int' "
+                      "has no len()", rpc.supervisord.options.logger.data)
+
+    def test_wrong_arguments_are_incorrect_parameters_saying_why(self):
+        rpc = self._makeOne()
+        error = self.assertRPCError(SupervisorFaults.INCORRECT_PARAMETERS,
+                                    rpc.getPoolStatus)
+        self.assertEqual(error.text, "INCORRECT_PARAMETERS: fcgi.getPoolStatus: missing "
+                         "a required argument: 'name'")
+        error = self.assertRPCError(SupervisorFaults.INCORRECT_PARAMETERS,
+                                    rpc.rollingRestart, 'app', 1, True, 'extra')
+        self.assertIn('fcgi.rollingRestart: too many positional arguments', error.text)
+        self.assertEqual(rpc.supervisord.options.logger.data, [])
+
+    def test_text_xml_forbids_is_escaped_in_every_string(self):
+        from supervisor_fcgi_ext.supervisord.rpcinterface import xmlrpc_safe
+        status = {'name': 'app', 'warnings': ['slot of app_00: \x01bad\ufffe'],
+                  'processes': [{'request_uri': '/a\x01b', 'request_method': 'G\ufffeT'}],
+                  'bad\x01key': 1}
+        ((loaded,), _) = xmlrpc.client.loads(xmlrpc.client.dumps((xmlrpc_safe(status),)))
+        self.assertEqual(loaded, {'name': 'app', 'warnings': ['slot of app_00: %01bad%EF%BF%BE'],
+                                  'processes': [{'request_uri': '/a%01b',
+                                                 'request_method': 'G%EF%BF%BET'}],
+                                  'bad%01key': 1})
+
+    def test_a_pool_status_holding_forbidden_text_marshals(self):
+        rpc = self._makeOne()
+        real = rpc.plugin.status
+
+        def with_bad_text(group):
+            status = real(group)
+            status['processes'][0]['request_uri'] = '/\ufffe\x01'
+            return status
+        rpc.plugin.status = with_bad_text
+        dumped = xmlrpc.client.dumps((rpc.getPoolStatus('app'),), methodresponse=True)
+        ((loaded,), _) = xmlrpc.client.loads(dumped)
+        self.assertEqual(loaded['processes'][0]['request_uri'], '/%EF%BF%BE%01')
 
     def test_big_numbers_travel_as_doubles(self):
         from supervisor_fcgi_ext.supervisord.rpcinterface import xmlrpc_safe
         value = xmlrpc_safe({'a': [2 ** 40, 5, True]})
         self.assertEqual(value, {'a': [float(2 ** 40), 5, True]})
         xmlrpc.client.dumps((value,))
-
-
-class ScoreboardDirTests(RPCInterfaceTestBase):
-    def test_unusable_dir_refuses_to_start_with_one_line(self):
-        with self.assertRaisesRegex(ValueError, r'^\[rpcinterface:fcgi\] scoreboard_dir '
-                                    r'/proc/nope/board cannot be used: '):
-            self._makeOne(scoreboard_dir='/proc/nope/board')
-
-    def test_orphaned_automatic_dirs_of_dead_supervisords_are_removed(self):
-        from supervisor_fcgi_ext.supervisord.plugin import remove_orphaned_dirs
-        root = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, root, True)
-        dead = subprocess.Popen(['true'])
-        dead.wait()
-        names = ['supervisor-fcgi-%d' % dead.pid, 'supervisor-fcgi-%d' % os.getpid(),
-                 'supervisor-fcgi-x', 'unrelated']
-        for name in names:
-            os.makedirs(os.path.join(root, name, 'app'))
-        remove_orphaned_dirs(root)
-        self.assertEqual(sorted(os.listdir(root)), sorted(names[1:]))
-
-    def test_env_var_tells_the_workers_where_the_board_is(self):
-        from supervisor_fcgi_ext.common import scoreboard
-        board = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, board, True)
-        self.addCleanup(os.environ.pop, scoreboard.ENV_VAR, None)
-        self._makeOne(scoreboard_dir=board)
-        self.assertEqual(os.environ[scoreboard.ENV_VAR], board)
-        self.assertEqual(oct(os.stat(board).st_mode & 0o777), '0o711')
 
 
 class LoadedTwiceTests(RPCInterfaceTestBase):

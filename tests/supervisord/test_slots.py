@@ -1,5 +1,6 @@
 """supervisord's reader: pool directories, hostile and torn slot files, the
-harvest of an exited worker's slot and the sweep of stale ones."""
+harvest of an exited worker's slot and the sweep of stale ones, and that
+the plugin changes or removes only what it made."""
 from __future__ import annotations
 
 import os
@@ -15,8 +16,10 @@ from supervisor_fcgi_ext.common.scoreboard import (
     RECORD_SIZE, ScoreboardError, Slot, encode_slot, slot_path,
 )
 from supervisor_fcgi_ext.supervisord.slots import (
-    ensure_pool_dir, harvest_slot, read_pool, read_slot, remove_stale,
+    MARKER, StaleSweep, ensure_pool_dir, harvest_slot, read_pool, read_slot, remove_pool_dir,
 )
+from supervisor.tests.base import DummyLogger
+
 from supervisor_fcgi_ext.worker.slotwriter import SlotWriter
 from test_scoreboard import PID, make_slot
 
@@ -166,15 +169,102 @@ class TestHarvestAndStale:
         assert harvest_slot(base, '..', 5) is None
         assert harvest_slot(base, 'pool', -3) is None
 
-    def test_remove_stale_keeps_live_workers_only(self, pool_dir):
+    def test_sweep_removes_slots_of_gone_pids_only(self, pool_dir):
         base = os.path.dirname(pool_dir)
         for pid in (10, 11, 12):
             SlotWriter(pool_dir, pid=pid)
         for name in ('11.slot.tmp', '13.slot.tmp', 'junk', '.hidden'):
             write_file(os.path.join(pool_dir, name), b'x')
         os.mkdir(os.path.join(pool_dir, 'subdir'))
-        assert remove_stale(base, 'pool', [11, 99]) == [10, 12]
-        assert sorted(os.listdir(pool_dir)) == ['11.slot', '11.slot.tmp', 'subdir']
-        assert remove_stale(base, 'pool', [11]) == []
-        assert remove_stale(base, 'missing', []) == []
-        assert remove_stale(base, '../..', []) == []
+        logger = DummyLogger()
+        sweep = StaleSweep(base, 'pool', logger)
+        assert sweep.step([11, 99]) == [10, 12] and not sweep.running
+        # what is not a slot is not ours to remove: named once in the log
+        assert sorted(os.listdir(pool_dir)) == sorted(
+            [MARKER, '11.slot', '11.slot.tmp', 'junk', '.hidden', 'subdir'])
+        assert sweep.step([11]) == []
+        assert len([line for line in logger.data if 'not slots' in line]) == 1
+        assert logger.data[0].startswith('fcgi: %s holds entries that are not slots ('
+                                         % pool_dir)
+        assert logger.data[0].endswith(', ...); the sweep leaves them (logged once)')
+        assert StaleSweep(base, 'missing', logger).step([]) == []
+        assert StaleSweep(base, '../..', logger).step([]) == []
+
+    def test_sweep_is_bounded_and_resumes(self, pool_dir):
+        base = os.path.dirname(pool_dir)
+        for pid in range(1, 26):
+            write_file(os.path.join(pool_dir, '%d.slot' % pid), b'x')
+        sweep = StaleSweep(base, 'pool', DummyLogger(), batch=10)
+        removed = []
+        for _ in range(2):      # 10 entries a step; one of the 26 is our marker
+            step = sweep.step([])
+            assert len(step) in (9, 10) and sweep.running
+            removed += step
+        assert len(os.listdir(pool_dir)) == 26 - len(removed)
+        removed += sweep.step([])       # the rest, and the end of the pass
+        assert not sweep.running and sorted(removed) == list(range(1, 26))
+        assert os.listdir(pool_dir) == [MARKER]
+
+    def test_sweep_closes_its_directory(self, pool_dir):
+        sweep = StaleSweep(os.path.dirname(pool_dir), 'pool', DummyLogger(), batch=1)
+        before = len(os.listdir('/proc/self/fd'))
+        for pid in (1, 2):
+            write_file(os.path.join(pool_dir, '%d.slot' % pid), b'x')
+        sweep.step([])
+        assert sweep.running and len(os.listdir('/proc/self/fd')) > before
+        sweep.close()
+        assert not sweep.running and len(os.listdir('/proc/self/fd')) == before
+
+
+class TestOnlyWhatWeMade:
+    """An explicit scoreboard_dir may already hold a directory named like a
+    pool: it is never chmodded, swept or removed."""
+
+    def test_a_pool_directory_we_did_not_make_is_refused_and_left_as_is(self, tmp_path):
+        theirs = tmp_path / 'web'
+        theirs.mkdir(mode=0o755)
+        os.chmod(theirs, 0o755)
+        (theirs / 'data.txt').write_text('precious')
+        with pytest.raises(ScoreboardError, match='was not made by the plugin'):
+            ensure_pool_dir(str(tmp_path), 'web')
+        assert stat.S_IMODE(os.stat(theirs).st_mode) == 0o755
+        assert remove_pool_dir(str(tmp_path), 'web') == \
+            '%s was not made by the plugin' % theirs
+        # neither the sweep nor an exit's harvest unlinks anything in it
+        write_file(theirs / '12.slot', b'x')
+        assert StaleSweep(str(tmp_path), 'web', DummyLogger()).step([]) == []
+        assert harvest_slot(str(tmp_path), 'web', 12) is None
+        assert sorted(os.listdir(theirs)) == ['12.slot', 'data.txt']
+        assert (theirs / 'data.txt').read_text() == 'precious'
+
+    def test_a_symlink_is_refused_and_its_target_untouched(self, tmp_path):
+        target = tmp_path / 'target'
+        target.mkdir(mode=0o755)
+        os.chmod(target, 0o755)
+        (target / '12.slot').write_text('not ours')
+        os.symlink(target, tmp_path / 'web')
+        with pytest.raises(ScoreboardError, match='not a directory'):
+            ensure_pool_dir(str(tmp_path), 'web')
+        assert remove_pool_dir(str(tmp_path), 'web').startswith('cannot open')
+        assert StaleSweep(str(tmp_path), 'web', DummyLogger()).step([]) == []
+        assert stat.S_IMODE(os.stat(target).st_mode) == 0o755
+        assert os.listdir(target) == ['12.slot']
+
+    def test_a_forged_marker_does_not_make_a_directory_ours(self, tmp_path):
+        theirs = tmp_path / 'web'
+        theirs.mkdir()
+        os.link(__file__, theirs / MARKER)       # ours by owner, but a hard link
+        with pytest.raises(ScoreboardError, match='was not made by the plugin'):
+            ensure_pool_dir(str(tmp_path), 'web')
+
+    def test_removing_our_directory_takes_only_slots_and_the_marker(self, pool_dir):
+        base = os.path.dirname(pool_dir)
+        SlotWriter(pool_dir, pid=10)
+        write_file(os.path.join(pool_dir, '11.slot.tmp'), b'x')
+        assert remove_pool_dir(base, 'pool') is None
+        assert not os.path.exists(pool_dir)
+        assert remove_pool_dir(base, 'pool') is None        # already gone
+        ensure_pool_dir(base, 'pool')
+        write_file(os.path.join(pool_dir, 'notes'), b'theirs')
+        assert 'holds files the plugin did not make' in remove_pool_dir(base, 'pool')
+        assert os.listdir(pool_dir) == ['notes']
