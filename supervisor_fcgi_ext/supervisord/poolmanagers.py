@@ -1,10 +1,11 @@
 """Every pool's process manager and socket hold limit, for the plugin.
 
-The plugin keeps one `PoolManagers` for the life of supervisord (reloads
-included), so what `fcgi.setPoolSize` set survives a reload and an
-`update` of the pool; the settings are read again from [rpcinterface:fcgi]
-at every factory call.  Pools are matched by name case-insensitively:
-supervisor hands the keys over lowercased.
+The settings are read again from [rpcinterface:fcgi] at every factory call.
+What `fcgi.setPoolSize` set is kept by pool name for the life of the
+supervisord process: a reload makes a new supervisord object, plugin and
+groups, and an `update` new groups, but the size stays.  Pools are matched
+to their keys by name case-insensitively: supervisor hands the keys over
+lowercased.
 """
 
 import time
@@ -14,7 +15,11 @@ from supervisor.states import ProcessStates
 from supervisor_fcgi_ext.supervisord import procmanager
 from supervisor_fcgi_ext.supervisord.poolsize import PoolSizer
 
-__all__ = ['PoolManagers', 'SizeOutOfRange']
+__all__ = ['PoolManagers', 'SizeOutOfRange', 'RUNTIME_SIZES']
+
+
+# pool name: n given to setPoolSize; kept across reloads (see above)
+RUNTIME_SIZES = {}
 
 
 class SizeOutOfRange(ValueError):
@@ -60,6 +65,8 @@ class PoolManagers:
             sizer = self.sizers[name] = PoolSizer(
                 name, self.settings_of(name), len(group.processes), self.logger,
                 self.clock)
+            if name in RUNTIME_SIZES:
+                sizer.set_size(min(RUNTIME_SIZES[name], len(group.processes)))
         return sizer
 
     def prepare(self, group):
@@ -133,6 +140,7 @@ class PoolManagers:
         sizer = self.sizer(group)
         sizer.bind(group)
         sizer.set_size(n)
+        RUNTIME_SIZES[group.config.name] = n
         self.logger.info('fcgi: %s: pool size set to %d (pm %s)'
                          % (group.config.name, n, sizer.settings.pm))
         return sizer.status()

@@ -117,17 +117,19 @@ class PoolSizer:
             self.state.ceiling = self.state.target = self.numprocs
 
     def keep_from_autostart(self, group):
-        """Before supervisor's first pass over a new group: let it autostart
-        only what the manager starts (start_servers, or none on demand)."""
+        """Before supervisor's first pass over a new group (a start, a
+        reload, an update): let it autostart only what the manager would
+        run - start_servers, none on demand, a resized static pool's n."""
         self.bind(group)
-        if self.settings.pm == 'static':
+        if not self.managed:
             return
-        wanted = self.settings.start_servers if self.settings.pm == 'dynamic' else 0
+        wanted = {'static': self.state.target, 'ondemand': 0,
+                  'dynamic': self.settings.start_servers}[self.settings.pm]
         fresh = [p for name, p in sorted(group.processes.items())
                  if p.get_state() == ProcessStates.STOPPED and not p.laststart
                  and p.config.autostart]
         now = self.clock()
-        for process in fresh[wanted:]:
+        for process in fresh[min(wanted, self.state.ceiling):]:
             # supervisor autostarts a STOPPED process only if laststart is 0
             process.laststart = process.laststop = now
             self.held.add(process.config.name)

@@ -11,7 +11,8 @@ from supervisor.tests.base import (DummyFCGIGroupConfig, DummyFCGIProcessGroup,
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.supervisord import poolsize
 from supervisor_fcgi_ext.supervisord.holds import SocketHolds
-from supervisor_fcgi_ext.supervisord.poolmanagers import PoolManagers, SizeOutOfRange
+from supervisor_fcgi_ext.supervisord.poolmanagers import (RUNTIME_SIZES, PoolManagers,
+                                                         SizeOutOfRange)
 from supervisor_fcgi_ext.supervisord.procmanager import PmSettings
 
 RUNNING = SupervisorStates.RUNNING
@@ -203,6 +204,9 @@ class PoolSizerTests(unittest.TestCase):
 
 
 class PoolManagersTests(unittest.TestCase):
+    def tearDown(self):
+        RUNTIME_SIZES.clear()   # what setPoolSize set outlives a plugin
+
     def managers(self):
         self.logger = DummyOptions().logger
         self.clock = Clock()
@@ -281,3 +285,20 @@ class PoolManagersTests(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class SizeAcrossReloadTests(unittest.TestCase):
+    def test_a_new_plugin_keeps_the_size_and_autostarts_only_it(self):
+        logger = DummyOptions().logger
+        first = PoolManagers(logger, SocketHolds(logger))
+        first.set_size(make_group(4, ProcessStates.RUNNING, pid=10), 2)
+        # a reload: new supervisord, plugin, groups; nothing started yet
+        second = PoolManagers(logger, SocketHolds(logger))
+        group = make_group(4)
+        second.prepare(group)
+        self.assertEqual(second.status(group)['target'], 2)
+        self.assertEqual([p.laststart == 0 for _, p in sorted(group.processes.items())],
+                         [True, True, False, False])
+
+    def tearDown(self):
+        RUNTIME_SIZES.clear()
