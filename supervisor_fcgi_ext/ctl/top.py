@@ -27,6 +27,7 @@ __all__ = ['USAGE', 'HELP', 'TopOptions', 'parse_args', 'fetch_pools', 'run_plai
            'Screen', 'run_screen', 'run']
 
 USAGE = ('fcgi_top [-d SECONDS] [--once | --batch N] [--sort KEY] [POOL ...]')
+MESSAGE_SECONDS = 5     # how long 'reconnected' stays on the screen
 SORT_NAMES = {name: key for key, (name, _, _) in SORT_KEYS.items()}
 HELP = [
     USAGE,
@@ -174,6 +175,7 @@ class Screen:
         self.shown = 0         # 0: every pool; i: the i-th pool alone
         self.scroll = 0
         self.message = ''
+        self.message_until = 0.0
         self.failing = False
 
     def take(self, kind, value):
@@ -182,7 +184,11 @@ class Screen:
             self.previous = None        # rates start afresh after a gap
             self.failing = True
             return
-        self.message = 'reconnected' if self.failing else ''
+        if self.failing:
+            self.message = 'reconnected at %s' % time.strftime('%H:%M:%S')
+            self.message_until = time.monotonic() + MESSAGE_SECONDS
+        elif time.monotonic() >= self.message_until:
+            self.message = ''
         self.failing = False
         count_respawns(self.current, value, self.respawns)
         self.previous, self.current = self.current, value

@@ -200,7 +200,10 @@ def test_screen_keys_and_messages(pool, pool_dir, tmp_path):
     assert lines[1] == 'cannot reach supervisord: refused; retrying every 1s'
     assert 'pool other ' in '\n'.join(lines)      # the last figures stay
     screen.take('ok', both)
-    assert screen.lines(100, 30)[1] == 'reconnected'
+    assert screen.lines(100, 30)[1].startswith('reconnected at ')
+    screen.take('ok', both)
+    assert screen.lines(100, 30)[1].startswith('reconnected at ')   # for a while
+    screen.message_until = 0
     screen.take('ok', both)
     assert screen.lines(100, 30)[1] == ''
     assert len(screen.lines(100, 30)) == 30 and len(screen.lines(100, 3)) == 3
