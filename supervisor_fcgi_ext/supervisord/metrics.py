@@ -17,11 +17,9 @@ from prometheus_client.exposition import choose_encoder
 
 from supervisor_fcgi_ext.common.scoreboard import BUSY_STATES, WORKER_STATES
 
-__all__ = ['respond', 'families', 'pool_statuses', 'slot_status', 'PROCESS_STATES',
-           'SLOT_STATUSES']
+__all__ = ['respond', 'families', 'pool_statuses', 'slot_status', 'PROCESS_STATES']
 
 PROCESS_STATES = WORKER_STATES + ('stopped',)
-SLOT_STATUSES = ('ok', 'absent', 'unavailable')
 UNREADABLE_SLOT = ': scoreboard slot unreadable'   # pools.py's warning text
 POOL, PROCESS = ('pool',), ('pool', 'process')
 
@@ -146,11 +144,14 @@ def _pool(s, family):
 
 def _process(s, p, family):
     labels = [s['name'], p['name']]
-    state = family('fcgi_process_state', GaugeMetricFamily,
-                   'The worker\'s state (from its slot; sampled workers: running '
-                   'while holding a connection, else idle).', PROCESS + ('state',))
-    for name in PROCESS_STATES:
-        state.add_metric(labels + [name], int(p['worker_state'] == name))
+    # One sample per process, labelled with the state it is in (as
+    # php-fpm_exporter does): a 0 for every other state would triple a
+    # scrape's size and cost for nothing a query needs.
+    family('fcgi_process_state', GaugeMetricFamily,
+           'Always 1, labelled with the worker\'s state: %s (from its slot; '
+           'sampled workers: running while holding a connection, else idle).'
+           % ', '.join(PROCESS_STATES), PROCESS + ('state',)).add_metric(
+        labels + [p['worker_state']], 1)
     family('fcgi_process_pid', GaugeMetricFamily,
            'The process id; 0 while not running.', PROCESS).add_metric(labels, p['pid'])
     if not p['pid']:
@@ -170,12 +171,10 @@ def _process(s, p, family):
     if p['connections'] >= 0:
         connections.add_metric(labels, p['connections'])
     slot = slot_status(p, s['warnings'])
-    slots = family('fcgi_process_scoreboard_slot', GaugeMetricFamily,
-                   'How the process\'s scoreboard slot read: ok, absent (the '
-                   'worker writes none) or unavailable (unreadable: exact '
-                   'figures left out).', PROCESS + ('status',))
-    for name in SLOT_STATUSES:
-        slots.add_metric(labels + [name], int(slot == name))
+    family('fcgi_process_scoreboard_slot', GaugeMetricFamily,
+           'Always 1, labelled with how the process\'s scoreboard slot read: ok, '
+           'absent (the worker writes none) or unavailable (unreadable: exact '
+           'figures left out).', PROCESS + ('status',)).add_metric(labels + [slot], 1)
     idle = p['worker_state'] not in BUSY_STATES
     last = family('fcgi_process_last_request_duration_seconds', GaugeMetricFamily,
                   'The last request\'s wall time (while idle).', PROCESS)
