@@ -51,7 +51,7 @@ import time
 from supervisor import childutils
 
 from supervisor_fcgi_ext.guard.alarms import Alarms
-from supervisor_fcgi_ext.guard.protocol import BadEvent, EventReader
+from supervisor_fcgi_ext.guard.protocol import BadEvent, EventReader, parse_fields
 from supervisor_fcgi_ext.guard.restarts import Restarts
 from supervisor_fcgi_ext.guard.rpc import POOL_ERRORS, TRANSPORT_ERRORS, make_rpc, one_line
 from supervisor_fcgi_ext.guard.rules import CrashWatch, QueueWatch
@@ -120,7 +120,7 @@ class FcgiGuard:
             self.check()
         elif event.startswith('PROCESS_STATE_'):
             self.process_state(event[len('PROCESS_STATE_'):],
-                               childutils.get_headers(payload))
+                               parse_fields(payload, 'payload'))
 
     def log(self, message):
         self.stderr.write('%s fcgi-guard: %s\n' % (childutils.get_asctime(self.now()),

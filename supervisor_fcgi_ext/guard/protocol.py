@@ -15,7 +15,7 @@ import re
 import select
 import time
 
-__all__ = ['BadEvent', 'EventReader', 'parse_headers', 'MAX_HEADER', 'MAX_PAYLOAD',
+__all__ = ['BadEvent', 'EventReader', 'parse_fields', 'parse_headers', 'MAX_HEADER', 'MAX_PAYLOAD',
            'REST_WAIT']
 
 MAX_HEADER = 4096        # characters; supervisor's header lines are ~150
@@ -35,15 +35,22 @@ def _shown(text, limit=60):
     return repr(text[:limit]) + ('...' if len(text) > limit else '')
 
 
-def parse_headers(line):
-    """{name: value} of a header line ('k:v k:v ...'), with 'len' an int."""
-    headers = {}
-    for token in line.split():
+def parse_fields(text, what='header'):
+    """{name: value} of 'name:value name:value ...' (a header line, or a
+    PROCESS_STATE payload)."""
+    fields = {}
+    for token in text.split():
         name, colon, value = token.partition(':')
         if not colon or not name:
-            raise BadEvent('header token %s is not name:value in %s'
-                           % (_shown(token, 30), _shown(line)))
-        headers[name] = value
+            raise BadEvent('%s token %s is not name:value in %s'
+                           % (what, _shown(token, 30), _shown(text)))
+        fields[name] = value
+    return fields
+
+
+def parse_headers(line):
+    """The header line's fields, with 'len' an int."""
+    headers = parse_fields(line)
     if 'len' not in headers:
         raise BadEvent('no len in header %s' % _shown(line))
     if not _LEN.match(headers['len']):

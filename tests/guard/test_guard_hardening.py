@@ -89,7 +89,9 @@ def test_a_worker_frozen_mid_request_is_killed_and_replaced(supervisor_factory,
                                                             tmp_path):
     """Issue 11 item 9: SIGSTOP during a request.  Its stopsignal waits for a
     SIGCONT that never comes: after --grace the guard KILLs it."""
-    sup, log = guarded(supervisor_factory, tmp_path, [PoolSpec(numprocs=2)],
+    # supervisor's own KILL after stopwaitsecs must not come first
+    sup, log = guarded(supervisor_factory, tmp_path,
+                       [PoolSpec(numprocs=2, extra={'stopwaitsecs': 10})],
                        '--pool app --request-timeout 2 --grace 1')
     url = sup.pool('app').socket_url
     thread, outcome = request_in_thread(url, '/?sleep=60')

@@ -101,6 +101,13 @@ class FcgiGuardTests(unittest.TestCase):
         self.assertIn("bad event from supervisord, acknowledged: header token 'ver3.0' "
                       "is not name:value", lines[0])
 
+    def test_bad_payload_is_one_clear_line(self):
+        guard = self._makeOne(DummyRPC(), '--crash-threshold', '1/60')
+        guard.answer({'eventname': 'PROCESS_STATE_EXITED'}, 'processname:x oops')
+        self.assertEqual([line.split('fcgi-guard: ')[1] for line in self.log_lines()],
+                         ["PROCESS_STATE_EXITED failed: BadEvent: payload token 'oops' "
+                          "is not name:value in 'processname:x oops'"])
+
     # -- one pool's failure ---------------------------------------------------
 
     def two_pools(self, *argv):
@@ -367,56 +374,3 @@ class FcgiGuardTests(unittest.TestCase):
         for _ in range(3):
             guard.handle_event(*exited)
         self.assertEqual(sum('ALARM' in line for line in self.log_lines()), 2)
-
-
-class ParseArgsTests(unittest.TestCase):
-    def parse(self, *argv):
-        from supervisor_fcgi_ext.guard.listener import parse_args
-        return parse_args(list(argv))
-
-    def test_policies(self):
-        args = self.parse('--pool', 'a', '--pool', 'b', '--crash-threshold', '5/60',
-                          '--slowlog-timeout', '1.5', '--slowlog', '/x',
-                          '--slowlog-signal', 'sigusr2')
-        self.assertEqual(args.pools, ['a', 'b'])
-        self.assertEqual(args.crash_threshold, (5, 60.0))
-        self.assertEqual(args.slowlog_signal, 'USR2')
-        self.assertEqual(args.grace, 2.0)
-
-    def test_wrong_options_are_one_line_and_exit_2(self):
-        from contextlib import redirect_stderr
-        for argv in ([], ['--request-timeout', '0'], ['--queue-alarm', '101'],
-                     ['--crash-threshold', '5'], ['--crash-threshold', '0/60'],
-                     ['--max-requests', '0'], ['--slowlog-timeout', '5'],
-                     ['--slowlog', '/x', '--max-requests', '1'],
-                     ['--request-timeout', '5', '--grace', '11'],
-                     ['--slowlog-signal', 'NOPE', '--max-requests', '1'],
-                     ['--max-requests', '1', 'extra']):
-            err = io.StringIO()
-            with redirect_stderr(err), self.assertRaises(SystemExit) as cm:
-                self.parse(*argv)
-            self.assertEqual(cm.exception.code, 2, argv)
-            self.assertEqual(len(err.getvalue().splitlines()), 1, argv)
-            self.assertTrue(err.getvalue().startswith('fcgi-guard: error: '), argv)
-
-    def test_credentials_from_options_override_the_environment(self):
-        from supervisor_fcgi_ext.guard.listener import make_rpc
-        env = {'SUPERVISOR_SERVER_URL': 'unix:///run/s.sock',
-               'SUPERVISOR_USERNAME': 'env-user', 'SUPERVISOR_PASSWORD': 'env-pw'}
-        transport = make_rpc(self.parse('--max-requests', '1', '--password', 'pw'),
-                             env)('transport')
-        self.assertEqual((transport.serverurl, transport.username, transport.password),
-                         ('unix:///run/s.sock', 'env-user', 'pw'))
-
-    def test_main_outside_supervisor_says_so(self):
-        from contextlib import redirect_stderr
-        from supervisor_fcgi_ext.guard.listener import main
-        err = io.StringIO()
-        env = os.environ.pop('SUPERVISOR_SERVER_URL', None)
-        try:
-            with redirect_stderr(err):
-                self.assertEqual(main(['--max-requests', '5']), 2)
-        finally:
-            if env is not None:
-                os.environ['SUPERVISOR_SERVER_URL'] = env
-        self.assertIn('must be run as a supervisor event listener', err.getvalue())
