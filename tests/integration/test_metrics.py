@@ -2,6 +2,7 @@
 fcgi-worker pools, scraped over the inet and the unix HTTP server, with and
 without supervisor's password, on metrics_listen, across a reload, a
 recycled worker and pools added and removed; `promtool check metrics`."""
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,38 @@ from supervisor_fcgi_ext.lab.harness import HarnessError, PoolSpec, Supervisor, 
 from conftest import in_ci
 from scrapes import (PASSWORD, USER, AuthSupervisor, basic, get, per_process, samples,
                      scrape, through_nginx, value, wait_counted)
+
+@contextlib.contextmanager
+def scraping(*targets):
+    """Scrape the targets over and over meanwhile; yields the (status, body)
+    list, a connection refused or cut counting as (None, its repr)."""
+    results, stop = [], threading.Event()
+
+    def scraper():
+        while not stop.is_set():
+            for target in targets:
+                try:
+                    status, _, body = get(target)
+                    results.append((status, body))
+                except OSError as e:
+                    results.append((None, repr(e).encode()))
+    thread = threading.Thread(target=scraper)
+    thread.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def answered_or_refused(results):
+    """Every scrape a complete, parsing 200, or a clean connection failure."""
+    for status, body in results:
+        assert status in (200, None), body
+        if status == 200:
+            samples(body)
+    return [body for status, body in results if status == 200]
+
 
 def test_requests_through_nginx_are_counted_exactly(supervisor_factory, nginx_factory):
     sup = supervisor_factory([PoolSpec(numprocs=3)], unix_http_server=True)
@@ -97,14 +130,16 @@ def test_metrics_listen_serves_a_unix_only_supervisord_across_a_reload(
     assert get(target, '/fcgi/status')[0] == 404       # figures only, no URIs
     assert 'no authentication' in open(sup.log_path).read()
     pid = sup.pid
-    sup.ctl('reload', check=True)
 
     def reloaded():
         try:
             return len(sup.pids('app')) == 2
         except (OSError, xmlrpc.client.Error):   # SHUTDOWN_STATE while it reloads
             return False
-    sup.wait_for(reloaded, 30, 'both workers running again after the reload')
+    with scraping(target, sup.url, sup.unix_socket_path) as results:
+        sup.ctl('reload', check=True)
+        sup.wait_for(reloaded, 30, 'both workers running again after the reload')
+    assert len(answered_or_refused(results)) > 3
     assert sup.pid == pid
     through_nginx(nginx, 3)
     for where in (target, sup.url, sup.unix_socket_path):
@@ -154,30 +189,15 @@ def test_a_bad_metrics_listen_stops_supervisord_with_one_line(supervisor_factory
 def test_scrapes_while_pools_are_added_and_removed_answer(supervisor_factory):
     sup = supervisor_factory([PoolSpec(command='sleep 1000', numprocs=2),
                               PoolSpec(name='extra', command='sleep 1000', numprocs=2)])
-    results, stop = [], threading.Event()
-
-    def scraper():
-        while not stop.is_set():
-            try:
-                status, _, body = get(sup.url)
-                results.append((status, body))
-            except OSError as e:
-                results.append((None, repr(e).encode()))
-    thread = threading.Thread(target=scraper)
-    thread.start()
-    try:
+    with scraping(sup.url) as results:
         for _ in range(3):
             sup.ctl('stop', 'extra:*', check=True)
             sup.ctl('remove', 'extra', check=True)
             sup.ctl('add', 'extra', check=True)
             sup.wait_running()
-    finally:
-        stop.set()
-        thread.join(30)
     assert len(results) > 10
-    for status, body in results:
-        assert status == 200, body
-        samples(body)                         # every one parses
-    assert any(b'pool="extra"' not in body for _, body in results)
-    assert all(b'pool="app"' in body for _, body in results)
+    assert all(status == 200 for status, _ in results)
+    bodies = answered_or_refused(results)
+    assert any(b'pool="extra"' not in body for body in bodies)
+    assert all(b'pool="app"' in body for body in bodies)
     assert 'Traceback' not in open(sup.log_path).read()
