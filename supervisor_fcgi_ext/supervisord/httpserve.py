@@ -51,7 +51,7 @@ def parse_listen(value):
         address, number = None, 0
     if address is None or not 1 <= number <= 65535 \
             or bracketed != (address.version == 6):
-        raise ValueError('[rpcinterface:fcgi] metrics_listen = %r is refused: %s'
+        raise ValueError('[rpcinterface:fcgi] metrics_listen = %r is refused (allowed: %s)'
                          % (value, _LISTEN_HELP))
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     return Listen(family, str(address), number, text)

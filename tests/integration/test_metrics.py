@@ -172,8 +172,8 @@ def test_a_bad_metrics_listen_stops_supervisord_with_one_line(supervisor_factory
     taken.listen(1)
     try:
         for setting, reason in (
-                ('localhost:9253', "metrics_listen = 'localhost:9253' is refused: "
-                                   "IP:PORT"),
+                ('localhost:9253', "metrics_listen = 'localhost:9253' is refused "
+                                   "(allowed: IP:PORT"),
                 ('127.0.0.1:%d' % taken.getsockname()[1],
                  "metrics_listen = '127.0.0.1:%d' cannot be used: Address already "
                  "in use" % taken.getsockname()[1])):

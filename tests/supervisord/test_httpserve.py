@@ -67,8 +67,8 @@ def test_parse_listen_refuses_with_one_line(text):
     with pytest.raises(ValueError) as info:
         parse_settings({'metrics_listen': text})
     message = str(info.value)
-    assert message.startswith("[rpcinterface:fcgi] metrics_listen = %r is refused: "
-                              "IP:PORT" % text)
+    assert message.startswith("[rpcinterface:fcgi] metrics_listen = %r is refused "
+                              "(allowed: IP:PORT" % text)
     assert '\n' not in message
 
 
