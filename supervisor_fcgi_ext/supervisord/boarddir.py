@@ -65,19 +65,27 @@ class AutoBoard:
         self.lock_fd, self._lock_id = fd, (st.st_dev, st.st_ino)
         self.record_owner()
 
-    def holds_lock(self):
-        """True while our lock fd is still ours: a regular file's inode is
-        unique, so a reused fd number cannot pass for it."""
+    def _lock_stat(self):
+        """Our lock fd's stat, or None once the number is not ours: a regular
+        file's inode is unique, so a reused number cannot pass for it."""
         try:
             st = os.fstat(self.lock_fd)
         except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == self._lock_id
+            return None
+        return st if (st.st_dev, st.st_ino) == self._lock_id else None
+
+    def holds_lock(self):
+        """True while the lock fd is ours and its file still there."""
+        st = self._lock_stat()
+        return st is not None and st.st_nlink > 0
 
     def relock(self):
-        """Take the lock again after a reload closed its fd (cleanup_fds)."""
+        """Take the lock again after a reload closed its fd (cleanup_fds);
+        OSError when the directory was removed behind our back."""
         if self.holds_lock():
             return
+        if self._lock_stat() is not None:
+            os.close(self.lock_fd)        # ours, but its file was removed
         dfd = os.open(self.path, DIR_FLAGS)
         try:
             fd = os.open(LOCK_NAME, _LOCK_FLAGS, dir_fd=dfd)
@@ -105,12 +113,16 @@ def auto_board(root=None):
     """This process's automatic directory, made once (a reload keeps it,
     and the lock is taken again); orphans of others are removed first."""
     root = default_root() if root is None else root
-    board = _auto.get(root)
+    board = _auto.pop(root, None)
+    if board is not None:
+        try:
+            board.relock()
+        except OSError:      # removed behind our back: a new one
+            board = None
     if board is None:
         remove_orphans(root)
-        board = _auto[root] = AutoBoard(root)
-    else:
-        board.relock()
+        board = AutoBoard(root)
+    _auto[root] = board
     return board
 
 

@@ -105,6 +105,10 @@ class TestAutoBoard:
         board = boarddir.auto_board(shm)
         try:
             assert boarddir.auto_board(shm) is board
+            shutil.rmtree(board.path)                 # removed behind its back
+            fresh = boarddir.auto_board(shm)
+            assert fresh is not board and os.path.isdir(fresh.path)
+            board = fresh
             board.owner = -1          # as in a forked child: not its to remove
             board.remove()
             assert os.path.isdir(board.path)
