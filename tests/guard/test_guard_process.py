@@ -129,10 +129,21 @@ def start_guard(tmp_path):
             guard.proc.wait()
 
 
+def crash_event(pool='app'):
+    """A PROCESS_STATE_EXITED event of an unexpected exit, as supervisord sends it."""
+    payload = ('processname:%s_00 groupname:%s from_state:RUNNING expected:0 pid:1'
+               % (pool, pool))
+    return 'ver:3.0 eventname:PROCESS_STATE_EXITED len:%d\n%s' % (len(payload), payload)
+
+
+CRASH_ALARM = ('ALARM pool app: crash loop: 1 unexpected exits within 60 s, '
+               'last app_00 EXITED from RUNNING')
+
+
 def test_a_server_that_never_answers_costs_one_timeout_per_event(silent_url,
                                                                  start_guard):
     guard = start_guard(silent_url, '--pool', 'app', '--request-timeout', '5',
-                        '--rpc-timeout', '1')
+                        '--crash-threshold', '1/60', '--rpc-timeout', '1')
     for serial in (1, 2):
         guard.send(tick(serial))
         took = guard.expect(OK, 1 + 5)
@@ -144,6 +155,9 @@ def test_a_server_that_never_answers_costs_one_timeout_per_event(silent_url,
     assert len(lines) == 3, lines
     for line in lines[1:]:
         assert 'fcgi-guard: TICK_5 failed: TimeoutError: timed out' in line
+    guard.send(crash_event())            # needs no call: handled at once
+    guard.expect(OK, 5)
+    assert CRASH_ALARM in guard.log_lines()[-1]
     assert guard.close() == 0
 
 
@@ -173,10 +187,8 @@ def test_each_malformed_header_is_answered_logged_and_the_next_event_handled(
         assert 'bad event from supervisord, acknowledged: ' in lines[-1], what
         assert why in lines[-1], (what, lines[-1])
         print('%s: answered after %.2f s' % (what, took))
-    payload = 'processname:app_00 groupname:app from_state:RUNNING expected:0 pid:1'
-    guard.send('ver:3.0 eventname:PROCESS_STATE_EXITED len:%d\n%s' % (len(payload), payload))
+    guard.send(crash_event())
     guard.expect(OK, 5)
     guard.expect(READY, 2)
-    assert ('ALARM pool app: crash loop: 1 unexpected exits within 60 s, '
-            'last app_00 EXITED from RUNNING') in guard.log_lines()[-1]
+    assert CRASH_ALARM in guard.log_lines()[-1]
     assert guard.close() == 0
