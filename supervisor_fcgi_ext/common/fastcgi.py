@@ -54,6 +54,9 @@ class Record(NamedTuple):
     content: bytes
 
 
+_new_record = tuple.__new__      # Record(...) without its Python-level __new__
+
+
 def encode_record(kind, request_id, content=b''):
     """One record, padded to a multiple of 8 bytes; content of 65535 bytes at most."""
     if len(content) > 65535:
@@ -116,10 +119,11 @@ class RecordReader:
 
     def peek(self):
         """(type, request id) of the next record if it is complete, else None."""
-        if self.missing:
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 8:
             return None
-        _, kind, request_id, _, _ = HEADER.unpack_from(self._buf, self._pos)
-        return kind, request_id
+        _, kind, request_id, length, padding = HEADER.unpack_from(buf, pos)
+        return (kind, request_id) if len(buf) - pos >= 8 + length + padding else None
 
     def next_record(self):
         buf, pos = self._buf, self._pos
@@ -132,7 +136,7 @@ class RecordReader:
         if len(buf) < end + padding:
             return None
         self._pos = end + padding
-        return Record(kind, request_id, buf[pos + 8:end])
+        return _new_record(Record, (kind, request_id, buf[pos + 8:end]))
 
 
 def _length(size):
@@ -152,29 +156,32 @@ def encode_params(params):
 
 def decode_pairs(content):
     """[(name, value)] as bytes from a PARAMS or GET_VALUES content;
-    ProtocolError when a length runs past its end."""
+    ProtocolError when a length runs past its end.  (The worker's hot path:
+    unrolled on purpose.)"""
     pairs, pos, end = [], 0, len(content)
-    while pos < end:
-        sizes = []
-        for _ in range(2):
-            if pos >= end:
-                raise ProtocolError('name-value pair cut short at byte %d' % pos)
-            size = content[pos]
-            if size & 128:
-                if pos + 4 > end:
-                    raise ProtocolError('name-value pair cut short at byte %d' % pos)
-                size = _LONG.unpack_from(content, pos)[0] & 0x7fffffff
-                pos += 4
-            else:
+    try:
+        while pos < end:
+            name_len = content[pos]
+            if name_len < 128:
                 pos += 1
-            sizes.append(size)
-        name_end = pos + sizes[0]
-        value_end = name_end + sizes[1]
-        if value_end > end:
-            raise ProtocolError('name-value pair of %d bytes past the end of its record'
-                                % (value_end - pos))
-        pairs.append((content[pos:name_end], content[name_end:value_end]))
-        pos = value_end
+            else:
+                name_len = _LONG.unpack_from(content, pos)[0] & 0x7fffffff
+                pos += 4
+            value_len = content[pos]
+            if value_len < 128:
+                pos += 1
+            else:
+                value_len = _LONG.unpack_from(content, pos)[0] & 0x7fffffff
+                pos += 4
+            name_end = pos + name_len
+            value_end = name_end + value_len
+            if value_end > end:
+                raise ProtocolError('name-value pair of %d bytes past the end of its record'
+                                    % (value_end - pos))
+            pairs.append((content[pos:name_end], content[name_end:value_end]))
+            pos = value_end
+    except (IndexError, struct.error):
+        raise ProtocolError('name-value pair cut short at byte %d' % pos) from None
     return pairs
 
 
