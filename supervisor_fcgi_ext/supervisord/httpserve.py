@@ -23,8 +23,8 @@ from supervisor.medusa import asyncore_25 as asyncore
 
 from supervisor_fcgi_ext.supervisord import metrics, statuspage
 
-__all__ = ['PREFIX', 'ROUTES', 'OPEN_ROUTES', 'TEXT_TYPE', 'Listen', 'parse_listen', 'respond', 'FcgiPaths',
-           'OwnServer', 'Web']
+__all__ = ['PREFIX', 'ROUTES', 'OPEN_ROUTES', 'TEXT_TYPE', 'Listen', 'parse_listen',
+           'respond', 'FcgiPaths', 'OwnServer', 'Web']
 
 PREFIX = '/fcgi/'
 TEXT_TYPE = 'text/plain; charset=utf-8'
@@ -51,8 +51,8 @@ def parse_listen(value):
         address, number = None, 0
     if address is None or not 1 <= number <= 65535 \
             or bracketed != (address.version == 6):
-        raise ValueError('[rpcinterface:fcgi] metrics_listen = %r is refused (allowed: %s)'
-                         % (value, _LISTEN_HELP))
+        raise ValueError('[rpcinterface:fcgi] metrics_listen = %r is refused '
+                         '(allowed: %s)' % (value, _LISTEN_HELP))
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     return Listen(family, str(address), number, text)
 

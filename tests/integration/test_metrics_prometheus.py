@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from supervisor_fcgi_ext.lab.harness import (PoolSpec, Supervisor, free_port, kill_session,
-                                             wait_for)
+from supervisor_fcgi_ext.lab.harness import (PoolSpec, Supervisor, free_port,
+                                             kill_session, wait_for)
 
 from conftest import in_ci
 from scrapes import PASSWORD, USER, AuthSupervisor, basic, through_nginx, wait_counted
@@ -47,7 +47,7 @@ def test_promtool_accepts_the_sample_config_and_rules():
                  ('check', 'rules', 'fcgi-alerts.yml')):
         result = promtool(*args)
         assert result.returncode == 0, result.stdout + result.stderr
-    assert 'SUCCESS: 6 rules found' in promtool('check', 'rules', 'fcgi-alerts.yml').stdout
+    assert 'SUCCESS: 6 rules found' in result.stdout
 
 
 def dashboard_queries():
@@ -170,8 +170,9 @@ def test_prometheus_counts_the_fleets_requests_exactly(tmp_path, nginx_factory):
             ups = prometheus.query('up')
             assert sorted((u['metric']['job'], u['value'][1]) for u in ups) == [
                 ('supervisord', '1'), ('supervisord-metrics-listen', '1')]
-            per_host = {r['metric']['job']: float(r['value'][1]) for r in prometheus.query(
-                'sum by (job) (fcgi_process_requests_total)')}
+            per_host = {r['metric']['job']: float(r['value'][1])
+                        for r in prometheus.query(
+                            'sum by (job) (fcgi_process_requests_total)')}
             assert per_host == {'supervisord': 7, 'supervisord-metrics-listen': 5}
             rules_evaluate(prometheus)
             panels_are_accepted(prometheus)
