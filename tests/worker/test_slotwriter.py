@@ -16,7 +16,7 @@ import time
 import pytest
 
 from supervisor_fcgi_ext.common import scoreboard
-from supervisor_fcgi_ext.worker import ordering, slotwriter
+from supervisor_fcgi_ext.worker import slotwriter
 from supervisor_fcgi_ext.common.scoreboard import ENV_VAR, RECORD_SIZE, ScoreboardError, Slot
 from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir, read_pool, read_slot
 from supervisor_fcgi_ext.worker.slotwriter import SlotWriter
@@ -168,43 +168,6 @@ class TestWriter:
         writer.request_started(params('GET', '/caf\u00e9', 0))     # latin-1: the raw bytes
         assert read_slot(writer.path).request_uri == '/caf\ufffd'
 
-
-
-@pytest.mark.parametrize('machine, use_c, c_built, kind, note', [
-    ('x86_64', True, True, 'C', None),
-    ('x86_64', False, True, 'Python', None),
-    ('x86_64', True, False, 'Python', None),
-    ('AMD64', True, False, 'Python', None),
-    ('i686', False, False, 'Python', None),
-    ('aarch64', True, True, 'C', None),
-    ('aarch64', False, True, 'C', 'the Python writer is x86 only (aarch64 does not keep '
-                                  'stores in order): the C writer writes it'),
-    ('aarch64', True, False, None, 'scoreboard disabled: the C writer is not built and the '
-                                   'Python writer is x86 only (aarch64 does not keep stores '
-                                   'in order)'),
-    ('armv7l', False, False, None, 'scoreboard disabled'),
-    ('ppc64le', True, False, None, 'scoreboard disabled'),
-    ('riscv64', True, False, None, 'scoreboard disabled'),
-])
-def test_choose_writer_uses_python_stores_only_where_they_keep_their_order(
-        machine, use_c, c_built, kind, note):
-    assert ordering.stores_ordered(machine) == (kind == 'Python' or machine == 'x86_64')
-    got_kind, got_note = ordering.choose_writer(use_c, c_built, machine)
-    assert got_kind == kind
-    assert got_note == note if note is None else got_note.startswith(note)
-
-
-def test_without_ordered_stores_or_c_there_is_no_scoreboard_and_one_line(
-        tmp_path, capsys, monkeypatch):
-    base = str(tmp_path)
-    ensure_pool_dir(base, 'web')
-    env = {ENV_VAR: base, 'SUPERVISOR_GROUP_NAME': 'web'}
-    monkeypatch.setattr(ordering.platform, 'machine', lambda: 'aarch64')
-    monkeypatch.setattr(slotwriter, 'CSlotWriter', None)
-    assert SlotWriter.from_environ(env, pid=PID, threads=4) is None
-    err = capsys.readouterr().err
-    assert err.count('\n') == 1 and 'scoreboard disabled' in err and 'aarch64' in err
-    assert not [name for name in os.listdir(os.path.join(base, 'web')) if '.slot' in name]
 
 
 @pytest.mark.parametrize('writer_class', WRITERS + LOCKED_WRITERS)
