@@ -23,7 +23,8 @@ from supervisor.medusa import asyncore_25 as asyncore
 
 from supervisor_fcgi_ext.supervisord import metrics, statuspage
 
-__all__ = ['PREFIX', 'ROUTES', 'OPEN_ROUTES', 'TEXT_TYPE', 'Listen', 'parse_listen',
+__all__ = ['PREFIX', 'ROUTES', 'OPEN_ROUTES', 'TEXT_TYPE', 'MAX_CONNECTIONS', 'Listen',
+           'parse_listen',
            'respond', 'FcgiPaths', 'OwnServer', 'Web']
 
 PREFIX = '/fcgi/'
@@ -36,6 +37,7 @@ OPEN_ROUTES = {'/fcgi/metrics': metrics.respond}
 _LISTEN_HELP = ('IP:PORT of this host, e.g. 127.0.0.1:9253 or [::1]:9253 '
                 '(port 1-65535; no host names)')
 Listen = collections.namedtuple('Listen', 'family ip port text')
+MAX_CONNECTIONS = 32   # open at once on metrics_listen
 
 
 def parse_listen(value):
@@ -127,6 +129,22 @@ class OwnServer(supervisor_http_server):
 
     def serving(self):
         return asyncore.socket_map.get(self._fileno) is self
+
+    def connections(self):
+        return sum(1 for d in list(asyncore.socket_map.values())
+                   if getattr(d, 'server', None) is self)
+
+    def handle_accept(self):
+        """At most MAX_CONNECTIONS at once, more are closed at once: whoever
+        can reach an address without authentication must not take
+        supervisord's file descriptors."""
+        if self.connections() < MAX_CONNECTIONS:
+            return super().handle_accept()
+        try:
+            conn, _ = self.accept()      # None (a TypeError) when none waits
+        except (OSError, TypeError):
+            return
+        conn.close()
 
 
 class Web:

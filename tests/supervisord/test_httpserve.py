@@ -197,6 +197,32 @@ class InstallTests(unittest.TestCase):
                          "Address already in use" % text)
         self.assertEqual(asyncore.socket_map, before)   # nothing left behind
 
+    def test_the_own_server_closes_connections_beyond_its_limit(self):
+        web = httpserve.Web(self.plugin)
+        address = httpserve.parse_listen('127.0.0.1:%d' % free_port())
+        web.listen(address)
+        self.addCleanup(web.close_own)
+        server = web.own[1]
+        clients = []
+        for _ in range(httpserve.MAX_CONNECTIONS + 3):
+            client = socket.create_connection(('127.0.0.1', address.port))
+            self.addCleanup(client.close)
+            client.settimeout(5)
+            clients.append(client)
+            server.handle_accept()     # what supervisord's loop calls
+        channels = [d for d in list(asyncore.socket_map.values())
+                    if getattr(d, 'server', None) is server]
+        for channel in channels:
+            self.addCleanup(channel.close)
+        self.assertEqual(len(channels), httpserve.MAX_CONNECTIONS)
+        for client in clients[httpserve.MAX_CONNECTIONS:]:
+            self.assertEqual(client.recv(1), b'')      # closed by the server
+        channels[0].close()
+        client = socket.create_connection(('127.0.0.1', address.port))
+        self.addCleanup(client.close)
+        server.handle_accept()
+        self.assertEqual(server.connections(), httpserve.MAX_CONNECTIONS)
+
     def test_listen_none_closes_the_own_server(self):
         web = httpserve.Web(self.plugin)
         web.listen(httpserve.parse_listen('127.0.0.1:%d' % free_port()))
