@@ -165,9 +165,7 @@ class PoolSizer:
         quiet = None if (connections or queue) else self.quiet_since
         workers = [w for w in (classify(p, slot_of.get(p.pid), quiet, now)
                                for p in processes) if w is not None]
-        self.paused = not workers and any(
-            p.get_state() == ProcessStates.STOPPED
-            and p.config.name not in self.held for p in processes)
+        self.paused = self._paused(processes)
         can_start = (not self.paused and mood >= SupervisorStates.RUNNING
                      and now >= self.backoff_until and not restarting)
         candidates = self._candidates(processes) if can_start else []
@@ -181,8 +179,17 @@ class PoolSizer:
         self._start(candidates[:decision.start], now)
         for name in decision.stop:
             self._stop(self.group.processes[name])
-        self._arm(sock, bool(workers) or bool(decision.start), can_start,
+        staying = [w for w in workers
+                   if w.state != 'stopping' and w.name not in decision.stop]
+        self._arm(sock, bool(staying) or bool(decision.start), can_start,
                   candidates)
+
+    def _paused(self, processes):
+        """Stopped by someone else (supervisorctl stop app:*, or never
+        started with autostart=false), and nothing runs."""
+        return not any(p.get_state() in _STARTED for p in processes) and any(
+            p.get_state() in (ProcessStates.STOPPED, ProcessStates.STOPPING)
+            and p.config.name not in self.held for p in processes)
 
     def _socket(self):
         manager = self.group.socket_manager
@@ -273,7 +280,8 @@ class PoolSizer:
     # -- socket activation -------------------------------------------------
 
     def _arm(self, sock, live, can_start, candidates):
-        """Watch the socket while an ondemand pool has no worker at all."""
+        """Watch the socket while an ondemand pool has no worker but those
+        stopping (they accept no more connections)."""
         wanted = (self.settings.pm == 'ondemand' and sock is not None
                   and not live and can_start and bool(candidates))
         if not wanted:
@@ -288,11 +296,13 @@ class PoolSizer:
             self.close()
             if self.group is None or not self.managed:
                 return
-            candidates = self._candidates(sorted(self.group.processes.values(),
-                                                 key=lambda p: p.config.name))
-            if self.paused or self.clock() < self.backoff_until or not candidates:
+            processes = sorted(self.group.processes.values(),
+                               key=lambda p: p.config.name)
+            candidates = self._candidates(processes)
+            if self._paused(processes) or self.clock() < self.backoff_until \
+                    or not candidates:
                 return
-            if not any(p.get_state() in _UP for p in self.group.processes.values()):
+            if not any(p.get_state() in _STARTED for p in processes):
                 self._start(candidates[:1], self.clock())
         except Exception as e:
             self.logger.error('fcgi: socket activation of %s failed: %r'
@@ -312,13 +322,10 @@ class PoolSizer:
 
     def status(self):
         floor, ceiling = procmanager.floor_ceiling(self.settings, self.state)
-        live = 0
-        if self.group is not None:
-            live = sum(1 for p in self.group.processes.values()
-                       if p.get_state() in _UP
-                       and p.get_state() != ProcessStates.STOPPING)
+        processes = list(self.group.processes.values()) if self.group else []
+        live = sum(1 for p in processes if p.get_state() in _STARTED)
         target = self.state.target if self.settings.pm == 'static' else live
-        state = ('paused' if self.paused else
+        state = ('paused' if self._paused(processes) else
                  'backoff' if self.clock() < self.backoff_until else
                  'watching' if self.activation is not None else 'active')
         return {

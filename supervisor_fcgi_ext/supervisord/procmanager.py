@@ -11,8 +11,8 @@ The three managers follow php-src sapi/fpm/fpm/fpm_process_ctl.c:
   otherwise); today's behaviour, the default.
 - ``dynamic``: once a second, stop the idlest worker when more than
   max_spare_servers are idle; start workers when fewer than
-  min_spare_servers are idle, 1, 2, 4 ... up to max_spawn_rate at a time
-  while that lasts.
+  min_spare_servers are idle, or connections wait and none is idle,
+  1, 2, 4 ... up to max_spawn_rate at a time while that lasts.
 - ``ondemand``: start a worker when connections wait and no worker is idle
   (the first one at once, by socket activation); once a second, stop the
   idlest worker idle longer than process_idle_timeout.
@@ -208,23 +208,25 @@ def decide(settings, state, figures, now, may_stop=True):
     if now - state.last_maintenance < MAINTENANCE_INTERVAL:
         return Decision(0, [])
     state.last_maintenance = now
-    return _dynamic(settings, state, live, ceiling, may_stop)
+    return _dynamic(settings, state, live, figures.queue, ceiling, may_stop)
 
 
-def _dynamic(settings, state, live, ceiling, may_stop):
+def _dynamic(settings, state, live, queue, ceiling, may_stop):
     idle = [w for w in live if w.state == 'idle']
     starting = sum(1 for w in live if w.state == 'starting')
     if len(idle) > settings.max_spare_servers:
         state.idle_spawn_rate = 1
         return Decision(0, _idlest(idle, 1) if may_stop else [])
-    if len(idle) >= settings.min_spare_servers:
+    # PHP-FPM looks at the idle count alone; connections waiting while no
+    # worker is idle are wanted workers too (uWSGI's cheaper 'backlog')
+    waiting = 0 if idle else queue
+    if len(idle) >= settings.min_spare_servers and not waiting:
         state.idle_spawn_rate = 1
         return Decision(0, [])
-    if len(idle) + starting >= settings.min_spare_servers:
-        return Decision(0, [])   # the workers starting will be the spares
-    wanted = min(state.idle_spawn_rate,
-                 settings.min_spare_servers - len(idle) - starting)
-    count = min(wanted, ceiling - len(live))
+    missing = max(settings.min_spare_servers - len(idle), waiting) - starting
+    if missing <= 0:
+        return Decision(0, [])   # the workers starting will do
+    count = min(state.idle_spawn_rate, missing, ceiling - len(live))
     if count <= 0:
         _reached(state)
         state.idle_spawn_rate = 1

@@ -137,6 +137,29 @@ class DynamicTests(unittest.TestCase):
         self.assertEqual(len(live), 12)
         self.assertEqual(s.max_children_reached, 1)
 
+    def test_waiting_connections_grow_the_pool_beyond_min_spare(self):
+        settings = PmSettings('dynamic', 2, 2, 4, 32)
+        s = state(ceiling=12)
+        live = workers('busy', 'busy')
+        starts = []
+        for second in range(5):
+            decision = pm.decide(settings, s, Figures(live, 12 - len(live), 50), second)
+            starts.append(decision.start)
+            live = live + [Worker('new%d%d' % (second, n), 'busy', 0)
+                           for n in range(decision.start)]
+        self.assertEqual(starts, [1, 2, 4, 3, 0])
+        self.assertEqual(s.max_children_reached, 1)
+        # PHP-FPM's rule alone, with nothing waiting: min_spare - idle
+        s = state(ceiling=12)
+        s.idle_spawn_rate = 8
+        self.assertEqual(pm.decide(settings, s, Figures(workers('busy', 'busy'), 10, 0),
+                                   0).start, 2)
+
+    def test_waiting_connections_with_an_idle_worker_start_nothing(self):
+        s = state(ceiling=12)
+        figures = Figures(workers('busy', 'idle', 'idle', 'idle', 'idle'), 7, 3)
+        self.assertEqual(pm.decide(DYNAMIC, s, figures, 0), (0, []))
+
     def test_max_children_reached_counts_episodes_not_seconds(self):
         s = state(ceiling=2)
         full = Figures(workers('busy', 'busy'), 0, 3)
