@@ -1,7 +1,10 @@
 """fcgi-guard under a real supervisord (lab/harness.py), for the tests that
 run it there."""
 import os
+import threading
+import time
 
+from supervisor_fcgi_ext.lab.fcgiclient import fcgi_request
 from supervisor_fcgi_ext.lab.harness import BIN_DIR
 
 
@@ -22,3 +25,25 @@ def read(path):
             return f.read()
     except FileNotFoundError:
         return ''
+
+
+def request_in_thread(url, uri, timeout=40):
+    """Send a FastCGI request from a thread; [status or exception, end time]."""
+    outcome = []
+
+    def send():
+        try:
+            outcome.append(fcgi_request(url, uri=uri, timeout=timeout).status)
+        except Exception as exc:
+            outcome.append(exc)
+        outcome.append(time.monotonic())
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread, outcome
+
+
+def busy_worker(sup, pool):
+    """The worker of ``pool`` the scoreboard shows running a request."""
+    return sup.wait_for(lambda: [p for p in sup.rpc.fcgi.getPoolStatus(pool)['processes']
+                                 if p['worker_state'] == 'running'],
+                        5, 'a request running on %s' % pool)[0]

@@ -4,36 +4,13 @@ answers, one pool whose status fails, a worker frozen mid-request."""
 import os
 import signal
 import socket
-import threading
 import time
 
 from supervisor_fcgi_ext.lab.fcgiclient import fcgi_request
 from supervisor_fcgi_ext.lab.harness import PoolSpec
 
-from guardsup import guarded, read
+from guardsup import busy_worker, guarded, read, request_in_thread
 from test_guard_process import SilentServer
-
-
-def request_in_thread(url, uri, timeout=40):
-    """Send a FastCGI request from a thread; [status or exception, end time]."""
-    outcome = []
-
-    def send():
-        try:
-            outcome.append(fcgi_request(url, uri=uri, timeout=timeout).status)
-        except Exception as exc:
-            outcome.append(exc)
-        outcome.append(time.monotonic())
-    thread = threading.Thread(target=send)
-    thread.start()
-    return thread, outcome
-
-
-def busy_worker(sup, pool):
-    """The worker of ``pool`` the scoreboard shows running a request."""
-    return sup.wait_for(lambda: [p for p in sup.rpc.fcgi.getPoolStatus(pool)['processes']
-                                 if p['worker_state'] == 'running'],
-                        5, 'a request running on %s' % pool)[0]
 
 
 def test_supervisord_keeps_sending_events_when_rpc_never_answers(supervisor_factory,

@@ -10,7 +10,7 @@ import urllib.request
 from supervisor_fcgi_ext.lab.fcgiclient import fcgi_request
 from supervisor_fcgi_ext.lab.harness import PoolSpec
 
-from guardsup import guarded, read
+from guardsup import busy_worker, guarded, read, request_in_thread
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,19 +22,9 @@ def test_stuck_request_is_terminated_after_its_stack_is_slowlogged(
                        '--pool app --request-timeout 2 --grace 1 --slowlog-timeout 1 '
                        '--slowlog %s --crash-threshold 1/60' % slowlog)
     url = sup.pool('app').socket_url
-    outcome = []
-
-    def stuck():
-        try:
-            outcome.append(fcgi_request(url, uri='/?sleep=60', timeout=30).status)
-        except Exception as exc:
-            outcome.append(exc)
-        outcome.append(time.monotonic())
-    client = threading.Thread(target=stuck)
+    client, outcome = request_in_thread(url, '/?sleep=60', timeout=30)
     start = time.monotonic()
-    client.start()
-    busy = sup.wait_for(lambda: [p for p in sup.rpc.fcgi.getPoolStatus('app')['processes']
-                                 if p['worker_state'] == 'running'], 5, 'the request')[0]
+    busy = busy_worker(sup, 'app')
     # timeout + one check interval + grace, plus supervisor's event latency
     client.join(2 + 5 + 1 + 3)
     assert not client.is_alive(), 'the stuck request still runs'
