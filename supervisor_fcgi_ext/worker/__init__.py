@@ -3,7 +3,9 @@
 Code here runs in a worker's per-request path, where a microsecond matters.
 cli.py starts it; base.py is the accept loop and signals, single.py and
 threaded.py the two process models, connection.py a connection's records,
-gateway.py the WSGI side of a request, slotwriter.py the scoreboard slot.
+gateway.py the WSGI side of a request, slotwriter.py the scoreboard slot
+(ordering.py: which writer is right on this CPU).  FastCGI framing is
+common/fastcgi.py.
 """
 import os
 import sys
