@@ -316,11 +316,14 @@ class Supervisor(Server):
         pid = self.pid
         if pid is None:
             return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:
-            pass
-        # Not our child (its parent exited when it forked): poll, not wait().
-        wait_gone([pid], self.stop_timeout)
+        if self.conf_path in cmdline(pid):   # not a pid reused since it died
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+            # Not our child (its parent exited when it forked): poll, not wait().
+            wait_gone([pid], self.stop_timeout)
         self._daemon_pid = None
-        stop_session(pid)   # setsid() made it the leader of its own session
+        # setsid() made it the leader of its own session; the kernel reuses
+        # no pid that still names a session, so its orphans are found by it.
+        stop_session(pid)
