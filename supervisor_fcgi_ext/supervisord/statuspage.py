@@ -135,9 +135,10 @@ def _pool_figures(pool):
     queue, backlog = pool['listen_queue'], pool['listen_queue_len']
     limit = len(pool['processes'])
     rows = [
-        ('listen queue', '%s %s / %s backlog, max %s, drops %s' % (
+        ('listen queue', '%s %s of %s backlog' % (
             _bar(queue, backlog, 'queue'), _field('listen_queue', figure(queue)),
-            _field('listen_queue_len', figure(backlog)),
+            _field('listen_queue_len', figure(backlog)))),
+        ('queue peak', '%s, drops %s' % (
             _field('max_listen_queue', pool['max_listen_queue']),
             _field('listen_drops', figure(pool['listen_drops'])))),
         ('processes', '%s active, %s idle, %s running of %s' % (

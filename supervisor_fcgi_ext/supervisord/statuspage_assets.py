@@ -15,7 +15,7 @@ h2 small{font-weight:normal;color:#555}nav a{margin-right:8px}
 #note{color:#555;margin:4px 0}body.stale #note{color:#b00;font-weight:bold}
 body.stale main{opacity:.55}
 .pool{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;margin:10px 0}
-.figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));
+.figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));
 gap:2px 16px;margin:4px 0}
 .figures div{display:flex;gap:8px}.figures dt{color:#555;min-width:90px}
 .figures dd{margin:0}
@@ -94,9 +94,10 @@ function figures(p,old,dt){
  var r=function(k){return '<span class="rate" data-rate="'+k+'">'+
   (old?rate(p[k],old[k],dt):'-')+' /s</span>';};
  var rows=[['listen queue',bar(p.listen_queue,p.listen_queue_len,'queue')+' '+
-   f('listen_queue',fig(p.listen_queue))+' / '+f('listen_queue_len',
-   fig(p.listen_queue_len))+' backlog, max '+f('max_listen_queue',p.max_listen_queue)+
-   ', drops '+f('listen_drops',fig(p.listen_drops))],
+   f('listen_queue',fig(p.listen_queue))+' of '+f('listen_queue_len',
+   fig(p.listen_queue_len))+' backlog'],
+  ['queue peak',f('max_listen_queue',p.max_listen_queue)+', drops '+
+   f('listen_drops',fig(p.listen_drops))],
   ['processes',f('active_processes',p.active_processes)+' active, '+
    f('idle_processes',p.idle_processes)+' idle, '+f('total_processes',
    p.total_processes)+' running of '+f('limit',p.processes.length)],
