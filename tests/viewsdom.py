@@ -1,6 +1,7 @@
-"""Reads the status page's DOM (served, or from a real browser) back into
-the figures it shows, for the tests to compare with getPoolStatus; and runs
-a real headless chromium (once per call, or live over the DevTools pipe)."""
+"""For the tests of the views: reads the status page's DOM (served, or from
+a real browser) back into the figures it shows, to compare with
+getPoolStatus; runs a real headless chromium (once per call, or live over
+the DevTools pipe); sends requests to a pool while a view looks."""
 import html.parser
 import json
 import os
@@ -10,7 +11,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+
+from supervisor_fcgi_ext.lab.fcgiclient import FastCGIError, fcgi_request
 
 
 class DOM(html.parser.HTMLParser):
@@ -220,3 +224,38 @@ class DevTools:
         os.close(self.from_child)
         self.proc.kill()
         self.proc.wait(10)
+
+
+# -- requests while a view looks ---------------------------------------------
+
+class Traffic:
+    """Requests one after another to a pool socket until stopped."""
+
+    def __init__(self, url, uri='/load'):
+        self.url = url
+        self.uri = uri
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopped.is_set():
+            try:
+                fcgi_request(self.url, uri=self.uri, timeout=10)
+            except (FastCGIError, OSError):   # a worker stopped by the test
+                time.sleep(0.1)
+            self.stopped.wait(0.01)
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(15)
+
+
+def long_request(url, uri):
+    """One request in a thread of its own (uri says how long: ?sleep=N)."""
+    def run():
+        try:
+            fcgi_request(url, uri=uri, timeout=60)
+        except (FastCGIError, OSError):   # the worker is stopped at teardown
+            pass
+    threading.Thread(target=run, daemon=True).start()

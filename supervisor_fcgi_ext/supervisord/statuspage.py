@@ -21,10 +21,9 @@ from supervisor_fcgi_ext.common.scoreboard import BUSY_STATES
 from supervisor_fcgi_ext.common.text import safe_text
 from supervisor_fcgi_ext.supervisord.statuspage_assets import SCRIPT, STYLE
 
-__all__ = ['PATHS', 'respond', 'pool_statuses', 'render_page', 'UnknownPool',
-           'worker_class', 'SLOW_SECONDS']
+__all__ = ['respond', 'pool_statuses', 'safe_strings', 'render_page', 'render_pool',
+           'UnknownPool', 'worker_class', 'SLOW_SECONDS', 'REFRESH_MS']
 
-PATHS = ('/fcgi/status', '/fcgi/status.json')
 REFRESH_MS = 2000
 SLOW_SECONDS = 1.0       # a busy request this old is slow; ten times as old, stuck
 HTML_TYPE = 'text/html; charset=utf-8'

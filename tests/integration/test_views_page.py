@@ -2,17 +2,16 @@
 fcgi-worker pool runs a request while the browser looks."""
 import base64
 import json
-import threading
 import urllib.error
 import urllib.request
 
 import pytest
 
-from supervisor_fcgi_ext.lab.fcgiclient import FastCGIError, fcgi_request
+from supervisor_fcgi_ext.lab.fcgiclient import fcgi_request
 from supervisor_fcgi_ext.lab.harness import PoolSpec, Supervisor
 
 from conftest import in_ci
-from viewsdom import DOM, Chromium, DevTools, find_chromium, png_size
+from viewsdom import DOM, Chromium, DevTools, Traffic, find_chromium, long_request, png_size
 
 URI = '/report?id=42&sleep=30'
 FIGURES = ('name', 'socket', 'requests', 'accepted_conn', 'requests_source',
@@ -34,17 +33,6 @@ def chromium(tmp_path):
     return Chromium(binary, str(tmp_path))
 
 
-def long_request(url, uri=URI):
-    def run():
-        try:
-            fcgi_request(url, uri=uri, timeout=60)
-        except (FastCGIError, OSError):   # the worker is stopped at teardown
-            pass
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def running(sup, uri=URI, pool='app'):
     """The pool's status once a worker shows ``uri`` running."""
     def check():
@@ -64,7 +52,7 @@ def test_page_shows_every_worker_the_running_request_and_the_figures(
     url = sup.pool('app').socket_url
     for _ in range(12):
         fcgi_request(url, uri='/warm')
-    long_request(url)
+    long_request(url, URI)
     status = running(sup)
     pids = sorted(sup.pids('app').values())
     busy = [p['pid'] for p in status['processes'] if p['request_uri'] == URI]
@@ -158,17 +146,7 @@ def test_live_page_follows_traffic_and_pools_coming_and_going(
     sup = supervisor_factory([PoolSpec(numprocs=2),
                               PoolSpec(name='other', numprocs=1)])
     url = sup.pool('app').socket_url
-    stop = threading.Event()
-
-    def traffic():
-        while not stop.is_set():
-            try:
-                fcgi_request(url, uri='/load', timeout=10)
-            except (FastCGIError, OSError):
-                pass
-            stop.wait(0.02)
-    thread = threading.Thread(target=traffic, daemon=True)
-    thread.start()
+    traffic = Traffic(url)
     browser = DevTools(chromium, 390, 800)          # a phone's width
     try:
         browser.open(sup.url + '/fcgi/status')
@@ -192,8 +170,7 @@ def test_live_page_follows_traffic_and_pools_coming_and_going(
         sup.rpc.supervisor.removeProcessGroup('other')
         dom = browser.wait(lambda d: d.errors, 10, 'the pool page says it is gone')
         assert dom.errors == ['pool other is gone (removed?); watching for it']
-        stop.set()
-        thread.join(10)
+        traffic.stop()
         browser.open(sup.url + '/fcgi/status')
         browser.wait(lambda d: d.ids.get('live', '').startswith('live'), 20, 'live')
         sup.stop()
@@ -202,5 +179,5 @@ def test_live_page_follows_traffic_and_pools_coming_and_going(
         assert sorted(dom.pools) == ['app']     # the last figures stay, greyed
         assert 'stale' in browser.evaluate('document.body.className')
     finally:
-        stop.set()
+        traffic.stop()
         browser.close()

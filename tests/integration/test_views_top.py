@@ -7,15 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from supervisor_fcgi_ext.lab.fcgiclient import FastCGIError, fcgi_request
 from supervisor_fcgi_ext.lab.harness import PoolSpec, Supervisor, wait_for
 
 from conftest import in_ci
+from viewsdom import Traffic, long_request
 
 PROMPT = 'PROMPT$'
 LONG_URI = '/long?sleep=30'
@@ -87,37 +86,6 @@ def fcgi_top(sup, *args):
         'fcgi_top'] + list(args))
 
 
-class Traffic:
-    """Requests one after another to a pool socket until stopped."""
-
-    def __init__(self, url):
-        self.url = url
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.stopped.is_set():
-            try:
-                fcgi_request(self.url, uri='/load', timeout=10)
-            except (FastCGIError, OSError):
-                time.sleep(0.1)
-            self.stopped.wait(0.01)
-
-    def stop(self):
-        self.stopped.set()
-        self.thread.join(15)
-
-
-def long_request(url):
-    def run():
-        try:
-            fcgi_request(url, uri=LONG_URI, timeout=60)
-        except (FastCGIError, OSError):
-            pass
-    threading.Thread(target=run, daemon=True).start()
-
-
 def pool_rate(screen):
     """(requests, requests/s) of the pool header, rate None while '-'."""
     match = re.search(r'requests (\d+) \(([-\d.]+)/s\)', screen)
@@ -134,7 +102,7 @@ def worker_rows(screen):
 def test_fcgi_top_live_rates_sort_narrow_and_quit(supervisor_factory, terminal):
     sup = supervisor_factory([PoolSpec(numprocs=3)])
     url = sup.pool('app').socket_url
-    long_request(url)
+    long_request(url, LONG_URI)
     traffic = Traffic(url)
     try:
         pids = set(sup.pids('app').values())
