@@ -9,7 +9,7 @@ import xmlrpc.client
 
 import pytest
 
-from supervisor_fcgi_ext.lab.harness import PoolSpec, wait_for
+from supervisor_fcgi_ext.lab.harness import HarnessError, PoolSpec, Supervisor
 from supervisor_fcgi_ext.lab.loadstream import RequestStream
 
 
@@ -214,3 +214,54 @@ def test_reload_keeps_the_managers_settings_and_size(pm_pool):
     assert len(live(sup)) == 2, states(sup)
     assert (status['pm'], status['floor'], status['ceiling']) == ('dynamic', 1, 5)
     assert get(nginx.url + '/')[0] == 200
+
+
+def test_update_keeps_the_managers_settings(pm_pool):
+    sup, nginx = pm_pool({'pm': 'dynamic', 'pm.start_servers': '2',
+                          'pm.min_spare_servers': '1', 'pm.max_spare_servers': '3'},
+                         numprocs=6)
+    sup.wait_for(lambda: len(live(sup)) == 2, 15, 'start_servers workers')
+    sup.pool('app').extra['environment'] = 'RELEASE="2"'   # a changed pool
+    sup.write_config()
+    sup.ctl('reread', check=True)
+    sup.ctl('update', check=True, timeout=60)
+    sup.wait_for(lambda: len(live(sup)) == 2, 15, 'start_servers of the new group')
+    time.sleep(1.5)
+    assert len(live(sup)) == 2, states(sup)
+    status = sup.rpc.fcgi.getPoolStatus('app')
+    assert (status['pm'], status['floor'], status['ceiling']) == ('dynamic', 1, 6)
+    assert get(nginx.url + '/')[0] == 200
+
+
+WEB = """
+[program:web]
+command = sleep 1000
+"""
+
+
+@pytest.mark.parametrize('options, line', [
+    ({'web.pm': 'ondemand'}, 'web.pm: web is not an [fcgi-program:x] group'),
+    ({'nope.pm': 'ondemand'}, "nope.pm: there is no group 'nope'"),
+    ({'app.pm': 'dynamic', 'app.pm.min_spare_servers': '3',
+      'app.pm.max_spare_servers': '2'},
+     'app.pm.min_spare_servers (3) must be at least 1 and at most '
+     'pm.max_spare_servers (2)'),
+    ({'app.pm': 'dynamic', 'app.pm.min_spare_servers': '1',
+      'app.pm.max_spare_servers': '5', 'app.pm.start_servers': '5'},
+     "app.pm.start_servers (5) is more than the pool's numprocs (4)"),
+    ({'hold_timeout': 'soon'}, "hold_timeout = 'soon' is refused"),
+])
+def test_supervisord_refuses_bad_pm_settings_with_one_line(options, line, tmp_path):
+    sup = Supervisor([PoolSpec('app', 'fcgi-worker', numprocs=4)], workdir=str(tmp_path),
+                     plugin_options=options, extra_sections=WEB)
+    try:
+        with pytest.raises(HarnessError):
+            sup.start()
+        with open(sup.stdio_path) as f:
+            output = f.read()
+    finally:
+        sup.stop()
+    assert 'Error: Could not make fcgi rpc interface' in output
+    reasons = [l for l in output.splitlines()
+               if l.startswith('ValueError: [rpcinterface:fcgi]')]
+    assert len(reasons) == 1 and line in reasons[0], output
