@@ -208,3 +208,15 @@ def test_screen_keys_and_messages(pool, pool_dir, tmp_path):
     assert screen.lines(100, 30)[1] == ''
     assert len(screen.lines(100, 30)) == 30 and len(screen.lines(100, 3)) == 3
     assert screen.key('q') is False
+
+
+def test_screen_scrolls_within_what_there_is(pool):
+    screen = top.Screen(top.parse_args(''), 'http://x', pool.reading(1.0))
+    whole = screen.lines(100, 40)
+    for key in ('KEY_DOWN', 'j', 'KEY_NPAGE'):
+        screen.key(key)
+    lines = screen.lines(100, 6)          # room for 3 body lines
+    assert screen.scroll == len([l for l in whole[2:-1] if l]) + 1 - 3
+    assert lines[0].startswith('fcgi_top') and lines[-1].startswith('q quit')
+    screen.key('KEY_PPAGE')
+    assert screen.scroll == 0 and screen.lines(100, 6)[2].startswith('pool pool')

@@ -171,6 +171,15 @@ def test_fcgi_top_says_supervisord_is_gone_reconnects_and_quits_when_it_hangs(
         sup.stop()
 
 
+def test_fcgi_top_ctrl_c_restores_the_terminal(supervisor_factory, terminal):
+    sup = supervisor_factory([PoolSpec(numprocs=1)])
+    terminal.type(fcgi_top(sup), 'Enter')
+    terminal.wait(lambda s: set(worker_rows(s)) == set(sup.pids('app').values()), 15,
+                  'the rows')
+    terminal.type('C-c')
+    terminal.prompt_back()
+
+
 def test_fcgi_top_unknown_pool_and_bad_option_are_one_line(supervisor_factory):
     sup = supervisor_factory([PoolSpec(numprocs=1)])
     result = sup.ctl('fcgi_top', 'nope')
@@ -198,3 +207,6 @@ def test_fcgi_top_batch_prints_plain_screens(supervisor_factory):
     assert rates[0][0] < rates[1][0] < rates[2][0]
     assert all(set(worker_rows(s)) == set(sup.pids('app').values()) for s in screens)
     assert '\x1b' not in result.stdout          # plain text, no terminal codes
+    piped = sup.ctl('fcgi_top')                  # not a terminal: one screen
+    assert piped.returncode == 0 and piped.stdout.count('fcgi_top  ') == 1
+    assert 'no rate yet' in piped.stdout and '\x1b' not in piped.stdout
