@@ -154,10 +154,12 @@ function tick(){
    document.getElementById('pools').innerHTML='<p class="error">pool '+
     esc(cfg.pool)+' is gone (removed?); watching for it</p>';
    prev=null;say('pool not found',true);return;}
-  if(!r.ok)throw new Error('HTTP '+r.status);
+  if(!r.ok)throw new Error('supervisord answered HTTP '+r.status);
   return r.json().then(function(d){draw(Array.isArray(d)?d:[d]);});
  }).catch(function(e){
-  say('cannot reach supervisord ('+e.message+'); retrying',true);
+  // fetch() fails with a TypeError when there is no answer at all
+  say((e instanceof TypeError?'cannot reach supervisord ('+e.message+')':e.message)+
+   '; retrying',true);
  }).then(function(){setTimeout(tick,cfg.refresh);});}
 tick();
 })();
