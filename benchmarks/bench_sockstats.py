@@ -2,9 +2,13 @@
 
 Shows which part of a pool status grows with the number of workers: the
 netlink dump (accepted_inodes) depends on connections, the /proc walk
-(socket_inodes) on workers x fds per worker.
+(socket_inodes) on workers x fds per worker.  held_connections is what a
+look at the pool costs (TCP: dump + walks; unix: walks + one lookup per
+socket inode not seen before, so 'warm' passes the last call's verdicts);
+'unavail' counts workers it left unavailable (a bound was hit).
 
     python benchmarks/bench_sockstats.py [--runs N] [--conns N] [--extra-fds N]
+                                         [--workers 8,64,256]
 """
 import argparse
 import os
@@ -17,7 +21,7 @@ import tempfile
 import time
 
 from supervisor_fcgi_ext.supervisord.sockstats import (
-    accepted_inodes, connections_by_pid, listener_stats, socket_inodes)
+    accepted_inodes, held_connections, listener_stats, socket_inodes)
 
 
 def median_ms(fn, runs):
@@ -99,7 +103,10 @@ def main():
     parser.add_argument('--runs', type=int, default=50)
     parser.add_argument('--conns', type=int, default=256)
     parser.add_argument('--extra-fds', type=int, default=10)
+    parser.add_argument('--workers', default='8,64,256',
+                        help='pool sizes, comma separated')
     args = parser.parse_args()
+    sizes = [int(w) for w in args.workers.split(',')]
     tmp = tempfile.mkdtemp()
     tcp = socket.socket()
     unix = socket.socket(socket.AF_UNIX)
@@ -112,24 +119,29 @@ def main():
         print('listener_stats  tcp %.4f  unix %.4f\n' % (
             median_ms(lambda: listener_stats(tcp), args.runs),
             median_ms(lambda: listener_stats(unix), args.runs)))
-        print('%-5s %7s %6s %8s %16s %14s %18s' % (
+        print('%-5s %7s %6s %8s %16s %14s %10s %10s %8s' % (
             'sock', 'workers', 'conns', 'fds/wkr', 'accepted_inodes',
-            'socket_inodes*', 'connections_by_pid'))
+            'socket_inodes*', 'held cold', 'held warm', 'unavail'))
         for name, listener in (('tcp', tcp), ('unix', unix)):
-            for workers in (8, 64, 256):
+            for workers in sizes:
                 pool = Pool(listener, workers, args.conns, args.extra_fds)
                 try:
-                    counts = connections_by_pid(listener, pool.pids)
-                    assert sum(counts.values()) == args.conns, counts
                     pids = pool.pids
-                    print('%-5s %7d %6d %8d %16.3f %14.3f %18.3f' % (
+                    held = held_connections(listener, pids)
+                    seen = sum(len(i) for i in held.inodes.values())
+                    assert seen <= args.conns, held
+                    print('%-5s %7d %6d %8d %16.3f %14.3f %10.3f %10.3f %8d' % (
                         name, workers, args.conns, fds_of(pids[0]),
                         median_ms(lambda: accepted_inodes(listener),
                                   args.runs),
                         median_ms(lambda: [socket_inodes(p) for p in pids],
                                   args.runs),
-                        median_ms(lambda: connections_by_pid(listener, pids),
-                                  args.runs)))
+                        median_ms(lambda: held_connections(listener, pids),
+                                  args.runs),
+                        median_ms(lambda: held_connections(listener, pids,
+                                                           held.verdicts),
+                                  args.runs),
+                        len(held.unavailable)))
                 finally:
                     pool.close()
         print('\n* socket_inodes: all workers\' /proc/PID/fd walks together')

@@ -47,6 +47,7 @@ class PoolMonitor:
         self.last_seen_inodes = {}
         self.verdicts = {}          # sockstats' unix verdicts of the last look
         self.logged_limits = set()
+        self.looks = 0
         self._reset_state({})
 
     def _reset_state(self, slots_read):
@@ -79,7 +80,9 @@ class PoolMonitor:
     def _look(self, view, states):
         """Gather the facts, remember what a look must (peaks, connections
         seen), log a bound hit for the first time."""
-        facts = readings.gather(view, self.scoreboard_dir, self.verdicts, states)
+        self.looks += 1
+        facts = readings.gather(view, self.scoreboard_dir, self.verdicts, states,
+                                turn=self.looks)
         self.verdicts = facts.verdicts
         for pid, inodes in facts.held.items():
             new = inodes - self.last_seen_inodes.get(pid, frozenset())

@@ -8,11 +8,13 @@ import collections
 
 from supervisor_fcgi_ext.common import scoreboard, spread
 from supervisor_fcgi_ext.common.text import safe_text
-from supervisor_fcgi_ext.supervisord.readings import UNKNOWN
+from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, is_busy
 
 __all__ = ['Memory', 'FROZEN', 'process_status', 'pool_status', 'active_count']
 
-# worker_state of a worker stopped by a signal outside a request
+# worker_state of a worker stopped by a signal outside a request (one
+# stopped in a request stays busy: its request is stuck, and fcgi-guard's
+# slow-request rules must still see it)
 FROZEN = 'frozen'
 
 Memory = collections.namedtuple(
@@ -21,14 +23,6 @@ Memory = collections.namedtuple(
 Memory.__doc__ = """What PoolMonitor remembers, as status() needs it: retired is
 {source: [accepted_conn, requests]} of exited workers, baselines {pid:
 (accepted_conn, requests)} at reset, sampled_counts {pid: connections seen}."""
-
-
-def is_busy(slot, held):
-    """A worker with a request in flight: its slot says so, or (without a
-    slot) it holds a connection."""
-    if isinstance(slot, scoreboard.Slot):
-        return slot.state in scoreboard.BUSY_STATES
-    return len(held or ()) > 0
 
 
 def active_count(pids, facts):
@@ -48,7 +42,6 @@ def process_status(proc, facts, memory):
         'accepted_conn': sampled,
         'requests': sampled,
         'worker_state': '',
-        'frozen': False,
         'request_duration': 0,
         'request_method': '',
         'request_uri': '',
@@ -82,11 +75,7 @@ def process_status(proc, facts, memory):
         status['connections'] = UNKNOWN if held is None else len(held)
         status['worker_state'] = 'running' if held else 'idle'
     if proc.pid in facts.frozen:
-        status['frozen'] = True
-        # during a request it stays busy: that request is stuck, and
-        # fcgi-guard's slow-request rules must still see it
-        if not is_busy(slot, held):
-            status['worker_state'] = FROZEN
+        status['worker_state'] = FROZEN
     return status
 
 

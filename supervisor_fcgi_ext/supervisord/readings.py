@@ -5,11 +5,12 @@ sample needs happens here, bounded (see sockstats); `poolstatus` then
 computes from the `Facts` alone, so its tests need no sockets.
 """
 import collections
+import os
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.supervisord import slots, sockstats
 
-__all__ = ['UNKNOWN', 'Facts', 'gather', 'frozen_pids', 'running']
+__all__ = ['UNKNOWN', 'Facts', 'gather', 'frozen_pids', 'running', 'is_busy']
 
 UNKNOWN = -1  # XML-RPC has no None: figures the kernel or worker cannot give
 
@@ -20,8 +21,8 @@ Facts.__doc__ = """What one look at a pool found.
 listener: ListenerStats (UNKNOWN where unavailable); slots: {pid: Slot or
 ScoreboardError} of the running pids; held: {pid: inodes of pool connections}
 of the running workers without a good slot, unavailable: {pid: reason} of
-those whose connections could not be read within the bounds; frozen: pids
-stopped by a signal; warnings: one-line texts; limits: the bounds hit (to
+those whose connections could not be read within the bounds; frozen: the
+pids not busy (see is_busy) that a signal stopped; warnings: one-line texts; limits: the bounds hit (to
 log once); verdicts: sockstats' unix verdicts for the next look."""
 
 # /proc/PID/stat states of a process stopped by a signal or a debugger
@@ -32,11 +33,21 @@ def running(view):
     return [p for p in view.processes if p.pid]
 
 
-def gather(view, scoreboard_dir, known=None, states=True):
+def is_busy(slot, held):
+    """A worker with a request in flight: its slot says so, or (without a
+    slot) it holds a connection."""
+    if isinstance(slot, scoreboard.Slot):
+        return slot.state in scoreboard.BUSY_STATES
+    return len(held or ()) > 0
+
+
+def gather(view, scoreboard_dir, known=None, states=True, turn=0):
     """Read the pool once: listener, slots, held connections, frozen pids.
 
     ``known``: the verdicts of the previous look; ``states``: read /proc/PID/stat
-    (a status needs them, a sample does not)."""
+    (a status needs them, a sample does not); ``turn``: which worker's
+    connections to read first, so that when the time budget cuts a look
+    short each worker's turn still comes."""
     warnings, limits = [], []
     pids = [p.pid for p in running(view)]
     listener = _listener(view, warnings)
@@ -44,6 +55,9 @@ def gather(view, scoreboard_dir, known=None, states=True):
     if scoreboard_dir and pids:
         found = slots.read_pool(scoreboard_dir, view.name, pids)
     others = [pid for pid in pids if not isinstance(found.get(pid), scoreboard.Slot)]
+    if others:
+        first = turn % len(others)
+        others = others[first:] + others[:first]
     held, unavailable, verdicts = {}, {}, {}
     if others and view.sock is not None:
         try:
@@ -55,7 +69,10 @@ def gather(view, scoreboard_dir, known=None, states=True):
         for pid, reason in sorted(unavailable.items()):
             warnings.append('%s: connections unavailable: %s' % (names[pid], reason))
         limits = sorted(set(unavailable.values()))
-    frozen = frozen_pids(pids) if states else frozenset()
+    frozen = frozenset()
+    if states:   # a worker frozen in a request stays busy: its request is stuck
+        frozen = frozen_pids([pid for pid in pids
+                              if not is_busy(found.get(pid), held.get(pid))])
     return Facts(listener, found, held, unavailable, frozen, warnings, limits, verdicts)
 
 
@@ -75,11 +92,16 @@ def frozen_pids(pids):
     frozen = set()
     for pid in pids:
         try:
-            with open('/proc/%d/stat' % pid, 'rb') as f:
-                data = f.read(512)
+            fd = os.open('/proc/%d/stat' % pid, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
-        fields = data.rpartition(b')')[2].split()
-        if fields and fields[0] in STOPPED_STATES:
+        try:
+            data = os.read(fd, 512)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        # "pid (comm) S ...": comm may hold ')' and spaces, the state follows the last
+        if data.rpartition(b')')[2][1:2] in STOPPED_STATES:
             frozen.add(pid)
     return frozenset(frozen)

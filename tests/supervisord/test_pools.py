@@ -9,9 +9,10 @@ import shutil
 import socket
 import tempfile
 import unittest
+from unittest import mock
 
 from supervisor_fcgi_ext.common import scoreboard
-from supervisor_fcgi_ext.supervisord import slots
+from supervisor_fcgi_ext.supervisord import slots, sockstats
 from supervisor_fcgi_ext.worker import slotwriter
 from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView
 
@@ -149,3 +150,36 @@ class ExactWorkerTests(PoolMonitorTestBase):
     def test_a_missing_slot_is_no_warning(self):
         status = PoolMonitor('app', self.board).status(self.view([101]))
         self.assertEqual(status['warnings'], [])
+
+
+class DummyLogger:
+    def __init__(self):
+        self.lines = []
+
+    def warn(self, message):
+        self.lines.append(message)
+
+
+class BoundsTests(PoolMonitorTestBase):
+    def test_a_bound_hit_is_a_warning_every_time_and_logged_once(self):
+        logger = DummyLogger()
+        monitor = PoolMonitor('app', None, logger=logger)
+        me = os.getpid()
+        self.hold_connection()
+        with mock.patch.object(sockstats, 'MAX_FDS_PER_PID', 2), \
+                mock.patch.object(sockstats, 'WALK_BUDGET', 60.0):  # only the fd bound
+            monitor.sample(self.view([me]))
+            status = monitor.status(self.view([me]))
+            monitor.status(self.view([me]))
+        reason = 'pid %d has more than 2 fds' % me
+        self.assertEqual(status['warnings'], ['app_00: connections unavailable: ' + reason])
+        self.assertEqual(status['processes'][0]['connections'], -1)
+        self.assertEqual(status['connections'], 0)
+        self.assertEqual(logger.lines, ['fcgi: pool app: connections unavailable: ' + reason])
+
+    def test_an_idle_tcp_pool_is_not_walked_whatever_its_workers_hold(self):
+        monitor = PoolMonitor('app', None, logger=DummyLogger())
+        with mock.patch.object(sockstats, 'MAX_FDS_PER_PID', 1):
+            status = monitor.status(self.view([os.getpid()]))
+        self.assertEqual((status['warnings'], status['processes'][0]['connections']), ([], 0))
+        self.assertEqual(monitor.logger.lines, [])

@@ -5,7 +5,7 @@ import xmlrpc.client
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.common.scoreboard import ScoreboardError, NoSlot, Slot
-from supervisor_fcgi_ext.supervisord import poolstatus
+from supervisor_fcgi_ext.supervisord import poolstatus, readings
 from supervisor_fcgi_ext.supervisord.pools import PoolView, ProcessView
 from supervisor_fcgi_ext.supervisord.readings import Facts, UNKNOWN
 from supervisor_fcgi_ext.supervisord.sockstats import ListenerStats
@@ -65,7 +65,7 @@ class ProcessStatusTests(unittest.TestCase):
 
     def test_an_idle_frozen_worker_is_frozen_not_idle(self):
         pool, proc = self.one(slots={7: slot(7, 'idle')}, frozen={7})
-        self.assertEqual((proc['worker_state'], proc['frozen']), ('frozen', True))
+        self.assertEqual(proc['worker_state'], 'frozen')
         self.assertEqual((pool['idle_processes'], pool['active_processes'],
                           pool['frozen_processes']), (0, 0, 1))
 
@@ -73,10 +73,11 @@ class ProcessStatusTests(unittest.TestCase):
         pool, proc = self.one(held={7: frozenset()}, frozen={7})
         self.assertEqual(proc['worker_state'], 'frozen')
 
-    def test_a_worker_frozen_in_a_request_stays_busy_and_says_frozen(self):
-        pool, proc = self.one(slots={7: slot(7, 'running')}, frozen={7})
-        self.assertEqual((proc['worker_state'], proc['frozen']), ('running', True))
-        self.assertEqual((pool['active_processes'], pool['frozen_processes']), (1, 0))
+    def test_a_busy_worker_is_never_among_the_frozen_pids_read(self):
+        self.assertTrue(readings.is_busy(slot(7, 'running'), None))
+        self.assertTrue(readings.is_busy(NoSlot('no slot'), frozenset({3})))
+        self.assertFalse(readings.is_busy(slot(7, 'idle'), None))
+        self.assertFalse(readings.is_busy(None, None))
 
     def test_unreadable_slot_warns_missing_slot_does_not(self):
         pool = poolstatus.pool_status(
