@@ -3,6 +3,7 @@ fcgi-worker pools, scraped over the inet and the unix HTTP server, with and
 without supervisor's password, on metrics_listen, across a reload, a
 recycled worker and pools added and removed; `promtool check metrics`."""
 import contextlib
+import http.client
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,8 @@ from scrapes import (PASSWORD, USER, AuthSupervisor, basic, get, per_process, sa
 @contextlib.contextmanager
 def scraping(*targets):
     """Scrape the targets over and over meanwhile; yields the (status, body)
-    list, a connection refused or cut counting as (None, its repr)."""
+    list, a connection refused or cut (a body short of its Content-Length)
+    counting as (None, its repr)."""
     results, stop = [], threading.Event()
 
     def scraper():
@@ -31,7 +33,7 @@ def scraping(*targets):
                 try:
                     status, _, body = get(target)
                     results.append((status, body))
-                except OSError as e:
+                except (OSError, http.client.HTTPException) as e:
                     results.append((None, repr(e).encode()))
     thread = threading.Thread(target=scraper)
     thread.start()
