@@ -1,18 +1,16 @@
 """readings: one look at a pool gathered into plain facts (real processes,
 real sockets, real slot files)."""
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import unittest
 from unittest import mock
 
 from supervisor_fcgi_ext.supervisord import readings, slots, sockstats
-from supervisor_fcgi_ext.supervisord.pools import PoolView, ProcessView
 from supervisor_fcgi_ext.worker import slotwriter
+
+from test_pools import PoolMonitorTestBase   # its neighbour: board, listener, view
 
 # a child whose name holds ') T (' as a trap for a naive /proc/PID/stat parser
 CHILD = r'''
@@ -24,15 +22,7 @@ time.sleep(60)
 '''
 
 
-class ReadingsTests(unittest.TestCase):
-    def setUp(self):
-        self.board = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.board, True)
-        self.listener = socket.socket()
-        self.listener.bind(('127.0.0.1', 0))
-        self.listener.listen(8)
-        self.addCleanup(self.listener.close)
-
+class ReadingsTests(PoolMonitorTestBase):
     def child(self, name='worker'):
         proc = subprocess.Popen([sys.executable, '-c', CHILD, name], stdout=subprocess.PIPE)
         self.addCleanup(proc.stdout.close)
@@ -47,11 +37,6 @@ class ReadingsTests(unittest.TestCase):
         with open('/proc/%d/stat' % proc.pid, 'rb') as f:  # wait until it is
             while f.read().rpartition(b')')[2].split()[0] != b'T':
                 f.seek(0)
-
-    def view(self, pids):
-        return PoolView('app', 'tcp://x', 8, self.listener,
-                        [ProcessView('app_%d' % i, pid, 'RUNNING', 0)
-                         for i, pid in enumerate(pids)], False)
 
     def test_frozen_pids_are_those_a_signal_stopped(self):
         running, stopped = self.child(), self.child('x) T (y')
@@ -88,9 +73,10 @@ class ReadingsTests(unittest.TestCase):
         self.assertEqual(seen, [[11, 12, 13], [12, 13, 11], [13, 11, 12], [11, 12, 13]])
 
     def test_a_failed_read_makes_every_figure_unavailable_with_a_warning(self):
-        self.listener.close()
-        facts = readings.gather(self.view([os.getpid()]), None)
+        closed = socket.socket()
+        closed.close()
+        facts = readings.gather(self.view([os.getpid()])._replace(sock=closed), None)
         self.assertEqual(facts.listener, sockstats.ListenerStats(-1, -1, -1))
         self.assertEqual(facts.unavailable, {os.getpid(): 'socket is closed'})
         self.assertEqual(facts.warnings, ['socket figures unavailable: socket is closed',
-                                          'app_0: connections unavailable: socket is closed'])
+                                          'app_00: connections unavailable: socket is closed'])
