@@ -1,6 +1,7 @@
 """Pools that size themselves, on real supervisord, nginx and workers:
 ondemand pools activated by their first connection, a dynamic pool under a
 burst, fcgi_scale under a steady stream."""
+import os
 import threading
 import time
 import urllib.error
@@ -9,7 +10,8 @@ import xmlrpc.client
 
 import pytest
 
-from supervisor_fcgi_ext.lab.harness import HarnessError, PoolSpec, Supervisor
+from supervisor_fcgi_ext.lab.fcgiclient import fcgi_request
+from supervisor_fcgi_ext.lab.harness import BIN_DIR, HarnessError, PoolSpec, Supervisor
 from supervisor_fcgi_ext.lab.loadstream import RequestStream
 
 
@@ -36,13 +38,15 @@ def get(url, timeout=60):
 @pytest.fixture
 def pm_pool(supervisor_factory, nginx_factory):
     """make(options, numprocs, command) -> (Supervisor, Nginx) for pool app."""
-    def make(options, numprocs=4, command='fcgi-worker', startsecs=0, **plugin):
+    def make(options, numprocs=4, command='fcgi-worker', startsecs=0,
+             extra_sections='', **plugin):
         spec = PoolSpec('app', command, numprocs=numprocs,
                         extra={'stopwaitsecs': 10, 'startsecs': startsecs})
         plugin_options = {'app.' + k: v for k, v in options.items()}
         plugin_options.update(plugin)
         sup = supervisor_factory([spec], wait_running=False,
-                                 plugin_options=plugin_options)
+                                 plugin_options=plugin_options,
+                                 extra_sections=extra_sections)
         return sup, nginx_factory(spec.socket_url)
     return make
 
@@ -151,6 +155,34 @@ def test_fcgi_scale_under_a_steady_stream_keeps_running_workers(pm_pool):
     assert (stream.result.failed, stream.result.statuses) == (0, {})
     status = sup.rpc.fcgi.getPoolStatus('app')
     assert (status['stops'], status['spawns'], status['target']) == (4, 4, 6)
+
+
+GUARD = """
+[eventlistener:guard]
+command = %s --request-timeout 2 --grace 1
+events = TICK_5,PROCESS_STATE
+buffer_size = 50
+stdout_logfile = NONE
+""" % os.path.join(BIN_DIR, 'fcgi-guard')
+
+
+def test_guard_request_timeout_still_works_on_a_dynamic_pool(pm_pool):
+    sup, _ = pm_pool({'pm': 'dynamic', 'pm.start_servers': '2',
+                      'pm.min_spare_servers': '1', 'pm.max_spare_servers': '3'},
+                     extra_sections=GUARD)
+    sup.wait_for(lambda: len(live(sup)) == 2 and
+                 states(sup, 'guard') == {'guard': 'RUNNING'}, 15, 'pool and guard')
+    url = sup.pool('app').socket_url
+    with pytest.raises(Exception):   # the guard ends it: no answer
+        fcgi_request(url, uri='/?sleep=20', timeout=20)
+    status = sup.wait_for(
+        lambda: (lambda s: s['terminated_requests'] == 1 and s)(
+            sup.rpc.fcgi.getPoolStatus('app')), 20, 'the request terminated')
+    # the guard started its worker again; the manager stopped none meanwhile
+    sup.wait_for(lambda: len(sup.pids('app')) >= 2, 20, 'the worker back')
+    assert fcgi_request(url, timeout=20).status == 200
+    assert status['pm'] == 'dynamic' and status['ceiling'] == 4
+    assert sup.rpc.fcgi.getPoolStatus('app')['stops'] == 0
 
 
 def test_fcgi_scale_refuses_bad_sizes(pm_pool):
