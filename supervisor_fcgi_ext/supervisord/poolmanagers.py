@@ -72,9 +72,13 @@ class PoolManagers:
     def prepare(self, group):
         """A new group, before supervisor's first pass autostarts it; an
         ondemand pool's socket opens now, and stays open with no worker."""
-        sizer = self.sizer(group)
-        sizer.keep_from_autostart(group)
-        self._hold_ondemand(group, sizer)
+        try:
+            sizer = self.sizer(group)
+            sizer.keep_from_autostart(group)
+            self._hold_ondemand(group, sizer)
+        except Exception as e:   # supervisord goes on (it may autostart more)
+            self.logger.error('fcgi: process manager of %s not prepared: %r'
+                              % (group.config.name, e))
 
     def _hold_ondemand(self, group, sizer):
         if sizer.settings.pm == 'ondemand' and not sizer.paused \
