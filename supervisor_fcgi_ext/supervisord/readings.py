@@ -58,11 +58,11 @@ def gather(view, scoreboard_dir, known=None, states=True, turn=0):
     if others:
         first = turn % len(others)
         others = others[first:] + others[:first]
-    held, unavailable, verdicts = {}, {}, {}
+    held, unavailable, verdicts = {}, {}, dict(known or {})
     if others and view.sock is not None:
         try:
-            result = sockstats.held_connections(view.sock, others, known)
-            held, unavailable, verdicts = result
+            held, unavailable, verdicts = sockstats.held_connections(
+                view.sock, others, known)
         except sockstats.SocketStatsError as e:
             unavailable = dict.fromkeys(others, str(e))
         names = {p.pid: p.name for p in view.processes}
