@@ -192,26 +192,36 @@ def decide(settings, state, figures, now, may_stop=True):
     (a rolling restart, a guard recycle): no worker is stopped then.
     """
     live = [w for w in figures.workers if w.state != 'stopping']
-    ceiling = min(state.ceiling, len(live) + figures.available)
     if len(live) > state.ceiling:   # setPoolSize lowered the ceiling
         return Decision(0, _idlest(live, len(live) - state.ceiling)
                         if may_stop else [])
     if settings.pm == 'static':
         if len(live) < state.target:
-            return Decision(min(state.target, ceiling) - len(live), [])
+            return Decision(min(state.target - len(live), figures.available), [])
         if len(live) > state.target and may_stop:
             return Decision(0, _idlest(live, len(live) - state.target))
         return Decision(0, [])
     if settings.pm == 'ondemand':
-        return _ondemand(settings, state, live, figures.queue, ceiling, now,
-                         may_stop)
+        return _ondemand(settings, state, live, figures, now, may_stop)
     if now - state.last_maintenance < MAINTENANCE_INTERVAL:
         return Decision(0, [])
     state.last_maintenance = now
-    return _dynamic(settings, state, live, figures.queue, ceiling, may_stop)
+    return _dynamic(settings, state, live, figures, may_stop)
 
 
-def _dynamic(settings, state, live, queue, ceiling, may_stop):
+def _grow(state, live, wanted, available):
+    """Start `wanted` workers within the ceiling and what can start now;
+    wanting more at the ceiling counts as max_children_reached."""
+    if len(live) >= state.ceiling:
+        _reached(state)
+        return 0
+    count = min(wanted, state.ceiling - len(live), available)
+    if count > 0:
+        state.warned_max_children = False
+    return count
+
+
+def _dynamic(settings, state, live, figures, may_stop):
     idle = [w for w in live if w.state == 'idle']
     starting = sum(1 for w in live if w.state == 'starting')
     if len(idle) > settings.max_spare_servers:
@@ -219,33 +229,29 @@ def _dynamic(settings, state, live, queue, ceiling, may_stop):
         return Decision(0, _idlest(idle, 1) if may_stop else [])
     # PHP-FPM looks at the idle count alone; connections waiting while no
     # worker is idle are wanted workers too (uWSGI's cheaper 'backlog')
-    waiting = 0 if idle else queue
+    waiting = 0 if idle else figures.queue
     if len(idle) >= settings.min_spare_servers and not waiting:
         state.idle_spawn_rate = 1
         return Decision(0, [])
     missing = max(settings.min_spare_servers - len(idle), waiting) - starting
     if missing <= 0:
         return Decision(0, [])   # the workers starting will do
-    count = min(state.idle_spawn_rate, missing, ceiling - len(live))
+    count = _grow(state, live, min(state.idle_spawn_rate, missing),
+                  figures.available)
     if count <= 0:
-        _reached(state)
         state.idle_spawn_rate = 1
         return Decision(0, [])
-    state.warned_max_children = False
     state.idle_spawn_rate = min(state.idle_spawn_rate * 2,
                                 settings.max_spawn_rate)
     return Decision(count, [])
 
 
-def _ondemand(settings, state, live, queue, ceiling, now, may_stop):
+def _ondemand(settings, state, live, figures, now, may_stop):
     ready = sum(1 for w in live if w.state in ('idle', 'starting'))
-    if queue > ready:
-        count = min(queue - ready, settings.max_spawn_rate, ceiling - len(live))
-        if count <= 0:
-            _reached(state)
-            return Decision(0, [])
-        state.warned_max_children = False
-        return Decision(count, [])
+    if figures.queue > ready:
+        return Decision(_grow(state, live, min(figures.queue - ready,
+                                               settings.max_spawn_rate),
+                              figures.available), [])
     if now - state.last_maintenance < MAINTENANCE_INTERVAL:
         return Decision(0, [])
     state.last_maintenance = now

@@ -172,6 +172,15 @@ class DynamicTests(unittest.TestCase):
         pm.decide(DYNAMIC, s, Figures(workers('busy', 'busy', 'busy'), 0, 3), 11)
         self.assertEqual(s.max_children_reached, 2)
 
+    def test_nothing_startable_below_the_ceiling_is_not_max_children(self):
+        # backing off, paused, or the other processes stopped by a user
+        for settings, queue in ((DYNAMIC, 0), (ONDEMAND, 4)):
+            s = state(ceiling=12)
+            figures = Figures(workers('busy', 'busy'), 0, queue)
+            for second in range(3):
+                self.assertEqual(pm.decide(settings, s, figures, second), (0, []))
+            self.assertEqual(s.max_children_reached, 0)
+
     def test_surplus_idle_is_stopped_one_per_second(self):
         s = state(ceiling=12)
         live = workers(*['idle'] * 9)
