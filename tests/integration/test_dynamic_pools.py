@@ -39,8 +39,8 @@ def get(url, timeout=60):
 def pm_pool(supervisor_factory, nginx_factory):
     """make(options, numprocs, command) -> (Supervisor, Nginx) for pool app."""
     def make(options, numprocs=4, command='fcgi-worker', startsecs=0,
-             extra_sections='', **plugin):
-        spec = PoolSpec('app', command, numprocs=numprocs,
+             extra_sections='', socket='tcp', **plugin):
+        spec = PoolSpec('app', command, numprocs=numprocs, socket=socket,
                         extra={'stopwaitsecs': 10, 'startsecs': startsecs})
         plugin_options = {'app.' + k: v for k, v in options.items()}
         plugin_options.update(plugin)
@@ -51,12 +51,13 @@ def pm_pool(supervisor_factory, nginx_factory):
     return make
 
 
-@pytest.mark.parametrize('worker', ['fcgi-worker', 'flup'])
-def test_ondemand_pool_starts_on_first_connection_and_idles_out(pm_pool, worker,
+@pytest.mark.parametrize('worker, socket', [('fcgi-worker', 'tcp'), ('flup', 'tcp'),
+                                            ('fcgi-worker', 'unix')])
+def test_ondemand_pool_starts_on_first_connection_and_idles_out(pm_pool, worker, socket,
                                                                 flupapp_command):
     command = flupapp_command if worker == 'flup' else 'fcgi-worker'
     sup, nginx = pm_pool({'pm': 'ondemand', 'pm.process_idle_timeout': '2'},
-                         command=command)
+                         command=command, socket=socket)
     time.sleep(1.0)
     assert live(sup) == [], states(sup)
     assert set(states(sup).values()) == {'STOPPED'}
