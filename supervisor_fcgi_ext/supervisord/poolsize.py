@@ -60,6 +60,9 @@ def classify(process, slot, quiet_since, now):
         if slot.state == 'starting':
             return procmanager.Worker(name, 'starting', slot.start_time)
         if slot.state in scoreboard.BUSY_STATES:
+            if 1 < slot.threads and slot.active < slot.threads:
+                # a threaded worker with a free thread takes one more
+                return procmanager.Worker(name, 'idle', now)
             return procmanager.Worker(name, 'busy', slot.request_start)
         ended = slot.request_start + slot.last_request_duration_us / 1e6
         return procmanager.Worker(name, 'idle', max(ended, slot.start_time))

@@ -195,6 +195,13 @@ class PoolSizerTests(unittest.TestCase):
         busy = scoreboard.Slot(pid=1, start_time=10.0, state='running',
                                request_start=29.0)
         self.assertEqual(poolsize.classify(process, busy, 0.0, 30.0).state, 'busy')
+        threaded = scoreboard.Slot(pid=1, start_time=10.0, state='running',
+                                   request_start=29.0, active=1, threads=4)
+        self.assertEqual(poolsize.classify(process, threaded, 0.0, 30.0),
+                         ('app_00', 'idle', 30.0))   # a free thread, not idle long
+        full = scoreboard.Slot(pid=1, start_time=10.0, state='running',
+                               request_start=29.0, active=4, threads=4)
+        self.assertEqual(poolsize.classify(process, full, 0.0, 30.0).state, 'busy')
         # no slot: the socket tells, and a worker just started is starting
         self.assertEqual(poolsize.classify(process, None, 25.0, 30.0),
                          ('app_00', 'idle', 25.0))
