@@ -131,6 +131,14 @@ def test_handle_request_serves_the_page_with_its_length():
     assert req['Content-Length'] == len(text) and text.endswith(b'\n# EOF\n')
 
 
+def test_head_gets_the_length_and_no_body():
+    get, head = request('/fcgi/metrics'), request('/fcgi/metrics', command='HEAD')
+    for req in (get, head):
+        httpserve.FcgiPaths(EmptyPlugin()).handle_request(req)
+    assert head.reply_code == 200 and head.producers == []
+    assert head['Content-Length'] == get['Content-Length'] == len(body(get)) > 0
+
+
 class InstallTests(unittest.TestCase):
     def setUp(self):
         self.logger = DummyLogger()
