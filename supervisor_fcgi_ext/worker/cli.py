@@ -147,6 +147,13 @@ def describe(sock):
 
 # -- command line -----------------------------------------------------------------
 
+# What the slot's fields and the socket calls can hold (threads is a 16-bit
+# field; a timeout must be a finite number of seconds), so a bad value is a
+# usage line, not a traceback from deep inside.
+OPTION_RANGES = {'threads': (1, 1024), 'max_requests': (0, 2 ** 63 - 1),
+                 'max_requests_jitter': (0, 2 ** 63 - 1), 'timeout': (0.001, 86400)}
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog='fcgi-worker', description=__doc__.split('\n\n')[0],
@@ -169,11 +176,10 @@ def parse_args(argv):
                         help='longest wait for the peer on a connection (default %g)'
                              % DEFAULT_TIMEOUT)
     args = parser.parse_args(argv)
-    for name in ('threads', 'max_requests', 'max_requests_jitter'):
-        if getattr(args, name) < (1 if name == 'threads' else 0):
-            parser.error('--%s must be >= %d' % (name.replace('_', '-'), name == 'threads'))
-    if not args.timeout > 0:
-        parser.error('--timeout must be > 0')
+    for name, (low, high) in OPTION_RANGES.items():
+        if not low <= getattr(args, name) <= high:
+            parser.error('--%s must be between %s and %s, not %s'
+                         % (name.replace('_', '-'), low, high, getattr(args, name)))
     return args
 
 

@@ -130,3 +130,17 @@ def test_help_names_the_exit_codes():
     result = subprocess.run(WORKER + ['--help'], capture_output=True, text=True, timeout=20)
     assert result.returncode == 0
     assert 'Exit codes' in result.stdout and 'autorestart' in result.stdout
+
+
+@pytest.mark.parametrize('option, value', [
+    ('--threads', '0'), ('--threads', '100000'), ('--max-requests', '-1'),
+    ('--max-requests', '99999999999999999999999'), ('--max-requests-jitter', '-2'),
+    ('--timeout', '0'), ('--timeout', 'nan'), ('--timeout', 'inf'), ('--threads', 'x')])
+def test_bad_option_values_are_a_usage_line_and_status_2(option, value):
+    result = subprocess.run(WORKER + [option, value], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr
+    assert result.stderr.startswith('usage: fcgi-worker')
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert last.startswith('fcgi-worker: error: ') and option in last
