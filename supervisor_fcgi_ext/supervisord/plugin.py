@@ -47,9 +47,13 @@ _plugins = {}
 
 
 def get_plugin(supervisord, settings):
-    """The Plugin of this supervisord, made on first use, attached every call."""
+    """The Plugin of this supervisord, made on first use, attached every call.
+
+    A reload makes a new supervisord object; the old one's Plugin (and the
+    groups it still refers to) is dropped rather than kept for good."""
     plugin = _plugins.get(id(supervisord))
     if plugin is None or plugin.supervisord is not supervisord:
+        _plugins.clear()
         plugin = _plugins[id(supervisord)] = Plugin(supervisord, settings)
     plugin.attach(settings)
     return plugin

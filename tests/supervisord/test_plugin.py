@@ -105,3 +105,11 @@ def test_auto_is_this_processes_board_and_names_its_owner_once_running(
         assert sorted(os.listdir(os.path.join(p.board.path, 'app'))) == [MARKER]
     finally:
         boarddir._auto.pop(root, None)
+
+
+def test_a_reloaded_supervisord_drops_the_previous_plugin(make):
+    first = make()
+    second = make()          # a reload: a new supervisord object
+    assert second is not first
+    assert list(plugin._plugins.values()) == [second]
+    assert plugin.get_plugin(second.supervisord, second.settings) is second
