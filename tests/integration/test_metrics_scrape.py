@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.openmetrics.parser import \
     text_string_to_metric_families as openmetrics_families
 
+from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.lab.harness import HarnessError, PoolSpec, Supervisor, free_port
 
 from conftest import in_ci
@@ -67,6 +68,32 @@ def test_requests_through_nginx_are_counted_exactly(supervisor_factory, nginx_fa
     pids = sup.pids('app')
     for name, pid in pids.items():
         assert value(scraped, 'fcgi_process_pid', pool='app', process=name) == pid
+
+
+def test_a_corrupt_slot_costs_only_that_workers_exact_figures(supervisor_factory,
+                                                              nginx_factory):
+    sup = supervisor_factory([PoolSpec(numprocs=2)])
+    through_nginx(nginx_factory(sup.pool('app').socket_url), 6)
+    wait_counted(sup.url, 6)
+    pid = sup.pids('app')['app_01']
+    with open('/proc/%d/environ' % pid, 'rb') as f:
+        environ = dict(item.split(b'=', 1) for item in f.read().split(b'\0') if item)
+    board = environ[scoreboard.ENV_VAR.encode()].decode()
+    with open(scoreboard.slot_path(board, 'app', pid), 'r+b') as f:
+        f.write(b'garbage!')            # its magic: the worker never rewrites it
+    scraped = scrape(sup.url)
+    assert value(scraped, 'fcgi_process_scoreboard_slot', pool='app', process='app_01',
+                 status='unavailable') == 1
+    assert value(scraped, 'fcgi_process_scoreboard_slot', pool='app', process='app_00',
+                 status='ok') == 1
+    exact = ('fcgi_process_last_request_memory_bytes',
+             'fcgi_process_request_duration_seconds', 'fcgi_process_exceptions_total')
+    for name in exact:
+        assert value(scraped, name, pool='app', process='app_00') is not None
+        assert value(scraped, name, pool='app', process='app_01') is None
+    assert value(scraped, 'fcgi_process_requests_total', pool='app',
+                 process='app_01', source='sampled') is not None
+    assert sup.rpc.supervisor.getState()['statename'] == 'RUNNING'
 
 
 def test_unknown_fcgi_path_is_404_and_others_are_supervisors(supervisor_factory):
