@@ -8,6 +8,7 @@ in any language.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -17,9 +18,12 @@ from supervisor_fcgi_ext.common.text import safe_text
 __all__ = ['ENV_VAR', 'ScoreboardError', 'NoSlot', 'WORKER_STATES', 'BUSY_STATES',
            'Slot', 'RECORD_SIZE', 'encode_slot', 'decode_slot', 'check_pool_name',
            'check_header', 'field_bytes', 'os_reason', 'slot_path', 'SOURCES',
-           'combined_source']
+           'combined_source', 'MARKER', 'has_marker']
 
 ENV_VAR = 'SUPERVISOR_FCGI_SCOREBOARD'
+# In every pool directory the plugin made: the plugin adopts no pool
+# directory without it, and a worker writes its slot into none.
+MARKER = '.supervisor-fcgi-pool'
 WORKER_STATES = ('starting', 'idle', 'reading', 'running', 'finishing')
 # A request is in flight in these (the worker is 'active' in PHP-FPM's terms).
 BUSY_STATES = frozenset(('reading', 'running', 'finishing'))
@@ -207,3 +211,14 @@ def combined_source(sources):
     if len(kinds) > 1:
         return 'mixed'
     return kinds.pop() if kinds else 'exact'
+
+
+def has_marker(dfd, uid):
+    """The directory open as ``dfd`` holds our marker as ``uid`` made it: a
+    regular file of that user with one link (not a hard link to another of
+    its files), which only ``uid`` can have put in a directory it made."""
+    try:
+        st = os.stat(MARKER, dir_fd=dfd, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == uid and st.st_nlink == 1

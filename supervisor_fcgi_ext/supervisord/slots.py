@@ -10,11 +10,11 @@ import re
 import stat
 
 from supervisor_fcgi_ext.common.scoreboard import (
-    RECORD_SIZE, SEQ_OFFSET, NoSlot, ScoreboardError, check_header, check_pool_name,
-    decode_slot, os_reason, slot_path)
+    MARKER, RECORD_SIZE, SEQ_OFFSET, NoSlot, ScoreboardError, check_header,
+    check_pool_name, decode_slot, has_marker, os_reason, slot_path)
 
 __all__ = ['ensure_pool_dir', 'remove_pool_dir', 'read_slot', 'read_pool', 'harvest_slot',
-           'StaleSweep', 'MARKER', 'DIR_FLAGS']
+           'StaleSweep', 'DIR_FLAGS']
 
 _SEQ_END = SEQ_OFFSET + 8
 # Bounded retries of a torn read; a writer holds the seq odd for a few µs.
@@ -24,8 +24,6 @@ _OPEN_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 # A directory, never through a symlink.
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MARKER_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# In every pool directory the plugin made, so it never adopts one it did not.
-MARKER = '.supervisor-fcgi-pool'
 # Directory entries a sweep step looks at: ~1 ms; 200k entries of junk
 # took one unbounded sweep 0.8-1.2 s of supervisord's loop.
 SWEEP_BATCH = 1000
@@ -74,14 +72,7 @@ def ensure_pool_dir(base, pool, uid=None):
 
 
 def _made_by_us(dfd):
-    """Our marker: a regular file of our user, one link (not a hard link to
-    some other file of ours), which only we can have made in a pool directory
-    of another user."""
-    try:
-        st = os.stat(MARKER, dir_fd=dfd, follow_symlinks=False)
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1
+    return has_marker(dfd, os.geteuid())
 
 
 def remove_pool_dir(base, pool):

@@ -19,8 +19,9 @@ import threading
 import time
 
 from supervisor_fcgi_ext.common.scoreboard import (
-    ENV_VAR, METHOD_SIZE, OFFSETS, RECORD_SIZE, SEQ_OFFSET, URI_SIZE, WORKER_STATES,
-    ScoreboardError, Slot, check_pool_name, encode_slot, field_bytes, os_reason,
+    ENV_VAR, MARKER, METHOD_SIZE, OFFSETS, RECORD_SIZE, SEQ_OFFSET, URI_SIZE,
+    WORKER_STATES, ScoreboardError, Slot, check_pool_name, encode_slot, field_bytes,
+    has_marker, os_reason,
 )
 from supervisor_fcgi_ext.worker import log
 from supervisor_fcgi_ext.worker.ordering import choose_writer
@@ -63,6 +64,9 @@ def _create_slot(directory, pid, threads, max_requests):
     """
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
+        if not has_marker(dfd, os.stat(os.path.dirname(directory)).st_uid):
+            raise ScoreboardError('%s was not made by the plugin (no %s of its user)'
+                                  % (directory, MARKER))
         tmp = '%d.slot.tmp' % pid
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o600, dir_fd=dfd)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from supervisor_fcgi_ext.lab.harness import PoolSpec, Supervisor
-from supervisor_fcgi_ext.supervisord.slots import MARKER
+from supervisor_fcgi_ext.common.scoreboard import MARKER
 
 SLEEPER = PoolSpec(command='sleep 1000', numprocs=1)
 

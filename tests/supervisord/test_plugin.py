@@ -12,7 +12,8 @@ from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.supervisord import boarddir, plugin
 from supervisor_fcgi_ext.supervisord.loophook import LoopHook, timerfd
 from supervisor_fcgi_ext.supervisord.rpcinterface import make_fcgi_rpcinterface
-from supervisor_fcgi_ext.supervisord.slots import MARKER, StaleSweep, ensure_pool_dir
+from supervisor_fcgi_ext.common.scoreboard import MARKER
+from supervisor_fcgi_ext.supervisord.slots import StaleSweep, ensure_pool_dir
 from test_rpcinterface import make_supervisord
 
 

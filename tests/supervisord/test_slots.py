@@ -13,10 +13,10 @@ import pytest
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.common.scoreboard import (
-    RECORD_SIZE, ScoreboardError, Slot, encode_slot, slot_path,
+    MARKER, RECORD_SIZE, ScoreboardError, Slot, encode_slot, slot_path,
 )
 from supervisor_fcgi_ext.supervisord.slots import (
-    MARKER, StaleSweep, ensure_pool_dir, harvest_slot, read_pool, read_slot, remove_pool_dir,
+    StaleSweep, ensure_pool_dir, harvest_slot, read_pool, read_slot, remove_pool_dir,
 )
 from supervisor.tests.base import DummyLogger
 

@@ -161,6 +161,27 @@ class TestWriter:
         assert SlotWriter.from_environ(dict(env, SUPERVISOR_GROUP_NAME='../x')) is None
         assert 'bad pool name' in capsys.readouterr().err
 
+    @pytest.mark.parametrize('made', ['plain', 'marker of another user', 'hard link'])
+    def test_no_slot_in_a_pool_directory_the_plugin_did_not_make(self, tmp_path, capsys,
+                                                               made):
+        """A pool-named directory the plugin refused (no marker of the board's
+        owner) gets no slot: a worker running as root would write into
+        another user's directory."""
+        base = tmp_path / 'board'
+        (base / 'web').mkdir(parents=True)
+        marker = base / 'web' / scoreboard.MARKER
+        if made == 'marker of another user':
+            marker.touch()
+            os.chown(marker, 65534, -1)
+        elif made == 'hard link':
+            (tmp_path / 'ours').touch()
+            os.link(tmp_path / 'ours', marker)
+        env = {ENV_VAR: str(base), 'SUPERVISOR_GROUP_NAME': 'web'}
+        assert SlotWriter.from_environ(env, pid=PID) is None
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and 'was not made by the plugin' in err
+        assert sorted(os.listdir(base / 'web')) == ([] if made == 'plain' else [scoreboard.MARKER])
+
     def test_non_latin1_text_is_stored_as_utf8(self, pool_dir, writer_class):
         writer = writer_class(pool_dir, pid=PID)
         writer.request_started(params('GET', '/caf\u00e9/\u20ac', 0))
