@@ -10,12 +10,15 @@ from supervisor_fcgi_ext.common import scoreboard, spread
 from supervisor_fcgi_ext.common.text import safe_text
 from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, is_busy
 
-__all__ = ['Memory', 'FROZEN', 'process_status', 'pool_status', 'active_count']
+__all__ = ['Memory', 'FROZEN', 'UNREAD', 'process_status', 'pool_status', 'active_count']
 
 # worker_state of a worker stopped by a signal outside a request (one
 # stopped in a request stays busy: its request is stuck, and fcgi-guard's
 # slow-request rules must still see it)
 FROZEN = 'frozen'
+# worker_state of a worker without a slot whose connections a bound left
+# unread: counted neither active nor idle
+UNREAD = 'unknown'
 
 Memory = collections.namedtuple(
     'Memory', 'start_time max_listen_queue max_active_processes retired '
@@ -74,6 +77,8 @@ def process_status(proc, facts, memory):
     else:
         status['connections'] = UNKNOWN if held is None else len(held)
         status['worker_state'] = 'running' if held else 'idle'
+        if proc.pid in facts.unavailable:   # busy or idle: no one can tell
+            status['worker_state'] = UNREAD
     if proc.pid in facts.frozen:
         status['worker_state'] = FROZEN
     return status
@@ -93,6 +98,7 @@ def pool_status(view, facts, memory, now):
     live = [p for p in processes if p['pid']]
     active = sum(1 for p in live if p['worker_state'] in scoreboard.BUSY_STATES)
     frozen = sum(1 for p in live if p['worker_state'] == FROZEN)
+    unread = sum(1 for p in live if p['worker_state'] == UNREAD)
     totals = {source: list(memory.retired[source]) for source in scoreboard.SOURCES}
     for p in live:
         totals[p['requests_source']][0] += p['accepted_conn']
@@ -112,7 +118,7 @@ def pool_status(view, facts, memory, now):
         'listen_queue_len': listener.backlog,
         'listen_drops': listener.drops,
         'total_processes': len(live),
-        'idle_processes': len(live) - active - frozen,
+        'idle_processes': len(live) - active - frozen - unread,
         'active_processes': active,
         'frozen_processes': frozen,
         'max_active_processes': memory.max_active_processes,

@@ -178,7 +178,9 @@ def test_workers_holding_many_fds_do_not_stall_supervisord(supervisor_factory):
                              sup.rpc.fcgi.getPoolStatus('app')['warnings']),
                      10, 'the bound said')
         status = sup.rpc.fcgi.getPoolStatus('app')
-        assert all(p['connections'] == -1 for p in status['processes']), status
+        assert all(p['connections'] == -1 and p['worker_state'] == 'unknown'
+                   for p in status['processes']), status
+        assert status['idle_processes'] == 0
         assert_loop_not_stalled(sup)
     finally:
         client.close()

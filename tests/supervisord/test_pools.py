@@ -174,7 +174,8 @@ class BoundsTests(PoolMonitorTestBase):
         reason = 'pid %d has more than 2 fds' % me
         self.assertEqual(status['warnings'], ['app_00: connections unavailable: ' + reason])
         self.assertEqual(status['processes'][0]['connections'], -1)
-        self.assertEqual(status['connections'], 0)
+        self.assertEqual(status['processes'][0]['worker_state'], 'unknown')
+        self.assertEqual((status['connections'], status['idle_processes']), (0, 0))
         self.assertEqual(logger.lines, ['fcgi: pool app: connections unavailable: ' + reason])
 
     def test_an_idle_tcp_pool_is_not_walked_whatever_its_workers_hold(self):

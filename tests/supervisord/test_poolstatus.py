@@ -59,6 +59,15 @@ class ProcessStatusTests(unittest.TestCase):
         self.assertEqual((proc['connections'], proc['worker_state']), (UNKNOWN, 'idle'))
         self.assertEqual(pool['connections'], 0)
 
+    def test_a_worker_a_bound_left_unread_is_neither_idle_nor_active(self):
+        status = poolstatus.pool_status(
+            view(7, 8), facts(held={8: frozenset()})._replace(
+                unavailable={7: 'pid 7 has more than 1024 fds'}), memory(), 110.0)
+        self.assertEqual([(p['worker_state'], p['connections']) for p in status['processes']],
+                         [('unknown', UNKNOWN), ('idle', 0)])
+        self.assertEqual((status['idle_processes'], status['active_processes'],
+                          status['total_processes']), (1, 0, 2))
+
     def test_a_stopped_process(self):
         pool, proc = self.one(proc_pid=0)
         self.assertEqual((proc['worker_state'], pool['total_processes']), ('stopped', 0))
