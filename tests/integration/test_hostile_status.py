@@ -227,9 +227,12 @@ def test_a_unix_pool_on_a_host_with_many_unix_sockets(supervisor_factory,
         sup.wait_for(lambda: sup.rpc.fcgi.getPoolStatus('app')['connections'] == 2,
                      30, 'both held connections seen')
         assert_loop_not_stalled(sup)
-        status = sup.rpc.fcgi.getPoolStatus('app')
-        assert [p['connections'] for p in status['processes']] == [1, 1], status
-        assert status['warnings'] == []
+
+        def complete():   # a loaded machine may spend a look's time budget
+            status = sup.rpc.fcgi.getPoolStatus('app')
+            return ([p['connections'] for p in status['processes']] == [1, 1]
+                    and status['warnings'] == [])
+        sup.wait_for(complete, 30, 'every connection seen, no warning')
     finally:
         for client in clients:
             client.close()
