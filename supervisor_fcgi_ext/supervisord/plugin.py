@@ -148,7 +148,8 @@ class Plugin:
         name = group.config.name
         known = self.monitors.get(name)
         if known is None or known[0] is not group:
-            known = self.monitors[name] = (group, PoolMonitor(name, self.scoreboard_dir))
+            known = self.monitors[name] = (group, PoolMonitor(name, self.scoreboard_dir,
+                                                              logger=self.logger))
         return known[1]
 
     def view(self, group):

@@ -114,3 +114,10 @@ def test_a_reloaded_supervisord_drops_the_previous_plugin(make):
     assert second is not first
     assert list(plugin._plugins.values()) == [second]
     assert plugin.get_plugin(second.supervisord, second.settings) is second
+
+
+def test_pool_monitors_log_through_supervisords_logger(make):
+    """A bound hit in a pool's readings is logged once, in supervisord's log."""
+    p = make()
+    group = p.supervisord.process_groups['app']
+    assert p.monitor(group).logger is p.logger
