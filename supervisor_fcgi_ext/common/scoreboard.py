@@ -7,6 +7,7 @@ in any language.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import stat
 import struct
@@ -18,7 +19,8 @@ from supervisor_fcgi_ext.common.text import safe_text
 __all__ = ['ENV_VAR', 'ScoreboardError', 'NoSlot', 'WORKER_STATES', 'BUSY_STATES',
            'Slot', 'RECORD_SIZE', 'encode_slot', 'decode_slot', 'check_pool_name',
            'check_header', 'field_bytes', 'os_reason', 'slot_path', 'SOURCES',
-           'combined_source', 'MARKER', 'has_marker']
+           'combined_source', 'MARKER', 'has_marker', 'DURATION_BOUNDS_US',
+           'DURATION_BUCKETS', 'duration_bucket']
 
 ENV_VAR = 'SUPERVISOR_FCGI_SCOREBOARD'
 # In every pool directory the plugin made: the plugin adopts no pool
@@ -32,8 +34,8 @@ _BUSY = frozenset(WORKER_STATES.index(state) for state in BUSY_STATES)
 SOURCES = ('exact', 'sampled')
 
 MAGIC = b'SVFCGISB'
-VERSION = 2
-RECORD_SIZE = 512
+VERSION = 3
+RECORD_SIZE = 1024
 METHOD_SIZE = 16
 URI_SIZE = 256
 # Offset 0: constant header, then the seqlock counter.  The writer stores the
@@ -46,7 +48,8 @@ _SEQ_END = SEQ_OFFSET + 8
 # each update is one pack between the two counter stores, and what a
 # request's end changes (last_request_duration .. connections) and what its
 # start changes (active .. uri) are contiguous runs that share the 8-byte
-# word of active, state and connections.  Offsets 410..511 are reserved.
+# word of active, state and connections.  Then, at HISTOGRAM_OFFSET, the
+# request-duration histogram; offsets 520..1023 are reserved.
 _LAYOUT = (('last_request_duration', 'q'), ('last_request_cpu', 'd'),
            ('last_request_memory', 'Q'), ('bytes_sent', 'Q'), ('exceptions', 'Q'),
            ('last_status', 'H'), (None, '6x'),
@@ -59,7 +62,7 @@ _LAYOUT = (('last_request_duration', 'q'), ('last_request_cpu', 'd'),
 BODY_OFFSET = 24
 _NAMES = tuple(name for name, _ in _LAYOUT if name)
 _BODY = struct.Struct('<' + ''.join(fmt for _, fmt in _LAYOUT))
-assert BODY_OFFSET + _BODY.size == 410 <= RECORD_SIZE
+assert BODY_OFFSET + _BODY.size == 410
 OFFSETS = {}
 _prefix = '<'
 for _name, _fmt in _LAYOUT:
@@ -67,6 +70,24 @@ for _name, _fmt in _LAYOUT:
         OFFSETS[_name] = BODY_OFFSET + struct.calcsize(_prefix)
     _prefix += _fmt
 del _prefix, _name, _fmt
+# Upper bounds (µs, inclusive: Prometheus' ``le``) of the request-duration
+# buckets: Prometheus' default buckets, 5 ms .. 10 s; a last bucket counts
+# the requests above 10 s.  A finished request adds 1 to exactly one bucket
+# (not cumulative: one store) and its µs to the sum.
+DURATION_BOUNDS_US = (5000, 10000, 25000, 50000, 100000, 250000, 500000,
+                      1000000, 2500000, 5000000, 10000000)
+DURATION_BUCKETS = len(DURATION_BOUNDS_US) + 1
+HISTOGRAM_OFFSET = 416
+_HISTOGRAM = struct.Struct('<%dQQ' % DURATION_BUCKETS)
+OFFSETS['request_duration_counts'] = HISTOGRAM_OFFSET
+OFFSETS['request_duration_sum'] = HISTOGRAM_OFFSET + 8 * DURATION_BUCKETS
+assert HISTOGRAM_OFFSET + _HISTOGRAM.size == 520 <= RECORD_SIZE
+_NO_COUNTS = (0,) * DURATION_BUCKETS
+
+
+def duration_bucket(us):
+    """The index of the bucket a request of ``us`` microseconds counts in."""
+    return bisect.bisect_left(DURATION_BOUNDS_US, us)
 
 class ScoreboardError(Exception):
     """A slot or pool directory that cannot be used; the message is one line."""
@@ -100,6 +121,9 @@ class Slot:
     protocol_errors: int = 0          # connections dropped: bad records, timeouts, EOF
     bytes_sent: int = 0
     connections: int = 0              # pool connections held open now
+    # finished requests per duration bucket (DURATION_BOUNDS_US, then above)
+    request_duration_counts: tuple = _NO_COUNTS
+    request_duration_sum_us: int = 0  # of the finished requests' wall times
 
 
 def _us(seconds):
@@ -139,20 +163,29 @@ def encode_slot(slot, seq=0):
         last_request_cpu=slot.last_request_cpu, bytes_sent=slot.bytes_sent,
         exceptions=slot.exceptions, last_status=slot.last_status,
         connections=slot.connections)
+    if len(slot.request_duration_counts) != DURATION_BUCKETS:
+        raise ScoreboardError('%d duration buckets, not %d'
+                              % (len(slot.request_duration_counts), DURATION_BUCKETS))
     body = _BODY.pack(*[fields[name] for name in _NAMES])
-    record = _HEADER.pack(MAGIC, VERSION, RECORD_SIZE, slot.pid, seq) + body
+    record = (_HEADER.pack(MAGIC, VERSION, RECORD_SIZE, slot.pid, seq) + body).ljust(
+        HISTOGRAM_OFFSET, b'\0')
+    record += _HISTOGRAM.pack(*slot.request_duration_counts, slot.request_duration_sum_us)
     return record.ljust(RECORD_SIZE, b'\0')
 
 
 def check_header(data, pid):
-    """(pid, seq) of a record whose constant header is right."""
-    if len(data) < RECORD_SIZE:
+    """(pid, seq) of a record whose constant header is right.  A slot of
+    another version says so, whatever its size (a version 2 slot is 512
+    bytes)."""
+    if len(data) < _HEADER.size or len(data) < RECORD_SIZE and data[:8] != MAGIC:
         raise ScoreboardError('truncated slot (%d of %d bytes)' % (len(data), RECORD_SIZE))
     magic, version, size, rpid, seq = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ScoreboardError('not a slot file (bad magic)')
     if version != VERSION or size != RECORD_SIZE:
         raise ScoreboardError('unsupported slot format version %d size %d' % (version, size))
+    if len(data) < RECORD_SIZE:
+        raise ScoreboardError('truncated slot (%d of %d bytes)' % (len(data), RECORD_SIZE))
     if pid is not None and rpid != pid:
         raise ScoreboardError('slot belongs to pid %d, not %d' % (rpid, pid))
     return rpid, seq
@@ -167,6 +200,7 @@ def decode_slot(data, now=None, pid=None):
     state = f['state']
     if state >= len(WORKER_STATES):
         raise ScoreboardError('bad worker state %d' % state)
+    *counts, duration_sum = _HISTOGRAM.unpack_from(data, HISTOGRAM_OFFSET)
     duration = last_duration = f['last_request_duration']
     if state in _BUSY and f['request_start'] > 0:
         now_us = _us(time.time() if now is None else now)
@@ -181,7 +215,8 @@ def decode_slot(data, now=None, pid=None):
         last_status=f['last_status'], active=f['active'], threads=f['threads'],
         max_requests=f['max_requests'], exceptions=f['exceptions'],
         protocol_errors=f['protocol_errors'], bytes_sent=f['bytes_sent'],
-        connections=f['connections'])
+        connections=f['connections'], request_duration_counts=tuple(counts),
+        request_duration_sum_us=duration_sum)
 
 
 def check_pool_name(pool):

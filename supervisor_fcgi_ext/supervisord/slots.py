@@ -141,13 +141,11 @@ def read_slot(path, now=None):
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ScoreboardError('slot is not a regular file')
-        if st.st_size < RECORD_SIZE:
-            raise ScoreboardError('truncated slot (%d of %d bytes)' % (st.st_size, RECORD_SIZE))
         for attempt in range(READ_RETRIES):
             before = os.pread(fd, 8, SEQ_OFFSET)
             data = os.pread(fd, RECORD_SIZE, 0)
             after = os.pread(fd, 8, SEQ_OFFSET)
-            check_header(data, pid)
+            check_header(data, pid)     # a short file: truncated, or another version
             if before == after == data[SEQ_OFFSET:_SEQ_END] and not before[0] & 1:
                 return decode_slot(data, now, pid)
             os.sched_yield()

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <sys/resource.h>
 
-#define RECORD_SIZE 512
+#define RECORD_SIZE 1024
 #define SEQ 16
 #define LAST_REQUEST_DURATION 24
 #define LAST_REQUEST_CPU 32
@@ -37,6 +37,14 @@
 #define METHOD_SIZE 16
 #define URI 128
 #define URI_SIZE 256
+#define DURATION_COUNTS 416
+#define DURATION_BUCKETS 12
+#define DURATION_SUM (DURATION_COUNTS + 8 * DURATION_BUCKETS)
+
+/* Upper bounds (µs, inclusive) of the duration buckets but the last, as
+ * scoreboard.DURATION_BOUNDS_US (checked by slotwriter.py at import). */
+static const long long duration_bounds[DURATION_BUCKETS - 1] = {
+    5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000};
 
 #define STATE_IDLE 1
 #define STATE_READING 2
@@ -68,6 +76,7 @@ typedef struct {
     long long start, window;    /* ns: the request's start, wall time since the CPU reading */
     double cpu, cpu_pct;        /* s: the thread's CPU at the reading; % since the one before */
     int active, connections;
+    unsigned long long counts[DURATION_BUCKETS], duration_sum;   /* the histogram */
 } Writer;
 
 static PyObject *str_method, *str_uri, *str_length, *str_script, *str_path, *str_query;
@@ -332,6 +341,12 @@ Writer_request_finished(Writer *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     long long now = now_ns();
     long long wall = now - self->start;
+    long long us = wall > 0 ? wall / 1000 : 0;      /* the clock may step back */
+    int bucket = 0;
+    while (bucket < DURATION_BUCKETS - 1 && us > duration_bounds[bucket])
+        bucket++;
+    self->counts[bucket]++;
+    self->duration_sum += (unsigned long long)us;
     long long window = self->window + wall;
     if (wall >= SAMPLE_WALL || !(self->requests & SAMPLE_MASK)) {
         sample(self, window);
@@ -348,7 +363,7 @@ Writer_request_finished(Writer *self, PyObject *const *args, Py_ssize_t nargs,
     int state = self->active ? STATE_RUNNING : closing ? STATE_IDLE : STATE_READING;
     unsigned char *rec = self->rec;
     seq_begin(self);
-    put64(rec + LAST_REQUEST_DURATION, (uint64_t)(wall / 1000));
+    put64(rec + LAST_REQUEST_DURATION, (uint64_t)us);
     putf64(rec + LAST_REQUEST_CPU, self->cpu_pct);
     put64(rec + LAST_REQUEST_MEMORY, self->rss);
     put64(rec + BYTES_SENT, self->bytes_sent);
@@ -362,6 +377,8 @@ Writer_request_finished(Writer *self, PyObject *const *args, Py_ssize_t nargs,
         rec[METHOD] = 0;
         rec[URI] = 0;
     }
+    put64(rec + DURATION_COUNTS + 8 * bucket, self->counts[bucket]);
+    put64(rec + DURATION_SUM, self->duration_sum);
     seq_end(self);
     Py_RETURN_NONE;
 }
@@ -410,7 +427,7 @@ Writer_init(Writer *self, PyObject *args, PyObject *kwargs)
         return -1;
     if (self->view.len < RECORD_SIZE || ((uintptr_t)self->view.buf & 7)) {
         PyBuffer_Release(&self->view);
-        PyErr_SetString(PyExc_ValueError, "a slot record is 512 aligned bytes");
+        PyErr_SetString(PyExc_ValueError, "a slot record is 1024 aligned bytes");
         return -1;
     }
     self->rec = self->view.buf;
@@ -519,14 +536,29 @@ PyInit__slotwriter(void)
     if (module == NULL)
         return NULL;
     PyObject *layout = Py_BuildValue(
-        "{sisisisisisisisisisisisisisisisisi}",
+        "{sisisisisisisisisisisisisisisisisisisi}",
         "last_request_duration", LAST_REQUEST_DURATION, "last_request_cpu", LAST_REQUEST_CPU,
         "last_request_memory", LAST_REQUEST_MEMORY, "bytes_sent", BYTES_SENT,
         "exceptions", EXCEPTIONS, "last_status", LAST_STATUS, "active", ACTIVE,
         "state", STATE, "connections", CONNECTIONS, "requests", REQUESTS,
         "accepted_conn", ACCEPTED_CONN, "request_start", REQUEST_START,
         "content_length", CONTENT_LENGTH, "method", METHOD, "uri", URI,
-        "seq", SEQ, "record_size", RECORD_SIZE);
+        "seq", SEQ, "record_size", RECORD_SIZE,
+        "request_duration_counts", DURATION_COUNTS, "request_duration_sum", DURATION_SUM);
+    PyObject *bounds = PyTuple_New(DURATION_BUCKETS - 1);
+    for (int i = 0; bounds != NULL && i < DURATION_BUCKETS - 1; i++) {
+        PyObject *bound = PyLong_FromLongLong(duration_bounds[i]);
+        if (bound == NULL)
+            Py_CLEAR(bounds);
+        else
+            PyTuple_SET_ITEM(bounds, i, bound);
+    }
+    if (bounds == NULL || PyModule_AddObject(module, "DURATION_BOUNDS_US", bounds) < 0) {
+        Py_XDECREF(bounds);
+        Py_XDECREF(layout);
+        Py_DECREF(module);
+        return NULL;
+    }
     Py_INCREF(&WriterType);
     if (layout == NULL || PyModule_AddObject(module, "LAYOUT", layout) < 0
             || PyModule_AddObject(module, "Writer", (PyObject *)&WriterType) < 0) {

@@ -10,6 +10,7 @@ order (x86), else none: see ordering.py.
 """
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
 import resource
@@ -19,9 +20,9 @@ import threading
 import time
 
 from supervisor_fcgi_ext.common.scoreboard import (
-    ENV_VAR, MARKER, METHOD_SIZE, OFFSETS, RECORD_SIZE, SEQ_OFFSET, URI_SIZE,
-    WORKER_STATES, ScoreboardError, Slot, check_pool_name, encode_slot, field_bytes,
-    has_marker, os_reason,
+    DURATION_BOUNDS_US, DURATION_BUCKETS, ENV_VAR, MARKER, METHOD_SIZE, OFFSETS,
+    RECORD_SIZE, SEQ_OFFSET, URI_SIZE, WORKER_STATES, ScoreboardError, Slot,
+    check_pool_name, encode_slot, field_bytes, has_marker, os_reason,
 )
 from supervisor_fcgi_ext.worker import log
 from supervisor_fcgi_ext.worker.ordering import choose_writer
@@ -41,6 +42,8 @@ _SEQ_WORD = SEQ_OFFSET // 8
 _STATE_WORD = OFFSETS['active'] // 8
 _ACCEPTED_WORD = OFFSETS['accepted_conn'] // 8
 _ERRORS_WORD = OFFSETS['protocol_errors'] // 8
+_COUNTS_WORD = OFFSETS['request_duration_counts'] // 8
+_SUM_WORD = OFFSETS['request_duration_sum'] // 8
 _IDLE, _READING, _RUNNING = 1, 2, 3
 _pack_started = _STARTED.pack_into
 _pack_finished = _FINISHED.pack_into
@@ -49,6 +52,7 @@ _pack_reading = struct.Struct('<qq%ds' % METHOD_SIZE).pack_into
 _READING_OFFSET = OFFSETS['request_start']
 _URI = OFFSETS['uri']
 _time_ns = time.time_ns      # ints: no float-to-int conversions
+_bucket = bisect.bisect_left
 # CPU time and peak RSS are read after a request of this wall time (ns) or
 # more, and every (mask + 1)th request.
 _SAMPLE_WALL = 10_000_000
@@ -234,7 +238,8 @@ class SlotWriter(_SlotUpdates):
     """
     __slots__ = ('pid', 'path', 'threads', 'max_requests', 'accepted_conn', 'requests',
                  'exceptions', 'protocol_errors', 'bytes_sent', 'active', 'connections',
-                 '_seq', '_mm', '_words', '_start', '_cpu', '_cpu_pct', '_window', '_rss')
+                 '_seq', '_mm', '_words', '_start', '_cpu', '_cpu_pct', '_window', '_rss',
+                 '_counts', '_duration_sum')
 
     def __init__(self, directory, pid=None, threads=1, max_requests=0):
         self.accepted_conn = self.requests = self.exceptions = 0
@@ -242,6 +247,8 @@ class SlotWriter(_SlotUpdates):
         self._seq = self._rss = 0
         self._start = self._window = 0
         self._cpu = self._cpu_pct = 0.0
+        self._counts = [0] * DURATION_BUCKETS
+        self._duration_sum = 0
         self._mm = self._open(directory, pid, threads, max_requests)
         # 8-byte items: each assignment is one aligned 8-byte store
         self._words = memoryview(self._mm).cast('Q')
@@ -292,12 +299,17 @@ class SlotWriter(_SlotUpdates):
         words[_SEQ_WORD] = seq
 
     def request_finished(self, status=0, failed=False, sent=0, closing=False):
-        """The request is answered: its wall time, and (see _sample) the CPU
-        share and peak RSS.  ``closing``: its connection closes now,
+        """The request is answered: its wall time, counted in the duration
+        histogram too, and (see _sample) the CPU share and peak RSS.  ``closing``: its connection closes now,
         uncounted in the same update; else the worker reads the next request
         on it from now on, shown in the same update too."""
         now = _time_ns()
         wall = now - self._start
+        us = wall // 1000 if wall > 0 else 0     # the clock may step back
+        bucket = _bucket(DURATION_BOUNDS_US, us)
+        counts = self._counts
+        counts[bucket] += 1
+        self._duration_sum += us
         window = self._window + wall
         if wall >= _SAMPLE_WALL or not self.requests & _SAMPLE_MASK:
             self._sample(window)
@@ -315,9 +327,11 @@ class SlotWriter(_SlotUpdates):
         self._seq = seq
         words = self._words
         words[_SEQ_WORD] = seq - 1
-        _pack_finished(mm, _FINISHED_OFFSET, wall // 1000, self._cpu_pct, self._rss,
+        _pack_finished(mm, _FINISHED_OFFSET, us, self._cpu_pct, self._rss,
                        self.bytes_sent, self.exceptions, status, active, state,
                        self.connections)
+        words[_COUNTS_WORD + bucket] = counts[bucket]
+        words[_SUM_WORD] = self._duration_sum
         if state == _READING:
             _pack_reading(mm, _READING_OFFSET, now // 1000, 0, b'')
             mm[_URI] = 0
@@ -376,7 +390,8 @@ def _c_writer_fits():
     if _slotwriter is None or sys.byteorder != 'little':
         return False
     layout = dict(OFFSETS, seq=SEQ_OFFSET, record_size=RECORD_SIZE)
-    return all(layout.get(name) == value for name, value in _slotwriter.LAYOUT.items())
+    return _slotwriter.DURATION_BOUNDS_US == DURATION_BOUNDS_US and all(
+        layout.get(name) == value for name, value in _slotwriter.LAYOUT.items())
 
 
 if _c_writer_fits():

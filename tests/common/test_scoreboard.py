@@ -41,13 +41,37 @@ class FormatTests(unittest.TestCase):
             'requests': 80, 'accepted_conn': 88,
             'request_start': 96, 'content_length': 104, 'method': 112, 'uri': 128,
             'start_time': 384, 'max_requests': 392, 'protocol_errors': 400,
-            'threads': 408})
+            'threads': 408, 'request_duration_counts': 416, 'request_duration_sum': 512})
         data = encode_slot(make_slot(state='running', active=2, connections=3))
         self.assertEqual(data[:8], b'SVFCGISB')
-        self.assertEqual(struct.unpack_from('<HHIQ', data, 8), (2, 512, PID, 0))
+        self.assertEqual(struct.unpack_from('<HHIQ', data, 8), (3, 1024, PID, 0))
         # active, state and connections share one 8-byte word, gaps zero
         self.assertEqual(struct.unpack_from('<Q', data, 72)[0], 2 | 3 << 16 | 3 << 32)
-        self.assertEqual(data[410:], bytes(102))
+        self.assertEqual(data[410:416], bytes(6))
+        self.assertEqual(data[520:], bytes(504))
+
+    def test_the_histogram_is_stored_per_bucket_then_the_sum(self):
+        counts = tuple(range(1, scoreboard.DURATION_BUCKETS + 1))
+        slot = make_slot(request_duration_counts=counts, request_duration_sum_us=2 ** 63)
+        data = encode_slot(slot)
+        self.assertEqual(struct.unpack_from('<12QQ', data, 416), counts + (2 ** 63,))
+        self.assertEqual(decode_slot(data), slot)
+        with self.assertRaisesRegex(ScoreboardError, '3 duration buckets, not 12'):
+            encode_slot(make_slot(request_duration_counts=(1, 2, 3)))
+
+    def test_a_duration_counts_in_the_first_bucket_whose_bound_holds_it(self):
+        # Prometheus' le: a bound is inclusive; above 10 s is the last bucket
+        self.assertEqual(scoreboard.DURATION_BOUNDS_US[0], 5000)
+        self.assertEqual(scoreboard.DURATION_BOUNDS_US[-1], 10000000)
+        for us, bucket in ((0, 0), (5000, 0), (5001, 1), (99999, 4), (100000, 4),
+                           (10000000, 10), (10000001, 11), (10 ** 12, 11)):
+            self.assertEqual(scoreboard.duration_bucket(us), bucket, us)
+
+    def test_a_version_2_slot_is_refused_by_its_version_not_its_size(self):
+        v2 = b'SVFCGISB' + struct.pack('<HHIQ', 2, 512, PID, 0) + bytes(488)
+        with self.assertRaisesRegex(ScoreboardError,
+                                    '^unsupported slot format version 2 size 512$'):
+            decode_slot(v2)
 
     def test_running_slot_reports_elapsed_time_from_now(self):
         slot = make_slot(state='running', active=1)
@@ -70,7 +94,7 @@ class FormatTests(unittest.TestCase):
         cases = {
             'bad magic': b'XXXXXXXX' + good[8:],
             'version 1': good[:8] + struct.pack('<H', 1) + good[10:],
-            'size 1024': good[:10] + struct.pack('<H', 1024) + good[12:],
+            'size 512': good[:10] + struct.pack('<H', 512) + good[12:],
             'being written': good[:16] + struct.pack('<Q', 7) + good[24:],
             'bad worker state 9': good[:74] + b'\x09' + good[75:],
             'truncated': good[:100],

@@ -110,6 +110,9 @@ class TestReader:
         (encode_slot(make_slot())[:RECORD_SIZE - 1], 'truncated'),
         (encode_slot(make_slot(pid=999)), 'belongs to pid 999'),
         (b'SVFCGISB' + struct.pack('<HH', 1, 512) + bytes(500), 'version 1'),
+        # a worker of the previous release: refused by its version, not as truncated
+        (b'SVFCGISB' + struct.pack('<HHIQ', 2, 512, PID, 0) + bytes(488),
+         'unsupported slot format version 2'),
     ])
     def test_bad_files(self, pool_dir, data, reason):
         path = slot_path(os.path.dirname(pool_dir), 'pool', PID)

@@ -91,6 +91,27 @@ class TestWriter:
         writer.close()
         assert read_slot(path).requests == 2    # left for supervisord to harvest
 
+    def test_finished_requests_are_counted_in_the_duration_histogram(self, pool_dir,
+                                                                     writer_class):
+        writer = writer_class(pool_dir, pid=PID)
+        writer.ready()
+        total = 0
+        # ages in the middle of the buckets 25-50 ms, 100-250 ms, 250-500 ms,
+        # over 10 s (twice): a loaded machine adds ms, not a bucket's width
+        for age in (0.03, 0.12, 0.3, 12.0, 30.0):
+            writer.request_started(params('GET', '/', 0), start=time.time() - age)
+            writer.request_finished(200)
+            slot = read_slot(writer.path)
+            total += slot.last_request_duration_us
+            assert slot.request_duration_sum_us == total
+        assert slot.request_duration_counts == (0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 2)
+        writer.request_started(params('GET', '/', 0))     # in flight: not counted yet
+        assert read_slot(writer.path).request_duration_counts == slot.request_duration_counts
+        writer.request_started(params('GET', '/', 0), start=time.time() + 60)
+        writer.request_finished(200)      # the clock stepped back: 0, not negative
+        slot = read_slot(writer.path)
+        assert (slot.request_duration_counts[0], slot.request_duration_sum_us) == (1, total)
+
     def test_cpu_and_memory_are_read_every_16th_request(self, pool_dir, writer_class):
         writer = writer_class(pool_dir, pid=PID)
         writer.ready()
@@ -228,6 +249,7 @@ def test_locked_writers_count_exactly_from_many_threads(pool_dir, writer_class):
     assert (slot.requests, slot.accepted_conn, slot.exceptions, slot.bytes_sent) == \
         (4000, 2000, 400, 12000)
     assert (slot.active, slot.connections, slot.state, slot.threads) == (0, 0, 'idle', 8)
+    assert sum(slot.request_duration_counts) == 4000
 
 
 class TestCWriter:
@@ -275,7 +297,8 @@ class TestCWriter:
                 getattr(writer, args[0])(*args[1])
             py, c = (read_slot(writer.path, now=1800000000) for writer in writers)
             untimed = dict(last_request_duration_us=0, request_duration_us=0,
-                           last_request_cpu=0.0, last_request_memory=0, start_time=0)
+                           last_request_cpu=0.0, last_request_memory=0, start_time=0,
+                           request_duration_sum_us=0)
             assert dataclasses.replace(py, **untimed) == dataclasses.replace(c, **untimed), \
                 (i, call, args)
             if py.state != 'reading' or call == 'reading':     # else: when it ended
@@ -300,7 +323,7 @@ class TestCWriter:
             writer.request_started({})
         with pytest.raises(ValueError, match='closed'):
             writer.request_finished()
-        with pytest.raises(ValueError, match='512'):
+        with pytest.raises(ValueError, match='1024'):
             slotwriter._slotwriter.Writer(bytearray(100))
         with pytest.raises((TypeError, BufferError)):
             slotwriter._slotwriter.Writer(bytes(RECORD_SIZE))
@@ -359,6 +382,9 @@ def test_reader_never_sees_a_torn_slot_while_a_writer_hammers(pool_dir, writer_c
                 continue
             good += 1
             states.add(slot.state)
+            # every request of the hammer started at epoch second i: > 10 s
+            finished = slot.requests - (slot.state == 'running')
+            assert slot.request_duration_counts == (0,) * 11 + (finished,)
             if slot.state == 'reading':      # request n is being read
                 n = slot.requests
                 assert (slot.request_method, slot.request_uri, slot.content_length) == \
