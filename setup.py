@@ -1,12 +1,16 @@
-"""The metadata is in setup.cfg; this adds the optional C scoreboard writer.
+"""The metadata is in setup.cfg; this adds the optional C extensions.
 
-Without a C compiler and Python's headers the build skips it: on x86 the
+Without a C compiler and Python's headers the build skips them: on x86 the
 worker then writes its slot in pure Python (worker/slotwriter.py SlotWriter);
 elsewhere it writes none, as Python's stores are unordered there
-(worker/ordering.py).
+(worker/ordering.py).  Without the codec (common/_fastcgi.c) the worker
+frames and parses FastCGI in Python (common/fastcgi.py), with the same results.
 """
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension('supervisor_fcgi_ext.worker._slotwriter',
                              ['supervisor_fcgi_ext/worker/_slotwriter.c'],
+                             optional=True),
+                   Extension('supervisor_fcgi_ext.common._fastcgi',
+                             ['supervisor_fcgi_ext/common/_fastcgi.c'],
                              optional=True)])

@@ -1,12 +1,26 @@
-"""fcgi-worker against bare flup (and Go, gunicorn where installed), side by
-side, through one nginx.
+"""fcgi-worker against what users would pick instead (uWSGI, PHP-FPM, a C
+libfcgi responder, bare flup, Go, gunicorn), side by side, through one nginx.
 
     python benchmarks/bench_worker.py [--workers 6] [--rounds 5] [--seconds 3]
                                       [--warmup 0.5] [--concurrency 12]
-                                      [--socket unix|tcp] [--only fcgi-worker]
+                                      [--socket unix|tcp] [--client auto|python|wrk]
+                                      [--only all|rivals|fcgi-worker] [--no-install]
 
 (``--rounds 1 --seconds 0.2 --warmup 0.1 --workers 1`` runs every variant
-once, in a few seconds.)
+once; ``--only fcgi-worker`` just fcgi-worker's three, in a few seconds;
+``--only rivals`` fcgi-worker + scoreboard against uWSGI, PHP-FPM and C.)
+
+The rivals: uWSGI 2 (its C core, the same WSGI app, through uwsgi_pass on
+its own socket; pip-installed into this venv when missing, unless
+--no-install), PHP-FPM (php-fpm8.2 or php-fpm on PATH or in /usr/sbin,
+static pm with --workers children on its own socket, php_hello.php; it is
+not installed by this script: apt-get install php8.2-fpm), and a C libfcgi
+responder on the shared socket (libfcgi_hello.c, built in a temp dir when
+cc and fcgiapp.h are there: apt-get install libfcgi-dev), the FastCGI
+ceiling.  A rival that cannot run is skipped with the reason.  The report
+ends with fcgi-worker's ratio to each (goals: >= 1.0 to uWSGI and PHP-FPM,
+>= 0.95 to C).  The client is wrk (-t2) when on PATH and --seconds is a
+whole number, else the Python loop below; both keep their connections alive.
 
 Like supervisord's fcgi-program, this script binds one listening socket and
 starts --workers processes of a variant with it as fd 0 (gunicorn: one
@@ -37,11 +51,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 
 import psutil
 
-from supervisor_fcgi_ext.lab.harness import Nginx, find_nginx
+from rivals import (C_FCGI, GOALS, OURS, PHP, UWSGI, BenchNginx, Variant, c_variant,
+                    php_variant, uwsgi_variant, wrk_load)
+from supervisor_fcgi_ext.common.fastcgi import CODEC
+from supervisor_fcgi_ext.lab.fcgiclient import parse_address
+from supervisor_fcgi_ext.lab.harness import find_nginx
 from supervisor_fcgi_ext.common.scoreboard import ENV_VAR
 from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir, harvest_slot
 from supervisor_fcgi_ext.worker.cli import demo_app
@@ -53,15 +70,6 @@ FLUP = ("from flup.server.{mod} import WSGIServer; "
         "from supervisor_fcgi_ext.worker.cli import demo_app; WSGIServer(demo_app).run()")
 
 
-@dataclass
-class Variant:
-    argv: list
-    graceful: bool = False      # stopped by TERM (else KILL: flup ignores TERM in accept)
-    scoreboard: bool = False    # writes slots: counted against the answers
-    arbiter: bool = False       # one process that forks --workers itself
-    http: bool = False          # nginx proxy_pass, not fastcgi_pass
-
-
 def sized_demo_app(environ, start_response):
     """demo_app with the Content-Length that fcgi-worker adds to a list
     response, so that nginx need not chunk gunicorn's answer either."""
@@ -71,38 +79,55 @@ def sized_demo_app(environ, start_response):
     return [body]
 
 
-def variants(tmp):
-    """{name: Variant} in running order, and {name: why skipped}."""
-    found, skipped = {
-        'flup threaded': Variant([sys.executable, '-c', FLUP.format(mod='fcgi')]),
-        'flup single': Variant([sys.executable, '-c', FLUP.format(mod='fcgi_single')]),
-    }, {}
+def go_variant(tmp):
     go = shutil.which('go')
     if go is None:
-        skipped['Go net/http/fcgi'] = 'no go on PATH (Debian: golang-go)'
-    else:
-        binary = os.path.join(tmp, 'go_fcgi_hello')
-        env = dict(os.environ, GOCACHE=os.path.join(tmp, 'gocache'),
-                   GOPATH=os.path.join(tmp, 'gopath'))
-        subprocess.run([go, 'build', '-o', binary, os.path.join(HERE, 'go_fcgi_hello.go')],
-                       check=True, env=env)
-        found['Go net/http/fcgi'] = Variant([binary])
+        return 'no go on PATH (Debian: golang-go)'
+    binary = os.path.join(tmp, 'go_fcgi_hello')
+    env = dict(os.environ, GOCACHE=os.path.join(tmp, 'gocache'),
+               GOPATH=os.path.join(tmp, 'gopath'))
+    subprocess.run([go, 'build', '-o', binary, os.path.join(HERE, 'go_fcgi_hello.go')],
+                   check=True, env=env)
+    return Variant([binary])
+
+
+def gunicorn_variant(workers):
     if importlib.util.find_spec('gunicorn') is None:
-        skipped['gunicorn sync (proxy_pass)'] = 'not installed (pip install gunicorn)'
-    else:
-        found['gunicorn sync (proxy_pass)'] = Variant(
-            [sys.executable, '-m', 'gunicorn', '--bind', 'fd://0', '--worker-class', 'sync',
-             '--graceful-timeout', '5', '--log-level', 'warning', '--chdir', HERE,
-             'bench_worker:sized_demo_app'], graceful=True, arbiter=True, http=True)
-    found.update({
-        'fcgi-worker + scoreboard': Variant([os.path.join(BIN, 'fcgi-worker')],
-                                            graceful=True, scoreboard=True),
-        'fcgi-worker + Python writer': Variant([os.path.join(BIN, 'fcgi-worker'),
-                                                '--python-scoreboard'],
-                                               graceful=True, scoreboard=True),
-        'fcgi-worker, no scoreboard': Variant([os.path.join(BIN, 'fcgi-worker')],
-                                              graceful=True),
-    })
+        return 'not installed (pip install gunicorn)'
+    return Variant([sys.executable, '-m', 'gunicorn', '--bind', 'fd://0', '--worker-class',
+                    'sync', '--graceful-timeout', '5', '--log-level', 'warning', '--chdir',
+                    HERE, '--workers', str(workers), 'bench_worker:sized_demo_app'],
+                   graceful=True, arbiter=True, passing='http')
+
+
+def variants(tmp, args):
+    """{name: Variant} in running order, and {name: why skipped}, for the
+    names that --only selects (none is built or installed for the others)."""
+    worker = os.path.join(BIN, 'fcgi-worker')
+    makers = {
+        'flup threaded': lambda: Variant([sys.executable, '-c', FLUP.format(mod='fcgi')]),
+        'flup single': lambda: Variant([sys.executable, '-c',
+                                        FLUP.format(mod='fcgi_single')]),
+        'Go net/http/fcgi': lambda: go_variant(tmp),
+        'gunicorn sync (proxy_pass)': lambda: gunicorn_variant(args.workers),
+        UWSGI: lambda: uwsgi_variant(tmp, args.socket, args.workers, args.install),
+        PHP: lambda: php_variant(tmp, args.socket, args.workers),
+        C_FCGI: lambda: c_variant(tmp),
+        OURS: lambda: Variant([worker], graceful=True, scoreboard=True),
+        'fcgi-worker + Python writer': lambda: Variant([worker, '--python-scoreboard'],
+                                                       graceful=True, scoreboard=True),
+        'fcgi-worker, no scoreboard': lambda: Variant([worker], graceful=True),
+    }
+    wanted = {'all': lambda name: True, 'rivals': lambda name: name in (OURS, *GOALS),
+              'fcgi-worker': lambda name: name.startswith('fcgi-worker')}[args.only]
+    found, skipped = {}, {}
+    for name, make in makers.items():
+        if wanted(name):
+            made = make()
+            if isinstance(made, Variant):
+                found[name] = made
+            else:
+                skipped[name] = made
     return found, skipped
 
 
@@ -160,7 +185,7 @@ def load(port, concurrency, seconds):
             key.fileobj.close()
         sel.close()
     if errors:
-        raise RuntimeError('%d responses were not 200' % errors)
+        raise RuntimeError('%d responses were not 200 (port %d)' % (errors, port))
     return done
 
 
@@ -181,13 +206,12 @@ def bind_pool_socket(kind, tmp):
 
 
 def start_pool(variant, listener, workers, env):
-    if variant.arbiter:
-        argv, count = variant.argv + ['--workers', str(workers)], 1
-    else:
-        argv, count = variant.argv, workers
-    return [subprocess.Popen(argv, stdin=listener.fileno(), env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(count)]
+    """The variant's processes: ``workers`` of them, or its one arbiter;
+    fd 0 is the pool's socket unless it binds its own."""
+    stdin = subprocess.DEVNULL if variant.address else listener.fileno()
+    return [subprocess.Popen(variant.argv, stdin=stdin, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+            for _ in range(1 if variant.arbiter else workers)]
 
 
 def pool_cpu(procs):
@@ -215,6 +239,79 @@ def stop_pool(procs, graceful):
             proc.wait(10)
 
 
+def wait_listening(address, procs, timeout=30.0):
+    """Until a rival's own socket takes connections (nginx would answer 502)."""
+    family, sockaddr = parse_address(address)
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(sockaddr)
+                return
+            except OSError:
+                pass
+        if any(proc.poll() is not None for proc in procs) or time.monotonic() > deadline:
+            raise RuntimeError('%s never listened on %s' % (procs[0].args[0], address))
+        time.sleep(0.05)
+
+
+def measure(variant, name, port, listener, args, env):
+    """One round of one variant: (answers in the warm-up and in the
+    measurement, req/s, µs of the pool's CPU per request, its pids)."""
+    procs = start_pool(variant, listener, args.workers, env)
+    try:
+        if variant.address:
+            wait_listening(variant.address, procs)
+        warm = load(port, args.concurrency, args.warmup)
+        cpu0 = pool_cpu(procs)
+        if args.client == 'wrk':
+            count, seconds = wrk_load(port, args.concurrency, int(args.seconds))
+        else:
+            count, seconds = load(port, args.concurrency, args.seconds), args.seconds
+        if not count:
+            raise RuntimeError('%s answered nothing in %gs: does %s run?'
+                               % (name, args.seconds, variant.argv[0]))
+        cpu = (pool_cpu(procs) - cpu0) / count * 1e6
+    finally:
+        stop_pool(procs, variant.graceful)
+    return warm, count, count / seconds, cpu, [proc.pid for proc in procs]
+
+
+def report(found, results, cpu_us, args, counted, answered):
+    names = list(results)
+    median = {name: statistics.median(rates) for name, rates in results.items()}
+    print('\n%-28s %10s %8s %16s' % ('variant', 'median/s', 'ratio', 'µs CPU/request'))
+    print('(ratio: to %s)' % names[0])
+    for name in names:
+        print('%-28s %10.0f %8.2f %16.1f' % (name, median[name], median[name] / median[names[0]],
+                                             statistics.median(cpu_us[name])))
+    if OURS in median:
+        for rival, goal in dict(GOALS, **{'flup single': None}).items():
+            if rival in median:
+                ratio = median[OURS] / median[rival]
+                print('%s / %s: %.2f%s' % (OURS, rival, ratio, '' if goal is None else
+                                           ' (goal >= %.2f: %s)' % (
+                                               goal, 'met' if ratio >= goal else 'NOT met')))
+    off = 'fcgi-worker, no scoreboard'
+    scoreboard_names = [name for name in names if found[name].scoreboard]
+    for on in scoreboard_names if off in median else ():
+        print('overhead of %s: %.1f%% req/s, %.1f%% worker CPU per request' % (
+            on[len('fcgi-worker + '):], 100.0 * (1 - median[on] / median[off]),
+            100.0 * (statistics.median(cpu_us[on]) / statistics.median(cpu_us[off]) - 1)))
+    # each round runs two loads (warm-up, measure); a load stops waiting for
+    # the requests still in flight when its time is up, and the workers serve
+    # them anyway, or the next variant's on the pool socket do (the listener
+    # outlives a pool): a scoreboard pool may count those of its own loads
+    # and of the pool-socket variant before it
+    shared = [name for name in names if not found[name].address]
+    feeding = [name for i, name in enumerate(shared)
+               if name in scoreboard_names or shared[(i + 1) % len(shared)] in scoreboard_names]
+    loads = 2 * args.rounds * len(feeding)
+    print('scoreboard counted %d requests, the client got %d answers (+ up to %d '
+          'left in flight by the %d loads)' % (counted, answered,
+                                               args.concurrency * loads, loads))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--workers', type=int, default=6)
@@ -224,19 +321,27 @@ def main(argv=None):
                         help='load before measuring, so every worker has started')
     parser.add_argument('--concurrency', type=int, default=12)
     parser.add_argument('--socket', choices=('unix', 'tcp'), default='unix')
-    parser.add_argument('--only', choices=('all', 'fcgi-worker'), default='all',
-                        help='fcgi-worker: just the scoreboard on/off pair')
+    parser.add_argument('--client', choices=('auto', 'python', 'wrk'), default='auto',
+                        help='auto: wrk when on PATH and --seconds is whole')
+    parser.add_argument('--only', choices=('all', 'rivals', 'fcgi-worker'), default='all',
+                        help='rivals: fcgi-worker + scoreboard, uWSGI, PHP-FPM and C; '
+                             'fcgi-worker: its three writers')
+    parser.add_argument('--no-install', dest='install', action='store_false',
+                        help='skip uWSGI when missing instead of pip-installing it')
     args = parser.parse_args(argv)
+    if args.client == 'auto':
+        args.client = ('wrk' if shutil.which('wrk') and args.seconds >= 1
+                       and args.seconds == int(args.seconds) else 'python')
     find_nginx()
     tmp = tempfile.mkdtemp(prefix='sfe-bench-')
     board = None
     counted = answered = 0
     try:
-        found, skipped = variants(tmp)
-        names = [name for name in found if args.only == 'all' or name.startswith(args.only)]
+        os.chmod(tmp, 0o755)    # nginx's (and PHP-FPM's) workers run as nobody
+        found, skipped = variants(tmp, args)
+        names = list(found)
         results = {name: [] for name in names}
         cpu_us = {name: [] for name in names}
-        os.chmod(tmp, 0o755)    # nginx's workers run as an unprivileged user
         listener, upstream = bind_pool_socket(args.socket, tmp)
         # On tmpfs, like the plugin's default scoreboard directory: slots on a
         # disk filesystem pay for writeback of the dirty page.
@@ -244,82 +349,42 @@ def main(argv=None):
         ensure_pool_dir(board, 'bench')
         base_env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
         board_env = dict(base_env, SUPERVISOR_GROUP_NAME='bench', **{ENV_VAR: board})
-        nginxes = {http: Nginx(upstream, workdir=os.path.join(tmp, 'nginx-%s' % kind), http=http)
-                   for http, kind in ((False, 'fastcgi'), (True, 'http'))
-                   if any(found[name].http == http for name in names)}
+        nginx = BenchNginx(upstream, {v.passing: v.address or upstream for v in found.values()
+                                      if v.passing != 'fastcgi'},
+                           os.path.join(tmp, 'php_hello.php'),
+                           workdir=os.path.join(tmp, 'nginx'))
         try:
-            for nginx in nginxes.values():
-                nginx.start()
-            print('%d workers per variant, %s socket, %d client connections, '
+            nginx.start()
+            print('%d workers per variant, %s socket, %d client connections (%s), '
                   '%d rounds of %gs' % (args.workers, args.socket, args.concurrency,
-                                        args.rounds, args.seconds))
-            print("fcgi-worker's scoreboard writer: %s" % (
+                                        args.client, args.rounds, args.seconds))
+            print("fcgi-worker's scoreboard writer: %s; its FastCGI codec: %s" % (
                 'C (supervisor_fcgi_ext.worker._slotwriter)' if CSlotWriter else
-                'Python: the C writer is not built (no compiler or Python.h?)'))
+                'Python: the C writer is not built (no compiler or Python.h?)', CODEC))
             for name, why in skipped.items():
                 print('skipped %s: %s' % (name, why))
             for rnd in range(args.rounds):
                 for name in names:
                     variant = found[name]
-                    port = nginxes[variant.http].port
-                    procs = start_pool(variant, listener, args.workers,
-                                       board_env if variant.scoreboard else base_env)
-                    try:
-                        warm = load(port, args.concurrency, args.warmup)
-                        cpu0 = pool_cpu(procs)
-                        count = load(port, args.concurrency, args.seconds)
-                        if not count:
-                            raise RuntimeError('%s answered nothing in %gs: does %s run?'
-                                               % (name, args.seconds, variant.argv[0]))
-                        cpu = (pool_cpu(procs) - cpu0) / count * 1e6
-                    finally:
-                        stop_pool(procs, variant.graceful)
+                    warm, count, rate, cpu, pids = measure(
+                        variant, name, nginx.ports[variant.passing], listener, args,
+                        board_env if variant.scoreboard else base_env)
                     if args.socket == 'unix' and not os.path.exists(listener.getsockname()):
                         # gunicorn unlinks a unix socket's path at exit
                         listener.close()
                         listener, _ = bind_pool_socket(args.socket, tmp)
                     if variant.scoreboard:
                         answered += warm + count
-                        counted += sum(harvest_slot(board, 'bench', proc.pid).requests
-                                       for proc in procs)
-                    rate = count / args.seconds
+                        counted += sum(harvest_slot(board, 'bench', pid).requests
+                                       for pid in pids)
                     results[name].append(rate)
                     cpu_us[name].append(cpu)
                     print('  round %d  %-28s %8.0f req/s %6.1f µs CPU/request'
                           % (rnd + 1, name, rate, cpu), flush=True)
         finally:
-            for nginx in nginxes.values():
-                nginx.stop()
+            nginx.stop()
             listener.close()
-        reference = statistics.median(results[names[0]])
-        print('\n%-28s %10s %8s %16s' % ('variant', 'median/s', 'ratio', 'µs CPU/request'))
-        print('(ratio: to %s)' % names[0])
-        for name, rates in results.items():
-            median = statistics.median(rates)
-            print('%-28s %10.0f %8.2f %16.1f' % (name, median, median / reference,
-                                                 statistics.median(cpu_us[name])))
-        ours, flup = 'fcgi-worker + scoreboard', 'flup single'
-        if ours in results and flup in results:
-            print('%s / %s: %.2f' % (ours, flup, statistics.median(results[ours])
-                                     / statistics.median(results[flup])))
-        off = 'fcgi-worker, no scoreboard'
-        scoreboard_names = [name for name in names if found[name].scoreboard]
-        for on in scoreboard_names:
-            print('overhead of %s: %.1f%% req/s, %.1f%% worker CPU per request' % (
-                on[len('fcgi-worker + '):],
-                100.0 * (1 - statistics.median(results[on]) / statistics.median(results[off])),
-                100.0 * (statistics.median(cpu_us[on]) / statistics.median(cpu_us[off]) - 1)))
-        # each round runs two loads (warm-up, measure); a load stops waiting for
-        # the requests still in flight when its time is up, and the workers serve
-        # them anyway, or the next variant's do (the listener outlives a pool):
-        # a scoreboard pool may count those of its own loads and its forerunner's
-        feeding = [name for i, name in enumerate(names)
-                   if name in scoreboard_names
-                   or names[(i + 1) % len(names)] in scoreboard_names]
-        loads = 2 * args.rounds * len(feeding)
-        print('scoreboard counted %d requests, the client got %d answers (+ up to %d '
-              'left in flight by the %d loads)' % (counted, answered,
-                                                   args.concurrency * loads, loads))
+        report(found, results, cpu_us, args, counted, answered)
     finally:
         shutil.rmtree(tmp, True)
         if board:

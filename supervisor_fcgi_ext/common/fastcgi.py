@@ -8,11 +8,24 @@ Names and values of params are bytes on the wire.  ``to_bytes`` is the one
 conversion of text to them: latin-1, byte for byte, the inverse of what flup
 (and so fcgi-worker) hands a WSGI app, whose environ holds latin-1 ``str``.
 Text that is not latin-1 is refused: encode it yourself (UTF-8 URIs, say).
+
+The worker's per-request functions (decode_params, frame_stream,
+RecordReader.next_request) run in C when common/_fastcgi.c is built and
+FCGI_PURE_PYTHON is not set in the environment (``CODEC`` says which), with
+the same results; the Python here is the fallback and the reference.
 """
 from __future__ import annotations
 
+import os
 import struct
 from typing import NamedTuple
+
+try:
+    from supervisor_fcgi_ext.common import _fastcgi as C_CODEC
+except ImportError:          # not built: no compiler or Python headers
+    C_CODEC = None
+# the codec in use: the C one unless it is missing or turned off
+_fastcgi = None if os.environ.get('FCGI_PURE_PYTHON') else C_CODEC
 
 __all__ = [
     'VERSION', 'BEGIN_REQUEST', 'ABORT_REQUEST', 'END_REQUEST', 'PARAMS', 'STDIN',
@@ -20,8 +33,9 @@ __all__ = [
     'NULL_REQUEST_ID', 'RESPONDER', 'KEEP_CONN', 'REQUEST_COMPLETE', 'CANT_MPX_CONN',
     'OVERLOADED', 'UNKNOWN_ROLE', 'PROTOCOL_STATUS_NAMES', 'HEADER', 'MAX_CONTENT',
     'ProtocolError', 'Record', 'RecordReader', 'encode_record', 'encode_stream',
-    'encode_pair', 'encode_params', 'decode_pairs', 'begin_request', 'parse_begin_request',
-    'end_request', 'parse_end_request', 'unknown_type', 'to_bytes',
+    'frame_stream', 'encode_pair', 'encode_params', 'decode_pairs', 'decode_params',
+    'begin_request', 'parse_begin_request', 'end_request', 'parse_end_request',
+    'unknown_type', 'to_bytes', 'CODEC', 'C_CODEC', 'decode_params_py', 'frame_stream_py',
 ]
 
 VERSION = 1
@@ -84,6 +98,11 @@ def encode_stream(kind, request_id, data, end=False):
     return out
 
 
+def frame_stream_py(kind, request_id, data, end=False):
+    """encode_stream's records as one bytes object."""
+    return b''.join(encode_stream(kind, request_id, data, end))
+
+
 class RecordReader:
     """Records from a byte stream fed in pieces of any size.
 
@@ -138,6 +157,21 @@ class RecordReader:
         self._pos = end + padding
         return _new_record(Record, (kind, request_id, buf[pos + 8:end]))
 
+    def next_request(self, limit):
+        """A whole request's opening, taken at once when the buffer holds it
+        as nginx sends it (BEGIN_REQUEST, PARAMS to their end in ``limit``
+        bytes at most, the STDIN records of that request that follow):
+        (request_id, role, flags, params as str, param_bytes, [stdin
+        contents]).  None otherwise, and always without the C codec: then
+        next_record() takes the records one by one, and decides about bad ones."""
+        if _fastcgi is None:
+            return None
+        got = _fastcgi.parse_request(self._buf, self._pos, limit)
+        if got is None:
+            return None
+        self._pos = got[0]
+        return got[1:]
+
 
 def _length(size):
     return bytes((size,)) if size < 128 else _LONG.pack(size | 0x80000000)
@@ -185,6 +219,14 @@ def decode_pairs(content):
     return pairs
 
 
+def decode_params_py(content, into):
+    """The pairs of a PARAMS content stored in the dict ``into`` as latin-1
+    str, what flup hands a WSGI app; ProtocolError (nothing stored) when a
+    length runs past its end."""
+    into.update([(name.decode('latin-1'), value.decode('latin-1'))
+                 for name, value in decode_pairs(content)])
+
+
 def begin_request(role=RESPONDER, flags=0):
     """The content of a BEGIN_REQUEST record."""
     return _BEGIN.pack(role, flags)
@@ -226,3 +268,11 @@ def to_bytes(value):
     if isinstance(value, (bytes, bytearray, memoryview)):
         return value
     raise TypeError('FastCGI sends bytes or latin-1 text, not %s' % type(value).__name__)
+
+
+if C_CODEC is not None:
+    C_CODEC.set_protocol_error(ProtocolError)
+# the functions in use, C_CODEC's where it is on (the same results)
+CODEC = 'Python' if _fastcgi is None else 'C'
+decode_params = decode_params_py if _fastcgi is None else _fastcgi.decode_params
+frame_stream = frame_stream_py if _fastcgi is None else _fastcgi.frame_stream

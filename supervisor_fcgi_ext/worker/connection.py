@@ -17,7 +17,7 @@ from supervisor_fcgi_ext.common import fastcgi
 from supervisor_fcgi_ext.common.fastcgi import (
     ABORT_REQUEST, BEGIN_REQUEST, DATA, END_REQUEST, GET_VALUES, GET_VALUES_RESULT,
     KEEP_CONN, NULL_REQUEST_ID, PARAMS, STDIN, UNKNOWN_TYPE, ProtocolError, RecordReader,
-    decode_pairs, encode_pair, encode_record, encode_stream,
+    decode_pairs, decode_params, encode_pair, encode_record, frame_stream,
 )
 from supervisor_fcgi_ext.common.scoreboard import os_reason
 from supervisor_fcgi_ext.worker import log
@@ -76,8 +76,19 @@ class WorkerConnection:
     # -- input ----------------------------------------------------------------
 
     def run(self):
+        reader = self._reader
         try:
             while self.keep_going and not self.lost:
+                if not self._requests:
+                    # between requests: one whole in what arrived, as nginx
+                    # sends it, is taken at once (the C codec); else record
+                    # by record
+                    if not reader.buffered:
+                        reader.feed(self._recv(65536))
+                    whole = reader.next_request(MAX_PARAMS_BYTES)
+                    if whole is not None:
+                        self._run_whole(*whole)
+                        continue
                 self.process_input()
             self._account()
         except Closed:
@@ -203,14 +214,28 @@ class WorkerConnection:
                   if name.decode('latin-1') in known]
         self._out.append(encode_record(GET_VALUES_RESULT, NULL_REQUEST_ID, b''.join(answer)))
 
+    def _new_request(self, request_id, role, flags):
+        req = self.server.request_class(self, InputStream, None)
+        req.requestId, req.role, req.flags, req.aborted = request_id, role, flags, False
+        return req
+
     def _do_begin_request(self, rec):
         role, flags = fastcgi.parse_begin_request(rec.content)
-        req = self.server.request_class(self, InputStream, None)
-        req.requestId, req.role, req.flags, req.aborted = rec.request_id, role, flags, False
+        req = self._new_request(rec.request_id, role, flags)
         if self._requests:
             self.end_request(req, 0, fastcgi.CANT_MPX_CONN, remove=False)
         else:
             self._requests[rec.request_id] = req
+
+    def _run_whole(self, request_id, role, flags, params, param_bytes, stdin):
+        """What _do_begin_request, _do_params and _start_request do for a
+        request read whole by RecordReader.next_request."""
+        req = self._new_request(request_id, role, flags)
+        self._requests[request_id] = req
+        req.params, req.param_bytes = params, param_bytes
+        for data in stdin:
+            req.stdin.add_data(data)
+        req.run()
 
     def _do_params(self, rec):
         req = self._requests.get(rec.request_id)
@@ -222,9 +247,7 @@ class WorkerConnection:
         req.param_bytes += len(rec.content)
         if req.param_bytes > MAX_PARAMS_BYTES:
             raise ProtocolError('request params over %d bytes' % MAX_PARAMS_BYTES)
-        params = req.params
-        for name, value in decode_pairs(rec.content):
-            params[name.decode('latin-1')] = value.decode('latin-1')
+        decode_params(rec.content, req.params)
 
     def _start_request(self, req):
         # nginx sends the end of an empty body together with the params: take
@@ -238,7 +261,7 @@ class WorkerConnection:
     def write_stream(self, kind, request_id, data, end=False):
         """Buffer ``data`` as records of ``kind`` (``end``: and the end of the
         stream); sent at the end of the request, or once _FLUSH_AT is buffered."""
-        self._out += encode_stream(kind, request_id, data, end)
+        self._out.append(frame_stream(kind, request_id, data, end))
         self._outlen += len(data)
         if self._outlen >= _FLUSH_AT:
             self.flush()

@@ -12,7 +12,7 @@ from supervisor_fcgi_ext.common.fastcgi import (
 )
 from supervisor_fcgi_ext.worker.connection import PeerGone
 
-__all__ = ['WorkerRequest', 'WorkerOutputStream', 'handle', 'wsgi_environ',
+__all__ = ['WorkerRequest', 'WorkerOutputStream', 'handle', 'wsgi_environ', 'cgi_response',
            'NOT_CGI_HEADERS']
 
 # nginx's stock fastcgi_params passes every request header as HTTP_*, these
@@ -45,7 +45,10 @@ class WorkerRequest(fcgi_base.Request):
     idle after, with its duration, CPU share and peak memory."""
 
     def __init__(self, conn, inputStreamClass, timeout):
-        super().__init__(conn, inputStreamClass, timeout)
+        # flup's Request.__init__, less the two output streams it would make
+        # only for these to replace them
+        self._conn, self._timeout, self.server, self.params = conn, timeout, conn.server, {}
+        self.stdin, self.data = inputStreamClass(conn), inputStreamClass(conn)
         self.stdout = WorkerOutputStream(conn, self, STDOUT)
         self.stderr = WorkerOutputStream(conn, self, STDERR, buffered=True)
         self.status = 0
@@ -109,6 +112,16 @@ def wsgi_environ(params, base):
     return params
 
 
+def cgi_response(status, headers, extra=b'', body=b''):
+    """The CGI answer's bytes: its Status and headers (bytes), ``extra``
+    header lines, the blank line, and ``body``."""
+    lines = [b'Status: ', status, b'\r\n']
+    for name, value in headers:
+        lines += (name, b': ', value, b'\r\n')
+    lines += (extra, b'\r\n', body)
+    return b''.join(lines)
+
+
 def handle(server, req):
     """flup's WSGI gateway, leaner: a list response is sent whole at the end
     of the request, an iterator's chunks as they come.  The worker's
@@ -124,12 +137,7 @@ def handle(server, req):
     out = req.stdout
 
     def send_headers(body, extra=b''):
-        status, headers = response
-        lines = [b'Status: ', status, b'\r\n']
-        for name, value in headers:
-            lines += (name, b': ', value, b'\r\n')
-        lines += (extra, b'\r\n', body)
-        out.write(b''.join(lines))
+        out.write(cgi_response(response[0], response[1], extra, body))
         sent.append(True)
 
     def write(data):

@@ -157,3 +157,105 @@ def test_to_bytes_is_latin1_both_ways():
     assert '\n' not in str(info.value)
     with pytest.raises(TypeError, match='not int'):
         to_bytes(5)
+
+
+# -- the C codec (common/_fastcgi.c): the same answers as the Python -----------
+
+needs_c = pytest.mark.skipif(fastcgi.C_CODEC is None, reason='the C codec is not built')
+DECODERS = [pytest.param(fastcgi.decode_params_py, id='python'),
+            pytest.param(getattr(fastcgi.C_CODEC, 'decode_params', None), id='c', marks=needs_c)]
+FRAMERS = [pytest.param(fastcgi.frame_stream_py, id='python'),
+           pytest.param(getattr(fastcgi.C_CODEC, 'frame_stream', None), id='c', marks=needs_c)]
+BAD_PAIRS = [b'\x05', b'\x80\x00\x00', b'\x01\x80\x00', b'\x05\x00abc', b'\x01\x05ab',
+             b'\x80\x00\x00\x05\x00ab', encode_pair(b'a', b'b') + b'\x03',
+             encode_pair(b'a', b'b') + b'\x81']
+
+
+@pytest.mark.parametrize('decode', DECODERS)
+def test_params_decode_to_latin1_text_and_bad_ones_store_nothing(decode):
+    pairs = {b'': b'', b'a': b'1', b'n' * 127: b'v' * 128, b'N' * 128: b'',
+             b'\xe9': b'\xff\x00', b'a ': b'dup', b'big': b'z' * 70000}
+    into = {'kept': 'x'}
+    decode(encode_params(pairs) + encode_pair(b'a', b'last'), into)
+    assert into == dict({'kept': 'x', 'a': 'last'}, **{
+        k.decode('latin-1'): v.decode('latin-1') for k, v in pairs.items() if k != b'a'})
+    for content in BAD_PAIRS:
+        with pytest.raises(ProtocolError) as info:
+            decode(encode_pair(b'first', b'1') + content, into)
+        assert 'first' not in into
+        with pytest.raises(ProtocolError) as python:
+            decode_pairs(encode_pair(b'first', b'1') + content)
+        assert str(info.value) == str(python.value)
+
+
+@pytest.mark.parametrize('frame', FRAMERS)
+@pytest.mark.parametrize('size', [0, 1, 7, 8, 65527, 65528, 65529, 200000])
+def test_a_stream_frames_as_encode_stream_does(frame, size):
+    data = bytes(range(256)) * (size // 256 + 1)
+    for end in (False, True):
+        assert frame(STDOUT, 65535, memoryview(data)[:size], end) == \
+            b''.join(encode_stream(STDOUT, 65535, data[:size], end))
+
+
+def reference_request(data, limit):
+    """What the worker's record-by-record path makes of a request that
+    opens ``data``: as parse_request answers, or None when that path would
+    not start the app within these bytes."""
+    reader = RecordReader()
+    reader.feed(data)
+    try:
+        begin = reader.next_record()
+        if begin is None or begin.type != BEGIN_REQUEST:
+            return None
+        role, flags = fastcgi.parse_begin_request(begin.content)
+        params, size = {}, 0
+        while True:
+            rec = reader.next_record()
+            if rec is None or (rec.type, rec.request_id) != (PARAMS, begin.request_id):
+                return None
+            if not rec.content:
+                break
+            size += len(rec.content)
+            if size > limit:
+                return None
+            fastcgi.decode_params_py(rec.content, params)
+        stdin = []
+        while reader.peek() == (STDIN, begin.request_id):
+            stdin.append(reader.next_record().content)
+    except ProtocolError:
+        return None
+    return (len(data) - reader.buffered, begin.request_id, role, flags, params, size, stdin)
+
+
+def request_variants():
+    """Requests as nginx sends them, and every way to spoil one."""
+    from supervisor_fcgi_ext.lab.fcgiclient import cgi_params, encode_request
+    get = encode_request(1, cgi_params('/a?b=c'))
+    post = encode_request(9, cgi_params('/p', 'POST', b'x' * 70000), b'x' * 70000,
+                          keep_conn=True)
+    out = [get, post, get + get, get[:-8] + encode_record(GET_VALUES, 0)]
+    out += [get[:cut] for cut in range(0, len(get), 5)]
+    out += [post[:cut] for cut in range(0, len(post), 997)]
+    begin = encode_record(BEGIN_REQUEST, 1, fastcgi.begin_request())
+    out += [begin + encode_record(PARAMS, 1, bad) + encode_record(PARAMS, 1)
+            for bad in BAD_PAIRS]
+    out += [begin + encode_record(PARAMS, 2, b'') + encode_record(STDIN, 1),   # other ids
+            begin + encode_record(BEGIN_REQUEST, 2, fastcgi.begin_request()),
+            begin[:8] + b'\x00' * 7 + encode_record(PARAMS, 1),              # short begin
+            b'\x02' + get[1:],                                                  # versions
+            get[:get.rindex(encode_record(STDIN, 1))] + b'\x02' + encode_record(STDIN, 1)[1:],
+            begin + encode_record(PARAMS, 1, b'x' * 65000) * 20]             # oversized
+    return out
+
+
+@needs_c
+def test_parse_request_takes_a_whole_request_or_leaves_it_to_the_records():
+    taken = 0
+    for data in request_variants():
+        for limit in (1 << 20, 300):
+            got = fastcgi.C_CODEC.parse_request(data, 0, limit)
+            assert got in (None, reference_request(data, limit)), data[:80]
+            taken += got is not None
+            prefixed = fastcgi.C_CODEC.parse_request(b'junk' + data, 4, limit)
+            assert prefixed == (None if got is None else (got[0] + 4,) + got[1:])
+    assert taken >= 30       # it does take the ordinary ones

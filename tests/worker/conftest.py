@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from workerpool import APP, Pool
+from workerpool import APP, CODEC_ENV, Pool
 
 
 @pytest.fixture
-def pool(tmp_path):
+def codec():
+    """The worker's FastCGI codec: its default (test modules override this
+    with workerpool.CODECS to run through both)."""
+    return 'default'
+
+
+@pytest.fixture
+def pool(tmp_path, codec):
     pools = []
 
     def make(kind='unix'):
-        pools.append(Pool(tmp_path / str(len(pools)), kind))
+        pools.append(Pool(tmp_path / str(len(pools)), kind, CODEC_ENV[codec]))
         return pools[-1]
     yield make
     for p in pools:

@@ -7,14 +7,22 @@ import signal
 import socket
 import time
 
+import pytest
+
 from supervisor_fcgi_ext.common.fastcgi import (
-    BEGIN_REQUEST, GET_VALUES, GET_VALUES_RESULT, PARAMS, STDIN, encode_pair,
+    ABORT_REQUEST, BEGIN_REQUEST, CANT_MPX_CONN, END_REQUEST, GET_VALUES, GET_VALUES_RESULT,
+    KEEP_CONN, PARAMS, REQUEST_COMPLETE, STDIN, STDOUT, RecordReader, begin_request,
+    encode_pair, encode_params, encode_stream, parse_end_request,
 )
-from supervisor_fcgi_ext.lab.fcgiclient import FastCGIConnection
+from supervisor_fcgi_ext.lab.fcgiclient import FastCGIConnection, cgi_params
 from workerpool import (
-    begin, params, pid_of, read_until_closed, record, stderr_of, wait_for, whole_request,
+    CODECS, begin, params, pid_of, read_until_closed, record, stderr_of, wait_for, whole_request,
 )
 
+
+@pytest.fixture(params=CODECS)
+def codec(request):
+    return request.param
 
 
 def test_keep_alive_connection_counts_one_connection(pool):
@@ -140,3 +148,70 @@ def test_bad_input_never_hangs_the_worker_nor_skews_its_counters(pool):
     slot = p.slot(proc)
     assert (slot.requests, slot.protocol_errors, slot.active, slot.state) == (6, 6, 0, 'idle')
     assert stderr_of(proc).count('dropped connection') == 6
+
+
+def answers(sock, count):
+    """The request ids of the next ``count`` END_REQUESTs and their protocol
+    statuses, with the STDOUT each request got before it."""
+    reader, got, out = RecordReader(), [], {}
+    while len(got) < count:
+        rec = reader.next_record()
+        if rec is None:
+            data = sock.recv(65536)
+            assert data, 'the worker closed after %d answers' % len(got)
+            reader.feed(data)
+        elif rec.type == STDOUT:
+            out[rec.request_id] = out.get(rec.request_id, b'') + rec.content
+        elif rec.type == END_REQUEST:
+            got.append((rec.request_id, parse_end_request(rec.content)[1],
+                        out.pop(rec.request_id, b'')))
+    return got
+
+
+def test_requests_in_pieces_pipelined_multiplexed_and_aborted(pool):
+    # the C codec takes a whole request at once and leaves every other
+    # arrangement to the record-by-record path: both give these answers
+    p = pool()
+    proc = p.start()
+    keep = record(BEGIN_REQUEST, begin_request(flags=KEEP_CONN))
+    one = keep + record(PARAMS, params('/one')) + record(PARAMS) + record(STDIN)
+    sock = p.connect()
+    for at in range(0, len(one), 7):          # in pieces, each sent alone
+        sock.sendall(one[at:at + 7])
+        time.sleep(0.002)
+    (rid, status, out), = answers(sock, 1)
+    assert (rid, status) == (1, REQUEST_COMPLETE) and out.startswith(b'Status: 200')
+    sock.sendall(one * 3)                     # pipelined: three in one send
+    assert [(rid, status) for rid, status, _ in answers(sock, 3)] == \
+        [(1, REQUEST_COMPLETE)] * 3
+    # a second request while the first waits for its params: refused, not mixed
+    sock.sendall(keep + record(BEGIN_REQUEST, begin_request(), request_id=2)
+                 + record(ABORT_REQUEST, request_id=3) + record(PARAMS, params('/one'))
+                 + record(PARAMS) + record(STDIN, b'abc') + record(STDIN))
+    assert [(rid, status) for rid, status, _ in answers(sock, 2)] == \
+        [(2, CANT_MPX_CONN), (1, REQUEST_COMPLETE)]
+    # an abort of the request itself: it was answered whole all the same (flup)
+    sock.sendall(keep + record(PARAMS, params('/one')) + record(PARAMS)
+                 + record(ABORT_REQUEST) + record(STDIN))
+    (rid, status, out), = answers(sock, 1)
+    assert (rid, status) == (1, REQUEST_COMPLETE) and b'ProcessId: %d' % proc.pid in out
+    sock.close()
+    slot = p.settled(proc)
+    assert (slot.accepted_conn, slot.requests, slot.protocol_errors) == (1, 6, 0)
+
+
+@pytest.mark.parametrize('size', [0, 3, 65528, 300000])
+def test_a_body_sent_with_its_params_reaches_the_app_whole(pool, app_dir, size):
+    # nginx sends a small body in the same write as the params: the part of
+    # it that came whole is taken with them, the rest record by record
+    p = pool()
+    proc = p.start('myapp', cwd=app_dir)
+    body = (bytes(range(256)) * (size // 256 + 1))[:size]
+    sock = p.connect()
+    sock.sendall(begin() + record(PARAMS, encode_params(cgi_params('/echo', 'POST', body)))
+                 + record(PARAMS) + b''.join(encode_stream(STDIN, 1, body, end=True)))
+    (rid, status, out), = answers(sock, 1)
+    assert (rid, status) == (1, REQUEST_COMPLETE)
+    assert out.split(b'\r\n\r\n', 1)[1] == body
+    sock.close()
+    assert p.settled(proc).requests == 1

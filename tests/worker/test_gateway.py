@@ -9,8 +9,14 @@ import pytest
 
 from supervisor_fcgi_ext.lab.harness import Nginx
 from supervisor_fcgi_ext.worker import gateway
-from workerpool import WRITER_OPTIONS, in_background, stderr_of, wait_for, writer_named_in
+from workerpool import (
+    CODECS, WRITER_OPTIONS, in_background, stderr_of, wait_for, writer_named_in,
+)
 
+
+@pytest.fixture(params=CODECS)
+def codec(request):
+    return request.param
 
 
 def test_app_module_from_the_working_directory(pool, app_dir):

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from supervisor_fcgi_ext.common import fastcgi
 from supervisor_fcgi_ext.common.fastcgi import (
     BEGIN_REQUEST, PARAMS, STDIN, begin_request, encode_params, encode_record,
 )
@@ -51,8 +52,9 @@ def pid_of(response):
 class Pool:
     """A listening socket and the workers serving it, like an fcgi-program."""
 
-    def __init__(self, tmp_path, kind='unix'):
+    def __init__(self, tmp_path, kind='unix', env=None):
         self.tmp_path = tmp_path
+        self.env = env or {}       # for every worker started
         tmp_path.mkdir(exist_ok=True)
         self.board = str(tmp_path / 'board')
         ensure_pool_dir(self.board, 'pool')
@@ -68,7 +70,7 @@ class Pool:
         self.procs = []
 
     def start(self, *args, board=True, cwd=None, env=None):
-        env = dict(os.environ, SUPERVISOR_GROUP_NAME='pool', **(env or {}))
+        env = dict(os.environ, SUPERVISOR_GROUP_NAME='pool', **dict(self.env, **(env or {})))
         env.pop(ENV_VAR, None)
         if board:
             env[ENV_VAR] = self.board
@@ -157,6 +159,14 @@ def in_background(fn, *args, **kwargs):
 # writers are run through the real worker.
 WRITER_OPTIONS = [pytest.param([], id='default-writer'),
                   pytest.param(['--python-scoreboard'], id='python-writer')]
+
+
+# The FastCGI codec: C where it is built, else Python; a test module that
+# overrides the ``codec`` fixture with CODECS runs through both.
+CODECS = [pytest.param('C', id='c-codec', marks=pytest.mark.skipif(
+              fastcgi.CODEC != 'C', reason='the C codec is not built')),
+          pytest.param('Python', id='python-codec')]
+CODEC_ENV = {'C': {}, 'Python': {'FCGI_PURE_PYTHON': '1'}, 'default': {}}
 
 
 def writer_named_in(proc, options):

@@ -1,0 +1,222 @@
+"""fcgi-worker's cost per request in instructions (valgrind's callgrind),
+whole and by part: repeatable on a loaded machine, where wall clock is not.
+
+    python benchmarks/profile_worker.py [--requests 400] [--parts all|whole]
+
+``whole``: a real fcgi-worker (C scoreboard) under callgrind serves nginx's
+requests (the harness's fastcgi_params, one connection each, as nginx
+without upstream keep-alive); run for N and 2N requests, the difference / N
+is one request, start-up and shutdown cancelled out.  The parts run the
+worker's own functions in a loop in this script under callgrind, against a
+run of none: record parsing, params decoding, environ construction, the
+WSGI call, response framing, the socket writes and the scoreboard updates.
+``rest``: whole minus the parts (objects, bookkeeping, accept and close).
+Without valgrind on PATH it says so and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.path.dirname(sys.executable)
+PARTS = ('records', 'params', 'environ', 'wsgi', 'framing', 'writes', 'scoreboard')
+
+
+def request_bytes():
+    from supervisor_fcgi_ext.lab.fcgiclient import cgi_params, encode_request
+    return encode_request(1, cgi_params('/'))
+
+
+def run_part(part, count):
+    """``count`` rounds of ``part``, as the worker runs it for one request."""
+    from supervisor_fcgi_ext.common import fastcgi
+    from supervisor_fcgi_ext.lab.fcgiclient import cgi_params
+    from supervisor_fcgi_ext.worker import gateway
+    from supervisor_fcgi_ext.worker.cli import demo_app
+    from supervisor_fcgi_ext.worker.connection import MAX_PARAMS_BYTES
+    from supervisor_fcgi_ext.worker.single import SingleWorker
+    data = request_bytes()
+    content = fastcgi.encode_params(cgi_params('/'))
+    params = {}
+    fastcgi.decode_params(content, params)
+    server = SingleWorker.__new__(SingleWorker)
+    server.environ = {}
+    body = [b'ProcessId: 1\n']
+    headers = [(b'Content-Type', b'text/plain')]
+    def answer():
+        # what the worker sends for the demo app's list response
+        head = gateway.cgi_response(b'200 OK', headers, b'Content-Length: 13\r\n', body[0])
+        return b''.join((fastcgi.frame_stream(fastcgi.STDOUT, 1, head),
+                         fastcgi.frame_stream(fastcgi.STDOUT, 1, b'', True),
+                         fastcgi.encode_record(fastcgi.END_REQUEST, 1, fastcgi.end_request())))
+
+    if part == 'records':
+        # as the worker: the request whole (C: with its params), else record by record
+        for _ in range(count):
+            reader = fastcgi.RecordReader()
+            reader.feed(data)
+            if reader.next_request(MAX_PARAMS_BYTES) is None:
+                while reader.next_record() is not None:
+                    pass
+    elif part == 'params':
+        for _ in range(count):
+            fastcgi.decode_params(content, {})
+    elif part == 'environ':
+        base = {'wsgi.version': (1, 0), 'wsgi.multithread': False}
+        for _ in range(count):
+            environ = gateway.wsgi_environ(dict(params), base)
+            environ['wsgi.input'] = environ['wsgi.errors'] = None
+            server._sanitizeEnv(environ)
+    elif part == 'wsgi':
+        def start_response(status, headers, exc_info=None):
+            return None
+        for _ in range(count):
+            demo_app(params, start_response)
+    elif part == 'framing':
+        for _ in range(count):
+            answer()
+    elif part == 'writes':
+        data_out = answer()
+        left, right = socket.socketpair()
+        for _ in range(count):
+            right.send(data)
+            left.recv(65536)
+            left.send(data_out)
+            right.recv(65536)
+    elif part == 'scoreboard':
+        from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir
+        from supervisor_fcgi_ext.worker.slotwriter import CSlotWriter, SlotWriter
+        board = tempfile.mkdtemp(dir='/dev/shm' if os.path.isdir('/dev/shm') else None)
+        try:
+            ensure_pool_dir(board, 'p')
+            writer = (CSlotWriter or SlotWriter)(os.path.join(board, 'p'))
+            for _ in range(count):
+                writer.request_started(params, True)
+                writer.request_finished(200, False, 60, True)
+            writer.close()
+        finally:
+            shutil.rmtree(board, True)
+
+
+def callgrind(argv, tmp, name, **popen):
+    """Start ``argv`` under callgrind; (process, output file)."""
+    out = os.path.join(tmp, name + '.out')
+    proc = subprocess.Popen(['valgrind', '--tool=callgrind', '--callgrind-out-file=' + out]
+                            + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **popen)
+    return proc, out
+
+
+def instructions(out):
+    """Total Ir of a callgrind output file."""
+    with open(out) as f:
+        for line in f:
+            if line.startswith(('summary:', 'totals:')):
+                return int(line.split()[1])
+    raise RuntimeError('no totals in %s' % out)
+
+
+def part_cost(part, count, tmp):
+    results = []
+    for n in (0, count):
+        proc, out = callgrind([sys.executable, __file__, '--run-part', part, str(n)],
+                              tmp, '%s-%d' % (part, n))
+        if proc.wait(600):
+            raise RuntimeError('%s failed under valgrind' % part)
+        results.append(instructions(out))
+    return (results[1] - results[0]) / count
+
+
+def serve(count, tmp, name, data, extra_env):
+    """A real fcgi-worker under callgrind answers ``count`` requests."""
+    from supervisor_fcgi_ext.common.scoreboard import ENV_VAR
+    from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir
+    board = tempfile.mkdtemp(dir='/dev/shm' if os.path.isdir('/dev/shm') else None)
+    ensure_pool_dir(board, 'p')
+    path = os.path.join(tmp, name + '.sock')
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(64)
+    env = dict(os.environ, SUPERVISOR_GROUP_NAME='p', **{ENV_VAR: board}, **extra_env)
+    try:
+        # it stops after the last request by itself (no signal to race)
+        proc, out = callgrind([os.path.join(BIN, 'fcgi-worker'), '--max-requests',
+                               str(count)], tmp, name, stdin=listener.fileno(), env=env)
+        for _ in range(count):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(120)
+                sock.connect(path)
+                sock.sendall(data)
+                got = b''
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                if b'ProcessId' not in got:
+                    raise RuntimeError('bad answer %r' % got[:200])
+        if proc.wait(600):
+            raise RuntimeError('fcgi-worker under valgrind exited %s' % proc.returncode)
+        return instructions(out)
+    finally:
+        listener.close()
+        shutil.rmtree(board, True)
+
+
+def whole_cost(count, tmp, extra_env):
+    data = request_bytes()
+    few = serve(count, tmp, 'few', data, extra_env)
+    many = serve(2 * count, tmp, 'many', data, extra_env)
+    return (many - few) / count
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--requests', type=int, default=400)
+    parser.add_argument('--parts', choices=('all', 'whole'), default='all')
+    parser.add_argument('--python-path', action='store_true',
+                        help='the pure-Python codec (FCGI_PURE_PYTHON=1), not the C one')
+    parser.add_argument('--run-part', nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_part:
+        run_part(args.run_part[0], int(args.run_part[1]))
+        return
+    if shutil.which('valgrind') is None:
+        print('skipped: no valgrind on PATH (Debian: valgrind)')
+        return
+    extra = {'FCGI_PURE_PYTHON': '1'} if args.python_path else {}
+    os.environ.update(extra)
+    from supervisor_fcgi_ext.common import fastcgi
+    print('codec: %s; %d requests (and %d) per run' % (
+        getattr(fastcgi, 'CODEC', 'Python'), args.requests, 2 * args.requests))
+    tmp = tempfile.mkdtemp(prefix='sfe-profile-')
+    try:
+        whole = whole_cost(args.requests, tmp, extra)
+        print('whole request: %.0f Ir' % whole, flush=True)
+        costs = {}
+        if args.parts == 'all':
+            for part in PARTS:
+                if part == 'params' and fastcgi.CODEC == 'C':
+                    continue        # decoded in the same C call as the records
+                label = 'records+params' if part == 'records' and fastcgi.CODEC == 'C' \
+                    else part
+                costs[label] = part_cost(part, args.requests, tmp)
+        print('\n%-15s %12s' % ('part', 'Ir/request'))
+        for part, cost in costs.items():
+            print('%-15s %12.0f' % (part, cost))
+        if costs:
+            print('%-15s %12.0f' % ('rest', whole - sum(costs.values())))
+        print('%-15s %12.0f' % ('whole', whole))
+    finally:
+        shutil.rmtree(tmp, True)
+
+
+if __name__ == '__main__':
+    main()
