@@ -1,0 +1,129 @@
+"""supervisord's own CPU with and without the plugin: idle, and under load.
+
+    python benchmarks/bench_supervisord.py [--seconds 30] [--workers 64]
+                                           [--rate 1000] [--load-workers 6]
+                                           [--settle 3] [--only all|idle|loaded]
+                                           [--plugin-option name=value ...]
+
+(``--seconds 1 --workers 2 --rate 50 --load-workers 1 --settle 0.5`` runs
+both cases in a few seconds.)
+
+idle: a real supervisord (lab/harness.py) runs --workers fcgi-workers in
+one [fcgi-program] and --workers ``sleep`` processes in another (workers
+that never touch the scoreboard or the socket); nothing is sent to them.
+loaded: one pool of --load-workers fcgi-workers behind a real nginx gets a
+steady --rate requests/s (lab/loadstream.py: 8 keep-alive clients, each
+sending on a schedule).  Each case runs twice, supervisord without the
+plugin's sections and with them (its defaults, or --plugin-option), and
+reads supervisord's utime + stime from /proc/PID/stat over --seconds, after
+--settle seconds for start-up to pass.  Goals (issue 15): idle, with the
+plugin, at most 0.3 % of a core; loaded, at most 2 points of a core above
+supervisord without it (which does nothing for requests: its figure is its
+idle one).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from supervisor_fcgi_ext.lab.harness import Nginx, PoolSpec, Supervisor, find_nginx
+from supervisor_fcgi_ext.lab.loadstream import RequestStream
+
+TICKS = os.sysconf('SC_CLK_TCK')
+IDLE_GOAL = 0.3       # % of a core, with the plugin
+LOADED_GOAL = 2.0     # points of a core above supervisord without it
+
+
+def cpu_seconds(pid):
+    """utime + stime of ``pid`` so far (its own, not its children's)."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def pools_for(case, args):
+    if case == 'idle':
+        return [PoolSpec('ref', 'fcgi-worker', numprocs=args.workers, socket='unix'),
+                PoolSpec('sleepers', 'sleep 1000000', numprocs=args.workers, socket='unix')]
+    return [PoolSpec('app', 'fcgi-worker', numprocs=args.load_workers, socket='unix')]
+
+
+def measure(case, plugin, args, options):
+    """supervisord's CPU in % of a core over args.seconds, and the req/s
+    the stream got (loaded) or None."""
+    pools = pools_for(case, args)
+    sup = Supervisor(pools, plugin_options=options if plugin else None,
+                     rpcinterface=plugin, ctlplugin=plugin)
+    sup.start(timeout=60 + args.workers)
+    try:
+        if case == 'idle':
+            time.sleep(args.settle)
+            return _cpu_over(sup.pid, args.seconds), None
+        with Nginx(pools[0].socket_url, workdir=os.path.join(sup.workdir, 'nginx')) as nginx:
+            with RequestStream(nginx.port, rate=args.rate) as stream:
+                if not stream.wait_requests(1, 30):
+                    raise RuntimeError('the pool answered nothing in 30 s')
+                time.sleep(args.settle)
+                before = stream.result.requests
+                cpu = _cpu_over(sup.pid, args.seconds)
+                rate = (stream.result.requests - before) / args.seconds
+            if stream.result.failed:
+                raise RuntimeError('%d requests failed: %s' % (stream.result.failed,
+                                                               stream.result.statuses))
+        return cpu, rate
+    finally:
+        sup.stop()
+
+
+def _cpu_over(pid, seconds):
+    began, cpu0 = time.monotonic(), cpu_seconds(pid)
+    time.sleep(seconds)
+    return 100.0 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - began)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--seconds', type=float, default=30.0, help='measured, per run')
+    parser.add_argument('--workers', type=int, default=64,
+                        help='idle: fcgi-workers, and as many sleep processes')
+    parser.add_argument('--rate', type=float, default=1000.0, help='loaded: requests/s')
+    parser.add_argument('--load-workers', type=int, default=6)
+    parser.add_argument('--settle', type=float, default=3.0,
+                        help='seconds after start before measuring')
+    parser.add_argument('--only', choices=('all', 'idle', 'loaded'), default='all')
+    parser.add_argument('--plugin-option', action='append', default=[], metavar='NAME=VALUE',
+                        help='an [rpcinterface:fcgi] option for the runs with the plugin')
+    args = parser.parse_args(argv)
+    options = dict(option.split('=', 1) for option in args.plugin_option)
+    cases = ('idle', 'loaded') if args.only == 'all' else (args.only,)
+    if 'loaded' in cases:
+        find_nginx()
+    print('supervisord CPU over %gs per run (%s); idle: %d fcgi-workers + %d sleep; '
+          'loaded: %g req/s through %d fcgi-workers'
+          % (args.seconds, ', '.join('%s=%s' % kv for kv in options.items()) or 'defaults',
+             args.workers, args.workers, args.rate, args.load_workers), flush=True)
+    rows = {}
+    for case in cases:
+        for plugin in (False, True):
+            rows[case, plugin] = measure(case, plugin, args, options)
+            print('  %-6s %-14s %7.3f %% of a core' % (
+                case, 'with plugin' if plugin else 'without plugin', rows[case, plugin][0]),
+                flush=True)
+    print('\n%-7s %-9s %9s %9s %9s  %s' % ('case', 'req/s', 'without', 'with', 'added',
+                                           'goal'))
+    for case in cases:
+        (alone, _), (with_plugin, rate) = rows[case, False], rows[case, True]
+        added = with_plugin - alone
+        if case == 'idle':
+            goal = 'with <= %.1f %%: %s' % (IDLE_GOAL, 'met' if with_plugin <= IDLE_GOAL
+                                            else 'NOT met')
+        else:
+            goal = 'added <= %.1f points: %s' % (LOADED_GOAL, 'met' if added <= LOADED_GOAL
+                                                 else 'NOT met')
+        print('%-7s %-9s %8.3f%% %8.3f%% %8.3f%%  %s' % (
+            case, '-' if rate is None else '%.0f' % rate, alone, with_plugin, added, goal))
+
+
+if __name__ == '__main__':
+    main()
