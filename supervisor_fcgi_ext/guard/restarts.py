@@ -50,7 +50,7 @@ class Restarts:
                 self.pending[name] = Pending(pool, proc['pid'], 'terminate')
                 stopping.append(name)
                 self._try('terminate %s' % name,
-                          self.rpc.fcgi.recordTerminatedRequest, pool)
+                          self.rpc.fcgi.recordTerminatedRequest, pool, proc['name'])
         left = self._wait_stopped(stopping, self.options.grace)
         for name in left:
             self.log('%s still running after --grace %g s: KILL'
@@ -87,6 +87,7 @@ class Restarts:
         name = process_name(status, proc)
         if self._try('recycle %s' % name, self.rpc.supervisor.stopProcess, name, False):
             self.pending[name] = Pending(pool, proc['pid'], 'recycle')
+            self._try('recycle %s' % name, self.rpc.fcgi.recordRecycle, pool, proc['name'])
             self.log('pool %s: recycling %s pid %d after %d requests '
                      '(--max-requests %d)' % (pool, proc['name'], proc['pid'],
                                               proc['requests'],

@@ -30,6 +30,7 @@ from supervisor_fcgi_ext.supervisord import boarddir, httpserve, slots
 from supervisor_fcgi_ext.supervisord.holds import (SocketHolds, kept_open_by_plugin,
                                                    remove_unix_socket_file)
 from supervisor_fcgi_ext.supervisord.loophook import LoopHook
+from supervisor_fcgi_ext.supervisord.lifecycle import exit_kind
 from supervisor_fcgi_ext.supervisord.rolling import RollingRestart
 from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView, running
 from supervisor_fcgi_ext.supervisord.settings import AUTO
@@ -320,12 +321,17 @@ class Plugin:
             self.logger.error('fcgi: closing the loop hooks failed: %r' % (e,))
 
     def on_state(self, event):
-        """Keep an exiting worker's final counts in its pool's totals."""
+        """Keep an exiting worker's final counts in its pool's totals; count
+        its starts and how it ended (lifecycle.py)."""
         try:
             process = event.process
-            if isinstance(event, _EXIT_EVENTS) and process.pid \
-                    and is_fcgi_group(process.group):
-                self.monitor(process.group).process_exited(process.pid)
+            if not is_fcgi_group(process.group):
+                return
+            if isinstance(event, events.ProcessStateStartingEvent):
+                self.monitor(process.group).process_started(process.config.name)
+            elif isinstance(event, _EXIT_EVENTS) and process.pid:
+                self.monitor(process.group).process_exited(
+                    process.pid, process.config.name, exit_kind(event))
         except Exception as e:
             self.logger.error('fcgi: accounting the exit of %s failed: %r'
                               % (event.process.config.name, e))

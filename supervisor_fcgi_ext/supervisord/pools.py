@@ -17,7 +17,8 @@ import collections
 import time
 
 from supervisor_fcgi_ext.common import scoreboard
-from supervisor_fcgi_ext.supervisord import poolstatus, readings, slots
+from supervisor_fcgi_ext.supervisord import durations, poolstatus, readings, slots
+from supervisor_fcgi_ext.supervisord.lifecycle import Lifecycle
 from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, running
 
 __all__ = ['ProcessView', 'PoolView', 'PoolMonitor', 'UNKNOWN', 'running']
@@ -48,6 +49,7 @@ class PoolMonitor:
         self.verdicts = {}          # sockstats' unix verdicts of the last look
         self.logged_limits = set()
         self.looks = 0
+        self.lifecycle = Lifecycle()
         self._reset_state({})
 
     def _reset_state(self, slots_read):
@@ -55,8 +57,9 @@ class PoolMonitor:
         self.max_listen_queue = 0
         self.max_active_processes = 0
         self.retired = {source: [0, 0] for source in scoreboard.SOURCES}
+        self.retired_durations = durations.EMPTY
         # counters a live worker already had at reset time
-        self.baselines = {pid: (slot.accepted_conn, slot.requests)
+        self.baselines = {pid: (slot.accepted_conn, slot.requests, durations.of_slot(slot))
                           for pid, slot in slots_read.items()
                           if isinstance(slot, scoreboard.Slot)}
         self.sampled_counts = collections.Counter()
@@ -69,11 +72,19 @@ class PoolMonitor:
             found = slots.read_pool(self.scoreboard_dir, view.name, pids)
         self._reset_state(found)
         self.guard_counts.clear()
+        self.lifecycle.reset()
 
-    def record(self, counter):
-        """Count what fcgi-guard did (slow_requests, terminated_requests)."""
+    def record(self, counter, process=None):
+        """Count what fcgi-guard did (slow_requests, terminated_requests),
+        and to which process (a terminated request is a guard kill)."""
         self.guard_counts[counter] += 1
+        if process is not None and counter == 'terminated_requests':
+            self.lifecycle.count(process, 'guard_kills')
         return self.guard_counts[counter]
+
+    def record_recycle(self, process):
+        """fcgi-guard stopped ``process`` past its --max-requests."""
+        return self.lifecycle.count(process, 'recycles')
 
     # -- looks -------------------------------------------------------------
 
@@ -108,18 +119,34 @@ class PoolMonitor:
         facts = self._look(view, states=True)
         memory = poolstatus.Memory(
             self.start_time, self.max_listen_queue, self.max_active_processes,
-            self.retired, self.baselines, self.sampled_counts, self.guard_counts)
+            self.retired, self.baselines, self.sampled_counts, self.guard_counts,
+            self.retired_durations, self.lifecycle)
         return poolstatus.pool_status(view, facts, memory, self.clock())
 
-    def process_exited(self, pid):
-        """Keep an exited worker's counts in the pool totals."""
-        base_accepted, base_requests = self.baselines.pop(pid, (0, 0))
+    def process_started(self, name):
+        self.lifecycle.started(name)
+
+    def process_exited(self, pid, name=None, how='stopped'):
+        """Keep an exited worker's counts in the pool totals; count how it
+        ended (``how``: stopped, expected or unexpected) for process ``name``.
+        An exit of its own after max_requests requests is a recycle."""
+        base_accepted, base_requests, base_durations = self.baselines.pop(
+            pid, (0, 0, durations.EMPTY))
         slot = None
         if self.scoreboard_dir:
             slot = slots.harvest_slot(self.scoreboard_dir, self.name, pid)
         if slot is not None:
             self.retired['exact'][0] += max(0, slot.accepted_conn - base_accepted)
             self.retired['exact'][1] += max(0, slot.requests - base_requests)
+            self.retired_durations = durations.add(
+                self.retired_durations, durations.since(durations.of_slot(slot),
+                                                        base_durations))
+        if name is not None:
+            if how == 'unexpected':
+                self.lifecycle.count(name, 'unexpected_exits')
+            elif how == 'expected' and slot is not None and slot.max_requests \
+                    and slot.requests >= slot.max_requests:
+                self.lifecycle.count(name, 'recycles')
         sampled = self.sampled_counts.pop(pid, 0)
         self.retired['sampled'][0] += sampled
         self.retired['sampled'][1] += sampled

@@ -8,9 +8,11 @@ import collections
 
 from supervisor_fcgi_ext.common import scoreboard, spread
 from supervisor_fcgi_ext.common.text import safe_text
+from supervisor_fcgi_ext.supervisord import durations
 from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, is_busy
 
-__all__ = ['Memory', 'FROZEN', 'UNREAD', 'process_status', 'pool_status', 'active_count']
+__all__ = ['Memory', 'FROZEN', 'UNREAD', 'SLOT_STATUSES', 'process_status', 'pool_status',
+           'active_count', 'slot_status', 'pool_durations']
 
 # worker_state of a worker stopped by a signal outside a request (one
 # stopped in a request stays busy: its request is stuck, and fcgi-guard's
@@ -19,17 +21,32 @@ FROZEN = 'frozen'
 # worker_state of a worker without a slot whose connections a bound left
 # unread: counted neither active nor idle
 UNREAD = 'unknown'
+# slot_status of a process: its slot read (ok), there is none (absent: the
+# worker writes none, or is not running), or it cannot be read (unavailable:
+# its exact figures are left out)
+SLOT_STATUSES = ('ok', 'absent', 'unavailable')
+_NO_BASE = (0, 0, durations.EMPTY)
 
 Memory = collections.namedtuple(
     'Memory', 'start_time max_listen_queue max_active_processes retired '
-              'baselines sampled_counts guard_counts')
+              'baselines sampled_counts guard_counts durations lifecycle')
 Memory.__doc__ = """What PoolMonitor remembers, as status() needs it: retired is
-{source: [accepted_conn, requests]} of exited workers, baselines {pid:
-(accepted_conn, requests)} at reset, sampled_counts {pid: connections seen}."""
+{source: [accepted_conn, requests]} of exited workers, durations their
+Durations, baselines {pid: (accepted_conn, requests, Durations)} at reset,
+sampled_counts {pid: connections seen}, lifecycle a Lifecycle."""
 
 
 def active_count(pids, facts):
     return sum(1 for pid in pids if is_busy(facts.slots.get(pid), facts.held.get(pid)))
+
+
+def slot_status(slot):
+    """ok / absent / unavailable (SLOT_STATUSES) of what reading a slot gave."""
+    if isinstance(slot, scoreboard.Slot):
+        return 'ok'
+    if slot is None or isinstance(slot, scoreboard.NoSlot):
+        return 'absent'
+    return 'unavailable'
 
 
 def process_status(proc, facts, memory):
@@ -46,20 +63,24 @@ def process_status(proc, facts, memory):
         'requests': sampled,
         'worker_state': '',
         'request_duration': 0,
+        'last_request_duration': 0,
         'request_method': '',
         'request_uri': '',
         'content_length': 0,
         'last_request_cpu': 0.0,
         'last_request_memory': 0,
         'exceptions': 0,
+        'slot_status': 'absent',
     }
+    status.update(memory.lifecycle.of(proc.name))
     if not proc.pid:
         status['worker_state'] = 'stopped'
         return status
     slot = facts.slots.get(proc.pid)
     held = facts.held.get(proc.pid)
+    status['slot_status'] = slot_status(slot)
     if isinstance(slot, scoreboard.Slot):
-        base_accepted, base_requests = memory.baselines.get(proc.pid, (0, 0))
+        base_accepted, base_requests, _ = memory.baselines.get(proc.pid, _NO_BASE)
         status.update({
             'connections': slot.connections,
             'requests_source': 'exact',
@@ -67,6 +88,7 @@ def process_status(proc, facts, memory):
             'requests': max(0, slot.requests - base_requests),
             'worker_state': slot.state,
             'request_duration': slot.request_duration_us,
+            'last_request_duration': slot.last_request_duration_us,
             'request_method': slot.request_method,   # safe_text'ed when decoded
             'request_uri': slot.request_uri,
             'content_length': slot.content_length,
@@ -90,6 +112,36 @@ def slot_warnings(view, facts):
             for p in view.processes
             if p.pid and isinstance(facts.slots.get(p.pid), scoreboard.ScoreboardError)
             and not isinstance(facts.slots[p.pid], scoreboard.NoSlot)]
+
+
+def pool_durations(view, facts, memory):
+    """The pool's Durations: the exited workers', and the running ones' since
+    their baseline."""
+    total = memory.durations
+    for p in view.processes:
+        slot = facts.slots.get(p.pid) if p.pid else None
+        if isinstance(slot, scoreboard.Slot):
+            base = memory.baselines.get(p.pid, _NO_BASE)[2]
+            total = durations.add(total, durations.since(durations.of_slot(slot), base))
+    return total
+
+
+def _quantile(q, found):
+    value = durations.quantile(q, found)
+    return UNKNOWN if value is None else round(value, 6)
+
+
+def duration_fields(found):
+    """The histogram's fields of a pool status (seconds; UNKNOWN: no request)."""
+    buckets = durations.cumulative(found)
+    return {
+        'request_duration_buckets': [[bound, count] for bound, count
+                                     in zip(durations.BOUNDS_SECONDS, buckets)],
+        'request_duration_count': buckets[-1],
+        'request_duration_sum': found.sum_us / 1e6,
+        'request_duration_p50': _quantile(0.5, found),
+        'request_duration_p99': _quantile(0.99, found),
+    }
 
 
 def pool_status(view, facts, memory, now):
@@ -118,6 +170,7 @@ def pool_status(view, facts, memory, now):
         'listen_queue_len': listener.backlog,
         'listen_drops': listener.drops,
         'total_processes': len(live),
+        'max_processes': len(view.processes),
         'idle_processes': len(live) - active - frozen - unread,
         'active_processes': active,
         'frozen_processes': frozen,
@@ -130,6 +183,8 @@ def pool_status(view, facts, memory, now):
         'balance': round(spread.balance(counts), 4),
         'slow_requests': memory.guard_counts['slow_requests'],
         'terminated_requests': memory.guard_counts['terminated_requests'],
+        **memory.lifecycle.totals(),
+        **duration_fields(pool_durations(view, facts, memory)),
         'processes': processes,
         'warnings': [safe_text(w) for w in warnings],
     }

@@ -158,15 +158,37 @@ class FcgiNamespaceRPCInterface:
         self._update('recordSlowRequest')
         return self.plugin.monitor(self._get_pool(name)).record('slow_requests')
 
+    def _get_process(self, group, process):
+        """A process name of the pool (supervisor's, without the group)."""
+        if not isinstance(process, str) or process not in group.processes:
+            raise RPCError(SupervisorFaults.BAD_NAME, '%s:%s' % (group.config.name, process))
+        return process
+
     @_rpc_method
-    def recordTerminatedRequest(self, name):
+    def recordTerminatedRequest(self, name, process=None):
         """ Count a request ended by stopping its worker (fcgi-guard)
 
         @param string name  the [fcgi-program:x] group name
+        @param string process  the worker stopped (optional): a guard kill of it
         @return int  the pool's terminated_requests now
         """
         self._update('recordTerminatedRequest')
-        return self.plugin.monitor(self._get_pool(name)).record('terminated_requests')
+        group = self._get_pool(name)
+        if process is not None:
+            process = self._get_process(group, process)
+        return self.plugin.monitor(group).record('terminated_requests', process)
+
+    @_rpc_method
+    def recordRecycle(self, name, process):
+        """ Count a worker stopped past its request limit (fcgi-guard --max-requests)
+
+        @param string name  the [fcgi-program:x] group name
+        @param string process  the worker's process name in the pool
+        @return int  the process's recycles now
+        """
+        self._update('recordRecycle')
+        group = self._get_pool(name)
+        return self.plugin.monitor(group).record_recycle(self._get_process(group, process))
 
     @_rpc_method
     def rollingRestart(self, name, batch=1, wait=True):

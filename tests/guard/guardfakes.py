@@ -145,8 +145,12 @@ class DummyFcgiNS:
         self.rpc.calls.append(('recordSlowRequest', name))
         return 1
 
-    def recordTerminatedRequest(self, name):
-        self.rpc.calls.append(('recordTerminatedRequest', name))
+    def recordTerminatedRequest(self, name, process=None):
+        self.rpc.calls.append(('recordTerminatedRequest', name, process))
+        return 1
+
+    def recordRecycle(self, name, process):
+        self.rpc.calls.append(('recordRecycle', name, process))
         return 1
 
 

@@ -163,7 +163,7 @@ class FcgiGuardTests(unittest.TestCase):
         guard.handle_event({'eventname': 'TICK_5'}, '')
         self.assertEqual(rpc.calls, [
             ('stopProcess', 'app:app_00', False),
-            ('recordTerminatedRequest', 'app'),
+            ('recordTerminatedRequest', 'app', 'app_00'),
             ('signalProcess', 'app:app_00', 'KILL'),
             ('startProcess', 'app:app_00', False)])
         self.assertGreaterEqual(self.clock() - start, 2.0)
@@ -273,14 +273,16 @@ class FcgiGuardTests(unittest.TestCase):
         guard = self._makeOne(rpc, '--max-requests', '10')
         guard.handle_event({'eventname': 'TICK_5'}, '')
         guard.handle_event({'eventname': 'TICK_5'}, '')     # still stopping
-        self.assertEqual(rpc.calls, [('stopProcess', 'app:app_01', False)])
+        self.assertEqual(rpc.calls, [('stopProcess', 'app:app_01', False),
+                                     ('recordRecycle', 'app', 'app_01')])
         rpc.processes['app:app_01'].statename = 'STOPPED'
         guard.handle_event(*state_event('STOPPED', 'app', 'app_01', pid=101))
         self.assertEqual(rpc.calls[-1], ('startProcess', 'app:app_01', False))
         rpc.processes['app:app_01'].statename = 'RUNNING'
         procs[1].update(pid=1101, requests=0)
         guard.handle_event(*state_event('RUNNING', 'app', 'app_01', pid=1101))
-        self.assertEqual(rpc.calls[-1], ('stopProcess', 'app:app_02', False))
+        self.assertEqual(rpc.calls[-2:], [('stopProcess', 'app:app_02', False),
+                                          ('recordRecycle', 'app', 'app_02')])
         self.assertIn('recycling app_02 pid 102 after 20 requests', self.log_lines()[-1])
         self.assertEqual(set(guard.restarts.pending), {'app:app_02'})
 

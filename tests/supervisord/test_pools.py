@@ -115,9 +115,11 @@ class ExactWorkerTests(PoolMonitorTestBase):
         monitor.process_exited(101)      # harvested: read once more, removed
         self.assertFalse(os.path.exists(scoreboard.slot_path(self.board, 'app', 101)))
         status = monitor.status(self.view([102]))
-        self.assertEqual(status['requests'], 5)
+        self.assertEqual((status['requests'], status['request_duration_count']), (5, 5))
+        self.assertEqual(status['request_duration_buckets'][-1][1], 5)
         monitor.reset(self.view([102]))
-        self.assertEqual(monitor.status(self.view([102]))['requests'], 0)
+        status = monitor.status(self.view([102]))
+        self.assertEqual((status['requests'], status['request_duration_count']), (0, 0))
         self.serve(self.writer(102), 1)  # same pid, a fresh slot
         self.assertEqual(monitor.status(self.view([102]))['requests'], 0)
 
@@ -129,6 +131,36 @@ class ExactWorkerTests(PoolMonitorTestBase):
         self.serve(writer, 2)
         status = monitor.status(self.view([101]))
         self.assertEqual((status['requests'], status['processes'][0]['requests']), (2, 2))
+        self.assertEqual(status['request_duration_count'], 2)
+        monitor.process_exited(101)     # its exit adds what it did since the reset
+        status = monitor.status(self.view([]))
+        self.assertEqual((status['requests'], status['request_duration_count']), (2, 2))
+
+    def test_lifecycle_counts_stay_across_exits_and_reset_clears(self):
+        monitor = PoolMonitor('app', self.board)
+        for _ in range(3):
+            monitor.process_started('app_00')
+        monitor.process_started('app_01')
+        self.serve(slotwriter.SlotWriter(slots.ensure_pool_dir(self.board, 'app'),
+                                         pid=101, max_requests=2), 2)
+        monitor.process_exited(101, 'app_00', 'expected')    # its own max-requests
+        monitor.process_exited(102, 'app_01', 'unexpected')
+        monitor.process_exited(103, 'app_01', 'stopped')
+        monitor.record_recycle('app_01')                     # fcgi-guard's
+        monitor.record('terminated_requests', 'app_00')
+        status = monitor.status(self.view([]))
+        self.assertEqual({k: status[k] for k in ('respawns', 'unexpected_exits', 'recycles',
+                                                 'guard_kills', 'terminated_requests')},
+                         {'respawns': 2, 'unexpected_exits': 1, 'recycles': 2,
+                          'guard_kills': 1, 'terminated_requests': 1})
+        self.serve(self.writer(104), 1)      # an expected exit before max-requests
+        monitor.process_exited(104, 'app_00', 'expected')
+        status = monitor.status(self.view([]))
+        self.assertEqual((status['recycles'], status['requests']), (2, 3))
+        monitor.reset(self.view([]))
+        monitor.process_started('app_00')        # started before: a respawn
+        status = monitor.status(self.view([]))
+        self.assertEqual((status['respawns'], status['recycles']), (1, 0))
 
     def test_a_pool_mixing_both_kinds_says_so(self):
         self.serve(self.writer(101), 2)

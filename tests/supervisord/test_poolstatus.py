@@ -5,7 +5,9 @@ import xmlrpc.client
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.common.scoreboard import ScoreboardError, NoSlot, Slot
-from supervisor_fcgi_ext.supervisord import poolstatus, readings
+from supervisor_fcgi_ext.supervisord import durations, poolstatus, readings
+from supervisor_fcgi_ext.supervisord.durations import Durations
+from supervisor_fcgi_ext.supervisord.lifecycle import Lifecycle
 from supervisor_fcgi_ext.supervisord.pools import PoolView, ProcessView
 from supervisor_fcgi_ext.supervisord.readings import Facts, UNKNOWN
 from supervisor_fcgi_ext.supervisord.sockstats import ListenerStats
@@ -26,7 +28,8 @@ def memory(**fields):
     base = dict(start_time=100.0, max_listen_queue=3, max_active_processes=1,
                 retired={'exact': [0, 0], 'sampled': [0, 0]}, baselines={},
                 sampled_counts=collections.Counter(),
-                guard_counts=collections.Counter())
+                guard_counts=collections.Counter(), durations=durations.EMPTY,
+                lifecycle=Lifecycle())
     base.update(fields)
     return poolstatus.Memory(**base)
 
@@ -93,13 +96,26 @@ class ProcessStatusTests(unittest.TestCase):
             view(7, 8), facts(slots={7: ScoreboardError('bad magic'), 8: NoSlot('no slot')}),
             memory(), 110.0)
         self.assertEqual(pool['warnings'], ['app_00: scoreboard slot unreadable: bad magic'])
+        self.assertEqual([p['slot_status'] for p in pool['processes']],
+                         ['unavailable', 'absent'])
+
+    def test_slot_status_and_the_last_request_duration_also_while_busy(self):
+        pool = poolstatus.pool_status(
+            view(7, 0), facts(slots={7: slot(7, 'running', 3, request_duration_us=90,
+                                              last_request_duration_us=40)}),
+            memory(), 110.0)
+        running, stopped = pool['processes']
+        self.assertEqual((running['slot_status'], running['request_duration'],
+                          running['last_request_duration']), ('ok', 90, 40))
+        self.assertEqual((stopped['slot_status'], stopped['last_request_duration']),
+                         ('absent', 0))
 
 
 class PoolStatusTests(unittest.TestCase):
 
     def test_totals_add_retired_and_baselines_subtract(self):
         mem = memory(retired={'exact': [5, 6], 'sampled': [1, 1]},
-                     baselines={7: (2, 2)}, sampled_counts=collections.Counter({8: 3}))
+                     baselines={7: (2, 2, durations.EMPTY)}, sampled_counts=collections.Counter({8: 3}))
         pool = poolstatus.pool_status(view(7, 8), facts(slots={7: slot(7, requests=10)},
                                                         held={8: frozenset()}),
                                       mem, 110.0)
@@ -122,6 +138,55 @@ class PoolStatusTests(unittest.TestCase):
                                       memory(), 110.0)
         (loaded,), _ = xmlrpc.client.loads(xmlrpc.client.dumps((pool,), allow_none=False))
         self.assertEqual(loaded['processes'][0]['request_uri'], '/%EF%BF%BE%01')
+
+    def test_max_processes_is_the_configured_number_running_or_not(self):
+        pool = poolstatus.pool_status(view(7, 0, 0), facts(), memory(), 110.0)
+        self.assertEqual((pool['total_processes'], pool['max_processes']), (1, 3))
+
+    def test_the_histogram_adds_exited_workers_and_live_ones_since_their_baseline(self):
+        def counts(*pairs):
+            out = [0] * scoreboard.DURATION_BUCKETS
+            for bucket, count in pairs:
+                out[bucket] = count
+            return tuple(out)
+        mem = memory(durations=Durations(counts((0, 10)), 20000),
+                     baselines={7: (0, 0, Durations(counts((0, 1), (3, 2)), 60000))})
+        live = {7: slot(7, requests=9, request_duration_counts=counts((0, 5), (3, 4)),
+                        request_duration_sum_us=160000),
+                8: slot(8, requests=4, request_duration_counts=counts((11, 4)),
+                        request_duration_sum_us=4 * 20 * 10 ** 6)}
+        pool = poolstatus.pool_status(view(7, 8, 9), facts(slots={
+            **live, 9: ScoreboardError('bad magic')}), mem, 110.0)
+        # 10 exited; pid 7: 4 + 2 since its baseline; pid 8: 4 above 10 s
+        self.assertEqual(pool['request_duration_count'], 20)
+        self.assertEqual(pool['request_duration_buckets'][0], [0.005, 14])
+        self.assertEqual(pool['request_duration_buckets'][3], [0.05, 16])
+        self.assertEqual(pool['request_duration_buckets'][-1], [10.0, 16])
+        self.assertEqual(len(pool['request_duration_buckets']), 11)
+        self.assertAlmostEqual(pool['request_duration_sum'], 0.02 + 0.1 + 80)
+        self.assertAlmostEqual(pool['request_duration_p50'], 0.005 * 10 / 14, places=5)
+        self.assertEqual(pool['request_duration_p99'], 10.0)    # above the last bound
+
+    def test_no_request_has_no_percentiles(self):
+        pool = poolstatus.pool_status(view(7), facts(slots={7: slot(7)}), memory(), 110.0)
+        self.assertEqual((pool['request_duration_count'], pool['request_duration_p50'],
+                          pool['request_duration_p99']), (0, UNKNOWN, UNKNOWN))
+
+    def test_lifecycle_counts_per_process_and_pool(self):
+        life = Lifecycle()
+        for name in ('app_00', 'app_00', 'app_00', 'app_01', 'gone_02', 'gone_02'):
+            life.started(name)
+        life.count('app_01', 'unexpected_exits')
+        life.count('app_00', 'recycles')
+        life.count('app_00', 'guard_kills')
+        pool = poolstatus.pool_status(view(7, 8), facts(), memory(lifecycle=life), 110.0)
+        first, second = pool['processes']
+        self.assertEqual((first['respawns'], first['recycles'], first['guard_kills'],
+                          first['unexpected_exits']), (2, 1, 1, 0))
+        self.assertEqual((second['respawns'], second['unexpected_exits']), (0, 1))
+        # a process no longer in the pool still counts in the pool's totals
+        self.assertEqual((pool['respawns'], pool['unexpected_exits'], pool['recycles'],
+                          pool['guard_kills']), (3, 1, 1, 1))
 
     def test_guard_counts_are_reported(self):
         mem = memory(guard_counts=collections.Counter(slow_requests=2))

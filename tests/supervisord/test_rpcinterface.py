@@ -135,6 +135,40 @@ class MethodTests(RPCInterfaceTestBase):
                          (0, 0))
         self.assertRPCError(SupervisorFaults.BAD_NAME, rpc.recordSlowRequest, 'x')
 
+    def test_recycles_and_guard_kills_are_counted_per_process(self):
+        rpc = self._makeOne()
+        self.assertEqual(rpc.recordRecycle('app', 'app_00'), 1)
+        self.assertEqual(rpc.recordTerminatedRequest('app', 'app_00'), 1)
+        status = rpc.getPoolStatus('app')
+        self.assertEqual((status['recycles'], status['guard_kills'],
+                          status['terminated_requests']), (1, 1, 1))
+        self.assertEqual((status['processes'][0]['recycles'],
+                          status['processes'][0]['guard_kills']), (1, 1))
+        self.assertRPCError(SupervisorFaults.BAD_NAME, rpc.recordRecycle, 'app', 'app_09')
+        self.assertRPCError(SupervisorFaults.BAD_NAME, rpc.recordTerminatedRequest,
+                            'app', 7)
+        self.assertRPCError(SupervisorFaults.INCORRECT_PARAMETERS, rpc.recordRecycle, 'app')
+        self.assertEqual(rpc.getPoolStatus('app')['recycles'], 1)    # nothing lost
+
+    def test_starts_and_exits_from_supervisor_events_are_counted(self):
+        supervisord = make_supervisord()
+        rpc = self._makeOne(supervisord)
+        process = supervisord.process_groups['app'].processes['app_00']
+        process.group = supervisord.process_groups['app']
+        process.pid = 4242
+        for event in (events.ProcessStateStartingEvent(process, 0),
+                      events.ProcessStateExitedEvent(process, 20, expected=False),
+                      events.ProcessStateStartingEvent(process, 0),
+                      events.ProcessStateBackoffEvent(process, 10),
+                      events.ProcessStateStartingEvent(process, 0),
+                      events.ProcessStateStoppedEvent(process, 40),
+                      events.ProcessStateExitedEvent(process, 20, expected=True)):
+            events.notify(event)
+        status = rpc.getPoolStatus('app')
+        self.assertEqual((status['respawns'], status['unexpected_exits'], status['recycles']),
+                         (2, 2, 0))
+        self.assertEqual(status['processes'][0]['respawns'], 2)
+
     def test_methods_refuse_while_shutting_down(self):
         supervisord = make_supervisord()
         rpc = self._makeOne(supervisord)
