@@ -2,7 +2,7 @@
 
 import time
 
-__all__ = ['format_pool', 'share_bar', 'format_duration']
+__all__ = ['format_pool', 'share_bar', 'format_duration', 'format_seconds']
 
 BAR_WIDTH = 20
 
@@ -31,6 +31,26 @@ def _figure(value):
     return '-' if value == -1 else str(value)
 
 
+def format_seconds(seconds):
+    """A request's time, to 3 figures; '-' for none (-1: no request timed)."""
+    if seconds < 0:
+        return '-'
+    if seconds < 1:
+        return '%.3g ms' % (seconds * 1000)
+    return '%.3g s' % seconds
+
+
+def _latency(pool):
+    return '  latency p50 %s  p99 %s  (%d requests timed by their workers)' % (
+        format_seconds(pool['request_duration_p50']),
+        format_seconds(pool['request_duration_p99']), pool['request_duration_count'])
+
+
+def _lifecycle(pool):
+    return '  respawns %d  unexpected exits %d  recycles %d  guard kills %d' % (
+        pool['respawns'], pool['unexpected_exits'], pool['recycles'], pool['guard_kills'])
+
+
 def format_pool(pool):
     """The text of one pool: its figures, then one row per process."""
     socket_state = 'open' if pool['socket_open'] else 'closed'
@@ -42,9 +62,10 @@ def format_pool(pool):
         '  listen queue %s  max %s  backlog %s  drops %s' % (
             _figure(pool['listen_queue']), pool['max_listen_queue'],
             _figure(pool['listen_queue_len']), _figure(pool['listen_drops'])),
-        '  processes %d  active %d  idle %d  max active %d' % (
+        '  processes %d  active %d  idle %d  max active %d  frozen %d  limit %d' % (
             pool['total_processes'], pool['active_processes'],
-            pool['idle_processes'], pool['max_active_processes']),
+            pool['idle_processes'], pool['max_active_processes'],
+            pool['frozen_processes'], pool['max_processes']),
         '  accepted conn %d  requests %d (%s)  fairness %.3f  balance %.2f' % (
             pool['accepted_conn'], pool['requests'], pool['requests_source'],
             pool['fairness'], pool['balance']),
@@ -70,6 +91,7 @@ def format_pool(pool):
             '%.1f' % (p['request_duration'] / 1000.0)
             if p['requests_source'] == 'exact' else '-',
             request))
+    lines += [_latency(pool), _lifecycle(pool)]
     if any(p['requests_source'] == 'sampled' and p['pid'] for p in processes):
         lines.append('  ~ sampled: connections seen held at the socket '
                      '(worker writes no scoreboard)')

@@ -12,18 +12,22 @@ read loses only its exact figures, and says so in
 ``fcgi_process_scoreboard_slot{status="unavailable"}``.
 """
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily)
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.utils import floatToGoString
 
-from supervisor_fcgi_ext.common.scoreboard import BUSY_STATES, WORKER_STATES
+from supervisor_fcgi_ext.common.scoreboard import WORKER_STATES
+from supervisor_fcgi_ext.supervisord.durations import BOUNDS_SECONDS
+from supervisor_fcgi_ext.supervisord.lifecycle import EVENTS
+from supervisor_fcgi_ext.supervisord.poolstatus import FROZEN
 
-__all__ = ['respond', 'families', 'pool_statuses', 'slot_status', 'FAMILIES',
-           'PROCESS_STATES']
+__all__ = ['respond', 'families', 'pool_statuses', 'FAMILIES', 'PROCESS_STATES']
 
-PROCESS_STATES = WORKER_STATES + ('stopped',)
-UNREADABLE_SLOT = ': scoreboard slot unreadable'   # pools.py's warning text
+PROCESS_STATES = WORKER_STATES + (FROZEN, 'unknown', 'stopped')
 POOL, PROCESS = ('pool',), ('pool', 'process')
-COUNTER, GAUGE = CounterMetricFamily, GaugeMetricFamily
+COUNTER, GAUGE, HISTOGRAM = CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+_LE = [floatToGoString(bound) for bound in BOUNDS_SECONDS] + ['+Inf']
 
 # Every family: name (a counter's without _total), kind, labels, help.
 FAMILIES = (
@@ -33,7 +37,8 @@ FAMILIES = (
     ('fcgi_pool_accepted_connections', COUNTER, POOL + ('source',),
      'Connections accepted, including by workers that have exited.'),
     ('fcgi_pool_processes', GAUGE, POOL + ('state',),
-     'Running processes, by state (active: in a request).'),
+     'Running processes, by state (active: in a request; frozen: stopped by a '
+     'signal outside a request).'),
     ('fcgi_pool_max_processes', GAUGE, POOL, 'The configured limit: numprocs.'),
     ('fcgi_pool_socket_open', GAUGE, POOL, '1 while the pool socket accepts connections.'),
     ('fcgi_pool_socket_held', GAUGE, POOL,
@@ -59,6 +64,9 @@ FAMILIES = (
      'Most requests of one worker over the mean (1: even).'),
     ('fcgi_pool_start_time_seconds', GAUGE, POOL,
      "When the pool's counters started (supervisord start or reset)."),
+    ('fcgi_request_duration_seconds', HISTOGRAM, POOL,
+     'Wall time of finished requests, counted exactly by the cooperating '
+     'workers in their scoreboard slots, exited workers included.'),
     # One sample per process, labelled with the state it is in (as
     # php-fpm_exporter does): a 0 for every other state would triple a
     # scrape's size and cost for nothing a query needs.
@@ -81,13 +89,21 @@ FAMILIES = (
     ('fcgi_process_request_duration_seconds', GAUGE, PROCESS,
      "The current request's time so far while busy, else the last one's."),
     ('fcgi_process_last_request_duration_seconds', GAUGE, PROCESS,
-     "The last request's wall time (while idle)."),
+     "The last finished request's wall time (also while the next one runs)."),
     ('fcgi_process_last_request_cpu', GAUGE, PROCESS,
      'CPU of the last request, percent of one CPU over its wall time.'),
     ('fcgi_process_last_request_memory_bytes', GAUGE, PROCESS,
      'Peak RSS at the end of the last request.'),
     ('fcgi_process_exceptions', COUNTER, PROCESS,
      'Requests whose application raised (answered 500).'),
+    ('fcgi_process_respawns', COUNTER, PROCESS,
+     'Starts of this process after its first (since supervisord start or reset).'),
+    ('fcgi_process_unexpected_exits', COUNTER, PROCESS,
+     'Exits with a code not in exitcodes, or before startsecs (BACKOFF).'),
+    ('fcgi_process_recycles', COUNTER, PROCESS,
+     "Exits at the worker's own max-requests, and stops by fcgi-guard --max-requests."),
+    ('fcgi_process_guard_kills', COUNTER, PROCESS,
+     'Stops by fcgi-guard --request-timeout (its request terminated).'),
 )
 # status field of each one-sample pool family; below 0: a figure the kernel
 # cannot give (e.g. drops of a unix socket), left out
@@ -105,6 +121,7 @@ _POOL_FIELDS = (
 # what only a readable scoreboard slot gives: (family, field, divisor)
 _EXACT_FIELDS = (
     ('fcgi_process_request_duration_seconds', 'request_duration', 1e6),
+    ('fcgi_process_last_request_duration_seconds', 'last_request_duration', 1e6),
     ('fcgi_process_last_request_cpu', 'last_request_cpu', 1),
     ('fcgi_process_last_request_memory_bytes', 'last_request_memory', 1),
     ('fcgi_process_exceptions', 'exceptions', 1),
@@ -132,16 +149,6 @@ def pool_statuses(plugin):
     return [plugin.status(groups[name]) for name in sorted(groups)]
 
 
-def slot_status(process, warnings):
-    """ok / absent / unavailable: how a process's scoreboard slot read."""
-    if process['requests_source'] == 'exact':
-        return 'ok'
-    prefix = process['name'] + UNREADABLE_SLOT
-    if any(warning.startswith(prefix) for warning in warnings):
-        return 'unavailable'
-    return 'absent'
-
-
 def families(statuses):
     """Every metric family (in FAMILIES' order) of a list of getPoolStatus
     structs; a family with no sample still says what it is."""
@@ -161,7 +168,12 @@ def _pool(s, made):
     made['fcgi_pool_accepted_connections'].add_metric(source, s['accepted_conn'])
     made['fcgi_pool_processes'].add_metric(pool + ['active'], s['active_processes'])
     made['fcgi_pool_processes'].add_metric(pool + ['idle'], s['idle_processes'])
-    made['fcgi_pool_max_processes'].add_metric(pool, len(s['processes']))
+    made['fcgi_pool_processes'].add_metric(pool + [FROZEN], s['frozen_processes'])
+    made['fcgi_pool_max_processes'].add_metric(pool, s['max_processes'])
+    made['fcgi_request_duration_seconds'].add_metric(
+        pool, list(zip(_LE, [count for _, count in s['request_duration_buckets']]
+                       + [s['request_duration_count']])),
+        s['request_duration_sum'])
     made['fcgi_pool_socket_open'].add_metric(pool, int(s['socket_open']))
     made['fcgi_pool_socket_held'].add_metric(pool, int(s['socket_held']))
     for name, field in _POOL_FIELDS:
@@ -173,6 +185,8 @@ def _process(s, p, made):
     labels = [s['name'], p['name']]
     made['fcgi_process_state'].add_metric(labels + [p['worker_state']], 1)
     made['fcgi_process_pid'].add_metric(labels, p['pid'])
+    for event in EVENTS:       # kept across the process's exits
+        made['fcgi_process_' + event].add_metric(labels, p[event])
     if not p['pid']:
         return
     source = labels + [p['requests_source']]
@@ -181,12 +195,8 @@ def _process(s, p, made):
     made['fcgi_process_start_time_seconds'].add_metric(labels, p['start'])
     if p['connections'] >= 0:
         made['fcgi_process_connections'].add_metric(labels, p['connections'])
-    slot = slot_status(p, s['warnings'])
-    made['fcgi_process_scoreboard_slot'].add_metric(labels + [slot], 1)
-    if slot != 'ok':
+    made['fcgi_process_scoreboard_slot'].add_metric(labels + [p['slot_status']], 1)
+    if p['slot_status'] != 'ok':
         return
     for name, field, divisor in _EXACT_FIELDS:
         made[name].add_metric(labels, p[field] / divisor)
-    if p['worker_state'] not in BUSY_STATES:
-        made['fcgi_process_last_request_duration_seconds'].add_metric(
-            labels, p['request_duration'] / 1e6)

@@ -16,7 +16,7 @@ def test_shows_pool_figures_and_one_row_per_process(pool_status):
     lines = text.splitlines()
     assert lines[0] == 'pool app  %s  (socket open)' % pool['socket']
     assert lines[1] == '  listen queue 0  max 0  backlog 16  drops 0'
-    assert lines[2] == '  processes 2  active 1  idle 1  max active 1'
+    assert lines[2] == '  processes 2  active 1  idle 1  max active 1  frozen 0  limit 2'
     assert lines[3] == ('  accepted conn 31  requests 31 (exact)  fairness %.3f  '
                         'balance %.2f' % (pool['fairness'], pool['balance']))
     started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(pool['start_time']))
@@ -32,6 +32,18 @@ def test_shows_pool_figures_and_one_row_per_process(pool_status):
     assert ' ' + '#' * round(report.BAR_WIDTH * 10 / 21) + ' ' in idle
     duration_ms = pool['processes'][0]['request_duration'] / 1000.0
     assert ' %.1f ' % duration_ms in busy
+    # the 30 finished requests took well under 5 ms each: both in the first bucket
+    p50, p99 = pool['request_duration_p50'], pool['request_duration_p99']
+    assert 0 < p50 < p99 <= 0.005
+    assert lines[-2] == '  latency p50 %.3g ms  p99 %.3g ms  (30 requests timed by ' \
+        'their workers)' % (p50 * 1000, p99 * 1000)
+    assert lines[-1] == '  respawns 0  unexpected exits 0  recycles 0  guard kills 0'
+
+
+def test_latency_without_requests_and_in_seconds():
+    assert report.format_seconds(-1) == '-'
+    assert report.format_seconds(0.01234) == '12.3 ms'
+    assert report.format_seconds(2.5) == '2.5 s'
 
 
 def test_marks_sampled_counts_and_stopped_processes(pool_status):

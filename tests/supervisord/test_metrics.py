@@ -109,7 +109,7 @@ def test_pool_and_process_figures_have_prometheus_names(pool):
                  process='pool_00', status='ok') == 1
     first = status['processes'][0]
     assert value(samples, 'fcgi_process_last_request_duration_seconds', pool='pool',
-                 process='pool_00') == first['request_duration'] / 1e6 > 0
+                 process='pool_00') == first['last_request_duration'] / 1e6 > 0
     assert value(samples, 'fcgi_process_last_request_memory_bytes', pool='pool',
                  process='pool_00') == first['last_request_memory']
     assert value(samples, 'fcgi_process_last_request_cpu', pool='pool',
@@ -173,15 +173,64 @@ def test_figures_the_kernel_cannot_give_are_left_out(pool):
     assert value(samples, 'fcgi_pool_socket_open', pool='pool') == 0
 
 
-def test_slot_status_reads_the_monitors_warning(pool, pool_dir):
+def test_slot_status_is_the_status_field_not_a_warnings_text(pool, pool_dir):
     monitor, view = pool
     with open(os.path.join(pool_dir, '%d.slot' % PIDS[0]), 'r+b') as f:
         f.write(b'garbage!')
     status = monitor.status(view())
-    first, second, stopped = status['processes']
-    assert metrics.slot_status(first, status['warnings']) == 'unavailable'
-    assert metrics.slot_status(second, status['warnings']) == 'ok'
-    assert metrics.slot_status(stopped, []) == 'absent'
+    assert [p['slot_status'] for p in status['processes']] == ['unavailable', 'ok', 'absent']
+    status['warnings'] = []        # the text may change; the figure must not
+    samples = scrape([status])
+    assert value(samples, 'fcgi_process_scoreboard_slot', pool='pool',
+                 process='pool_00', status='unavailable') == 1
+
+
+def test_the_duration_histogram_counts_every_finished_request(pool, pool_dir):
+    monitor, view = pool
+    for accept in ('', 'application/openmetrics-text'):
+        samples = scrape([monitor.status(view())], accept)
+        count = value(samples, 'fcgi_request_duration_seconds_count', pool='pool')
+        assert count == value(samples, 'fcgi_pool_requests_total', pool='pool',
+                              source='exact') == 5
+        assert value(samples, 'fcgi_request_duration_seconds_bucket', pool='pool',
+                     le='+Inf') == 5
+        buckets = sorted((float(dict(labels)['le']), v) for (name, labels), v
+                         in samples.items() if name == 'fcgi_request_duration_seconds_bucket')
+        assert [le for le, _ in buckets] == [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                             1.0, 2.5, 5.0, 10.0, float('inf')]
+        counts = [v for _, v in buckets]
+        assert counts == sorted(counts)        # cumulative
+        assert 0 < value(samples, 'fcgi_request_duration_seconds_sum', pool='pool') < 5
+    monitor.process_exited(PIDS[0])      # an exited worker's requests stay
+    samples = scrape([monitor.status(view(PIDS[1:]))])
+    assert value(samples, 'fcgi_request_duration_seconds_count', pool='pool') == 5
+
+
+def test_frozen_processes_lifecycle_and_the_last_duration_while_busy(pool, pool_dir):
+    monitor, view = pool
+    monitor.process_started('pool_00')
+    monitor.process_started('pool_00')
+    monitor.process_exited(4000099, 'pool_02', 'unexpected')
+    writer = SlotWriter(pool_dir, pid=PIDS[1])        # the same slot made afresh
+    serve(writer, 1)
+    writer.request_started({'REQUEST_METHOD': 'GET', 'REQUEST_URI': '/busy'})
+    status = monitor.status(view())
+    last = status['processes'][1]['last_request_duration']
+    status['frozen_processes'] = 1
+    samples = scrape([status])
+    assert value(samples, 'fcgi_pool_processes', pool='pool', state='frozen') == 1
+    assert value(samples, 'fcgi_process_respawns_total', pool='pool', process='pool_00') == 1
+    # a stopped process keeps its counts
+    assert value(samples, 'fcgi_process_unexpected_exits_total', pool='pool',
+                 process='pool_02') == 1
+    assert value(samples, 'fcgi_process_recycles_total', pool='pool', process='pool_01') == 0
+    assert value(samples, 'fcgi_process_guard_kills_total', pool='pool',
+                 process='pool_01') == 0
+    assert value(samples, 'fcgi_process_state', pool='pool', process='pool_01',
+                 state='running') == 1
+    assert value(samples, 'fcgi_process_last_request_duration_seconds', pool='pool',
+                 process='pool_01') == last / 1e6 > 0
+    writer.close()
 
 
 def test_no_pools_is_every_family_without_samples():
