@@ -156,17 +156,15 @@ def test_prometheus_counts_the_fleets_requests_exactly(tmp_path, nginx_factory):
             Supervisor([PoolSpec(numprocs=3, socket='unix')], unix_http_server=True,
                        plugin_options={'metrics_listen':
                                        '127.0.0.1:%d' % listen_port}) as worker1:
-        through_nginx(nginx_factory(web1.pool('app').socket_url), 7)
+        web1_nginx = nginx_factory(web1.pool('app').socket_url)
+        through_nginx(web1_nginx, 7)
         through_nginx(nginx_factory(worker1.pool('app').socket_url), 5)
         wait_counted(web1.url, 7, headers=basic(USER, PASSWORD))
         wait_counted('http://127.0.0.1:%d' % listen_port, 5)
         prometheus = Prometheus(str(tmp_path),
                                 fleet_config(web1.port, listen_port, password_file))
         try:
-            def fleet_total():
-                result = prometheus.query('sum(fcgi_pool_requests_total)')
-                return result and float(result[0]['value'][1]) == 12
-            wait_for(fleet_total, 30, 'sum(fcgi_pool_requests_total) == 12', 0.5)
+            wait_until_sum(prometheus, 'fcgi_pool_requests_total', 12)
             ups = prometheus.query('up')
             assert sorted((u['metric']['job'], u['value'][1]) for u in ups) == [
                 ('supervisord', '1'), ('supervisord-metrics-listen', '1')]
@@ -175,7 +173,11 @@ def test_prometheus_counts_the_fleets_requests_exactly(tmp_path, nginx_factory):
                             'sum by (job) (fcgi_process_requests_total)')}
             assert per_host == {'supervisord': 7, 'supervisord-metrics-listen': 5}
             rules_evaluate(prometheus)
-            panels_are_accepted(prometheus)
+            # requests while Prometheus scrapes: rate() of the histogram has data
+            through_nginx(web1_nginx, 5)
+            wait_until_sum(prometheus, 'fcgi_pool_requests_total', 17)
+            wait_until_sum(prometheus, 'fcgi_request_duration_seconds_count', 17)
+            panels_have_data(prometheus)
         finally:
             prometheus.stop()
 
@@ -192,10 +194,26 @@ def rules_evaluate(prometheus):
     assert 'FcgiScrapeDown' not in firing and 'FcgiSocketClosed' not in firing
 
 
-def panels_are_accepted(prometheus):
+def wait_until_sum(prometheus, metric, total):
+    """The fleet's sum of ``metric`` through the query API, exactly ``total``."""
+    def check():
+        result = prometheus.query('sum(%s)' % metric)
+        return result and float(result[0]['value'][1]) == total
+    wait_for(check, 30, 'sum(%s) == %d' % (metric, total), 0.5)
+
+
+def numbers(result):
+    """The values of a query's result that are numbers (histogram_quantile
+    without a finished request in its window is NaN)."""
+    return [float(r['value'][1]) for r in result if r['value'][1] not in ('NaN', '+Inf')]
+
+
+def panels_have_data(prometheus):
+    """Every panel's query returns a number for web1's pool, which served
+    requests within the last minute (rate() needs two scrapes in its
+    window); the latency: a few ms, from the histogram."""
     for title, expr in dashboard_queries():
         query = grafana_to_promql(expr)
-        if 'Latency' in title:         # its histogram comes with the next round
-            prometheus.query(query)
-        else:                          # rate() needs two scrapes in its window
-            wait_for(lambda: prometheus.query(query), 15, 'data for %r' % title, 0.5)
+        wait_for(lambda: numbers(prometheus.query(query)), 15, 'data for %r' % title, 0.5)
+        if 'Latency' in title:
+            assert 0 < max(numbers(prometheus.query(query))) < 0.25, query

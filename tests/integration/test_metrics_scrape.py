@@ -4,10 +4,13 @@ without supervisor's password, on metrics_listen, across a reload, a
 recycled worker and pools added and removed; `promtool check metrics`."""
 import contextlib
 import http.client
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
+import urllib.request
 import xmlrpc.client
 
 import pytest
@@ -65,6 +68,7 @@ def test_requests_through_nginx_are_counted_exactly(supervisor_factory, nginx_fa
         assert sum(counts.values()) == 25
         assert value(scraped, 'fcgi_pool_max_processes', pool='app') == 3
         assert value(scraped, 'fcgi_pool_processes', pool='app', state='idle') == 3
+        assert value(scraped, 'fcgi_request_duration_seconds_count', pool='app') == 25
     pids = sup.pids('app')
     for name, pid in pids.items():
         assert value(scraped, 'fcgi_process_pid', pool='app', process=name) == pid
@@ -94,6 +98,56 @@ def test_a_corrupt_slot_costs_only_that_workers_exact_figures(supervisor_factory
     assert value(scraped, 'fcgi_process_requests_total', pool='app',
                  process='app_01', source='sampled') is not None
     assert sup.rpc.supervisor.getState()['statename'] == 'RUNNING'
+
+
+def test_the_histograms_count_is_the_requests_and_fcgi_status_shows_percentiles(
+        supervisor_factory, nginx_factory):
+    sup = supervisor_factory([PoolSpec(numprocs=2)])
+    nginx = nginx_factory(sup.pool('app').socket_url)
+    through_nginx(nginx, 8)
+    for i in range(2):       # two requests of 0.3 s at least
+        with urllib.request.urlopen('%s/s%d?sleep=0.3' % (nginx.url, i), timeout=10) as r:
+            assert r.status == 200
+    scraped = wait_counted(sup.url, 10)
+    assert value(scraped, 'fcgi_request_duration_seconds_count', pool='app') == 10
+    assert value(scraped, 'fcgi_request_duration_seconds_bucket', pool='app', le='+Inf') == 10
+    # the 8 quick ones under 0.25 s, the slow ones over it (and under 2.5 s)
+    assert value(scraped, 'fcgi_request_duration_seconds_bucket', pool='app', le='0.25') == 8
+    assert value(scraped, 'fcgi_request_duration_seconds_bucket', pool='app', le='2.5') == 10
+    assert 0.6 <= value(scraped, 'fcgi_request_duration_seconds_sum', pool='app') < 5
+    status = sup.rpc.fcgi.getPoolStatus('app')
+    assert status['request_duration_count'] == status['requests'] == 10
+    assert 0 < status['request_duration_p50'] < 0.25 < status['request_duration_p99'] < 2.5
+    assert status['max_processes'] == 2
+    assert [p['slot_status'] for p in status['processes']] == ['ok', 'ok']
+    out = sup.ctl('fcgi_status', 'app', check=True).stdout
+    assert '  latency p50 ' in out and '(10 requests timed by their workers)' in out
+
+
+def test_lifecycle_counters_from_real_exits_never_go_down(supervisor_factory, nginx_factory):
+    # one worker that exits after 3 requests of its own, restarted every time
+    sup = supervisor_factory([PoolSpec(command='fcgi-worker --max-requests 3', numprocs=1,
+                                       extra={'autorestart': 'true', 'startsecs': '0'})])
+    nginx = nginx_factory(sup.pool('app').socket_url)
+    through_nginx(nginx, 7)       # recycled after the 3rd and the 6th
+
+    def counted(**expected):
+        def check():
+            scraped = scrape(sup.url)
+            got = {name: value(scraped, 'fcgi_process_%s_total' % name, pool='app',
+                               process='app_00') for name in expected}
+            return scraped if got == expected else None
+        return sup.wait_for(check, 20, 'lifecycle counts %r' % expected)
+    scraped = counted(recycles=2, respawns=2, unexpected_exits=0, guard_kills=0)
+    # the exited workers' requests stay in both the counter and the histogram
+    assert value(scraped, 'fcgi_pool_requests_total', pool='app', source='exact') == 7
+    assert value(scraped, 'fcgi_request_duration_seconds_count', pool='app') == 7
+    sup.wait_running()
+    os.kill(sup.pids('app')['app_00'], signal.SIGKILL)
+    scraped = counted(recycles=2, respawns=3, unexpected_exits=1, guard_kills=0)
+    assert value(scraped, 'fcgi_request_duration_seconds_count', pool='app') == 7
+    status = sup.rpc.fcgi.getPoolStatus('app')
+    assert (status['respawns'], status['unexpected_exits'], status['recycles']) == (3, 1, 2)
 
 
 def test_unknown_fcgi_path_is_404_and_others_are_supervisors(supervisor_factory):
@@ -187,6 +241,8 @@ def test_pool_counters_do_not_go_down_when_a_worker_is_recycled(
     sup.ctl('restart', 'app:app_00', check=True)
     sup.wait_running()
     after = wait_counted(sup.url, 10)       # still 10, with app_00 new
+    assert value(after, 'fcgi_request_duration_seconds_count', pool='app') == 10
+    assert value(after, 'fcgi_process_respawns_total', pool='app', process='app_00') == 1
     assert per_process(after)['app_00'] == 0
     assert per_process(after)['app_01'] == before['app_01']
     assert value(after, 'fcgi_process_start_time_seconds', pool='app',
