@@ -38,6 +38,9 @@ class WorkerBase:
         self.stop_reason = None
         self._served = itertools.count(1)
         self._tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
+        # socket.accept() less its per-call enum conversions of family and
+        # type (a tenth of a hello-world request's Python): the same socket
+        self._kind = (int(listener.family), int(listener.type), listener.proto)
         # flup's FCGI_WEB_SERVER_ADDRS: the web servers allowed to connect (TCP)
         addrs = os.environ.get('FCGI_WEB_SERVER_ADDRS')
         self._allowed = None
@@ -93,13 +96,14 @@ class WorkerBase:
                 if not self._wait_for_thread():
                     continue
                 try:
-                    sock, addr = self.listener.accept()
+                    fd, addr = self.listener._accept()
                 except OSError as exc:
                     self._release_thread()
                     if self.stopping:
                         break
                     self._accept_failed(exc)
                     continue
+                sock = socket.socket(*self._kind, fd)
                 if self._tcp:
                     if self._allowed is not None and addr[0] not in self._allowed:
                         self._release_thread()

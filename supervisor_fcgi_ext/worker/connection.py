@@ -7,6 +7,7 @@ the peer; no protocol error or peer can hang the worker or escape run().
 """
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import time
@@ -41,6 +42,13 @@ class Closed(Exception):
 
 class PeerGone(Exception):
     """The web server went away while we answered: nobody to answer."""
+
+
+@functools.lru_cache(maxsize=64)
+def end_record(request_id, app_status, protocol_status):
+    """An END_REQUEST record; nginx's requests are all id 1: made once."""
+    return encode_record(END_REQUEST, request_id,
+                         fastcgi.end_request(app_status, protocol_status))
 
 
 def reason(exc):
@@ -287,8 +295,7 @@ class WorkerConnection:
     def end_request(self, req, appStatus=0, protocolStatus=fastcgi.REQUEST_COMPLETE,
                     remove=True):
         """flup's Request._end calls this: END_REQUEST, sent with what is buffered."""
-        self._out.append(encode_record(END_REQUEST, req.requestId,
-                                       fastcgi.end_request(appStatus, protocolStatus)))
+        self._out.append(end_record(req.requestId, appStatus, protocolStatus))
         self.flush()
         if remove:
             self._requests.pop(req.requestId, None)

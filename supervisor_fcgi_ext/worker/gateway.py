@@ -160,7 +160,11 @@ def handle(server, req):
             raise AssertionError('start_response() called twice')
         status = to_bytes(status)
         req.status = int(status[:3])
-        response[:] = [status, [(to_bytes(k), to_bytes(v)) for k, v in headers]]
+        try:        # text, as PEP 3333 has it; else to_bytes says what is wrong
+            encoded = [(k.encode('latin-1'), v.encode('latin-1')) for k, v in headers]
+        except (AttributeError, UnicodeError):
+            encoded = [(to_bytes(k), to_bytes(v)) for k, v in headers]
+        response[:] = [status, encoded]
         return write
 
     result = server.application(environ, start_response)
@@ -173,7 +177,7 @@ def handle(server, req):
             if sent:
                 out.write(body)
             else:
-                has_length = any(k.lower() == b'content-length' for k, _ in response[1])
+                has_length = b'content-length' in [k.lower() for k, _ in response[1]]
                 send_headers(body, b'' if has_length else
                              b'Content-Length: %d\r\n' % len(body))
         else:
