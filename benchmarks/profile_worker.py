@@ -144,7 +144,8 @@ def serve(count, tmp, name, data, extra_env):
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
     listener.listen(64)
-    env = dict(os.environ, SUPERVISOR_GROUP_NAME='p', **{ENV_VAR: board}, **extra_env)
+    env = dict(os.environ, SUPERVISOR_GROUP_NAME='p', **{ENV_VAR: board})
+    env.update(extra_env)
     try:
         # it stops after the last request by itself (no signal to race)
         proc, out = callgrind([os.path.join(BIN, 'fcgi-worker'), '--max-requests',
