@@ -2,6 +2,7 @@
 answer as FastCGI output, and the request's scoreboard updates."""
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 
@@ -32,6 +33,14 @@ class WorkerOutputStream(fcgi_base.OutputStream):
         self.bytes += len(data)
         self._conn.write_stream(self._type, self._req.requestId, data)
 
+    def write_last(self, data):
+        """``data`` (bytes, not empty) and the end of the stream, framed at
+        once: what write() then close() send."""
+        self.dataWritten = True
+        self.bytes += len(data)
+        self._conn.write_stream(self._type, self._req.requestId, data, end=True)
+        self.closed = True
+
     def close(self):
         """The end of the stream, if anything was written to it."""
         if not self.closed and self.dataWritten:
@@ -48,11 +57,16 @@ class WorkerRequest(fcgi_base.Request):
         # flup's Request.__init__, less the two output streams it would make
         # only for these to replace them
         self._conn, self._timeout, self.server, self.params = conn, timeout, conn.server, {}
-        self.stdin, self.data = inputStreamClass(conn), inputStreamClass(conn)
+        self.stdin, self._input_class = inputStreamClass(conn), inputStreamClass
         self.stdout = WorkerOutputStream(conn, self, STDOUT)
         self.stderr = WorkerOutputStream(conn, self, STDERR, buffered=True)
         self.status = 0
         self.param_bytes = 0
+
+    @functools.cached_property
+    def data(self):
+        """FCGI_DATA, which only a filter's web server sends: made when used."""
+        return self._input_class(self._conn)
 
     def run(self):
         server, conn, board = self.server, self._conn, self.server.scoreboard
@@ -136,8 +150,9 @@ def handle(server, req):
     sent = []          # non-empty once the headers are out
     out = req.stdout
 
-    def send_headers(body, extra=b''):
-        out.write(cgi_response(response[0], response[1], extra, body))
+    def send_headers(body, extra=b'', last=False):
+        (out.write_last if last else out.write)(cgi_response(response[0], response[1],
+                                                             extra, body))
         sent.append(True)
 
     def write(data):
@@ -179,7 +194,7 @@ def handle(server, req):
             else:
                 has_length = b'content-length' in [k.lower() for k, _ in response[1]]
                 send_headers(body, b'' if has_length else
-                             b'Content-Length: %d\r\n' % len(body))
+                             b'Content-Length: %d\r\n' % len(body), last=True)
         else:
             for data in result:
                 if data:
