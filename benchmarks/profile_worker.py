@@ -40,6 +40,7 @@ def run_part(part, count):
     from supervisor_fcgi_ext.lab.fcgiclient import cgi_params
     from supervisor_fcgi_ext.worker import gateway
     from supervisor_fcgi_ext.worker.cli import demo_app
+    from supervisor_fcgi_ext.worker import connection
     from supervisor_fcgi_ext.worker.connection import MAX_PARAMS_BYTES
     from supervisor_fcgi_ext.worker.single import SingleWorker
     data = request_bytes()
@@ -53,9 +54,8 @@ def run_part(part, count):
     def answer():
         # what the worker sends for the demo app's list response
         head = gateway.cgi_response(b'200 OK', headers, b'Content-Length: 13\r\n', body[0])
-        return b''.join((fastcgi.frame_stream(fastcgi.STDOUT, 1, head),
-                         fastcgi.frame_stream(fastcgi.STDOUT, 1, b'', True),
-                         fastcgi.encode_record(fastcgi.END_REQUEST, 1, fastcgi.end_request())))
+        return b''.join((fastcgi.frame_stream(fastcgi.STDOUT, 1, head, True),
+                         connection.end_record(1, 0, fastcgi.REQUEST_COMPLETE)))
 
     if part == 'records':
         # as the worker: the request whole (C: with its params), else record by record
