@@ -76,17 +76,45 @@ short_at:
     return -1;
 }
 
+/* The str of the last request's name or value at this place in its
+ * params, when it is the same bytes (web servers send the same names in
+ * the same order, and many of the same values): made, and its hash
+ * computed, once.  Short texts only, so the cache stays small; str is
+ * immutable, so sharing one is safe.  Used with the GIL held. */
+#define CACHED_PLACES 128
+#define CACHED_LENGTH 128
+static PyObject *cached[CACHED_PLACES];
+
+static PyObject *latin1(Py_ssize_t place, const unsigned char *at, Py_ssize_t length)
+{
+    int cacheable = place < CACHED_PLACES && length <= CACHED_LENGTH;
+    if (cacheable) {
+        PyObject *text = cached[place];
+        /* latin-1 text is one byte per character: compare the bytes */
+        if (text != NULL && PyUnicode_GET_LENGTH(text) == length
+                && memcmp(PyUnicode_DATA(text), at, length) == 0) {
+            Py_INCREF(text);
+            return text;
+        }
+    }
+    PyObject *text = PyUnicode_DecodeLatin1((const char *)at, length, NULL);
+    if (text != NULL && cacheable) {
+        Py_INCREF(text);
+        Py_XSETREF(cached[place], text);
+    }
+    return text;
+}
+
 /* The pairs of c[0:end] (checked whole) into dict as latin-1 str; -1 on
  * memory errors. */
 static int decode_into(const unsigned char *c, Py_ssize_t end, PyObject *dict)
 {
-    Py_ssize_t pos = 0;
+    Py_ssize_t pos = 0, place = 0;
     while (pos < end) {
         Py_ssize_t name_len = pair_length(c, &pos, end);
         Py_ssize_t value_len = pair_length(c, &pos, end);
-        PyObject *name = PyUnicode_DecodeLatin1((const char *)c + pos, name_len, NULL);
-        PyObject *value = name ? PyUnicode_DecodeLatin1((const char *)c + pos + name_len,
-                                                         value_len, NULL) : NULL;
+        PyObject *name = latin1(place++, c + pos, name_len);
+        PyObject *value = name ? latin1(place++, c + pos + name_len, value_len) : NULL;
         int failed = value == NULL || PyDict_SetItem(dict, name, value) < 0;
         Py_XDECREF(name);
         Py_XDECREF(value);

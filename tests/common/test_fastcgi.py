@@ -179,6 +179,13 @@ def test_params_decode_to_latin1_text_and_bad_ones_store_nothing(decode):
     decode(encode_params(pairs) + encode_pair(b'a', b'last'), into)
     assert into == dict({'kept': 'x', 'a': 'last'}, **{
         k.decode('latin-1'): v.decode('latin-1') for k, v in pairs.items() if k != b'a'})
+    # the C codec shares the str of a name or value the last request had at
+    # the same place: only when the bytes are the same
+    for value in (b'GET', b'PUT', b'\xe9T', b'GET', b'G' * 200, b'H' * 200):
+        again = {}
+        decode(encode_params({b'REQUEST_METHOD': value, b'\xe9': value}), again)
+        assert again == {'REQUEST_METHOD': value.decode('latin-1'),
+                         '\xe9': value.decode('latin-1')}
     for content in BAD_PAIRS:
         with pytest.raises(ProtocolError) as info:
             decode(encode_pair(b'first', b'1') + content, into)
