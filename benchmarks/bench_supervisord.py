@@ -3,6 +3,7 @@
     python benchmarks/bench_supervisord.py [--seconds 30] [--workers 64]
                                            [--rate 1000] [--load-workers 6]
                                            [--settle 3] [--only all|idle|loaded]
+                                           [--socket tcp|unix]
                                            [--plugin-option name=value ...]
 
 (``--seconds 1 --workers 2 --rate 50 --load-workers 1 --settle 0.5`` runs
@@ -44,9 +45,10 @@ def cpu_seconds(pid):
 
 def pools_for(case, args):
     if case == 'idle':
-        return [PoolSpec('ref', 'fcgi-worker', numprocs=args.workers, socket='unix'),
-                PoolSpec('sleepers', 'sleep 1000000', numprocs=args.workers, socket='unix')]
-    return [PoolSpec('app', 'fcgi-worker', numprocs=args.load_workers, socket='unix')]
+        return [PoolSpec('ref', 'fcgi-worker', numprocs=args.workers, socket=args.socket),
+                PoolSpec('sleepers', 'sleep 1000000', numprocs=args.workers,
+                         socket=args.socket)]
+    return [PoolSpec('app', 'fcgi-worker', numprocs=args.load_workers, socket=args.socket)]
 
 
 def measure(case, plugin, args, options):
@@ -92,6 +94,8 @@ def main(argv=None):
     parser.add_argument('--settle', type=float, default=3.0,
                         help='seconds after start before measuring')
     parser.add_argument('--only', choices=('all', 'idle', 'loaded'), default='all')
+    parser.add_argument('--socket', choices=('tcp', 'unix'), default='tcp',
+                        help="the pools' sockets")
     parser.add_argument('--plugin-option', action='append', default=[], metavar='NAME=VALUE',
                         help='an [rpcinterface:fcgi] option for the runs with the plugin')
     args = parser.parse_args(argv)
@@ -99,10 +103,11 @@ def main(argv=None):
     cases = ('idle', 'loaded') if args.only == 'all' else (args.only,)
     if 'loaded' in cases:
         find_nginx()
-    print('supervisord CPU over %gs per run (%s); idle: %d fcgi-workers + %d sleep; '
-          'loaded: %g req/s through %d fcgi-workers'
+    print('supervisord CPU over %gs per run (%s, %s sockets); idle: %d fcgi-workers + %d '
+          'sleep; loaded: %g req/s through %d fcgi-workers'
           % (args.seconds, ', '.join('%s=%s' % kv for kv in options.items()) or 'defaults',
-             args.workers, args.workers, args.rate, args.load_workers), flush=True)
+             args.socket, args.workers, args.workers, args.rate, args.load_workers),
+          flush=True)
     rows = {}
     for case in cases:
         for plugin in (False, True):
