@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 BIN = os.path.dirname(sys.executable)
 PARTS = ('records', 'params', 'environ', 'wsgi', 'framing', 'writes', 'scoreboard')
