@@ -55,6 +55,15 @@ class RPCInterfaceTestBase(unittest.TestCase):
         config.setdefault('scoreboard_dir', 'none')
         return make_fcgi_rpcinterface(supervisord or make_supervisord(), **config)
 
+    def _makeOneWithProcess(self):
+        """(supervisord, rpc, its pool's process app_00 running as pid 4242)."""
+        supervisord = make_supervisord()
+        rpc = self._makeOne(supervisord)
+        process = supervisord.process_groups['app'].processes['app_00']
+        process.group = supervisord.process_groups['app']
+        process.pid = 4242
+        return supervisord, rpc, process
+
     def assertRPCError(self, code, callable, *args):
         with self.assertRaises(RPCError) as cm:
             callable(*args)
@@ -151,11 +160,7 @@ class MethodTests(RPCInterfaceTestBase):
         self.assertEqual(rpc.getPoolStatus('app')['recycles'], 1)    # nothing lost
 
     def test_starts_and_exits_from_supervisor_events_are_counted(self):
-        supervisord = make_supervisord()
-        rpc = self._makeOne(supervisord)
-        process = supervisord.process_groups['app'].processes['app_00']
-        process.group = supervisord.process_groups['app']
-        process.pid = 4242
+        _, rpc, process = self._makeOneWithProcess()
         for event in (events.ProcessStateStartingEvent(process, 0),
                       events.ProcessStateExitedEvent(process, 20, expected=False),
                       events.ProcessStateStartingEvent(process, 0),
@@ -265,11 +270,7 @@ class NoExceptionReachesSupervisordTests(RPCInterfaceTestBase):
     """An exception in an event callback or the loop would kill supervisord."""
 
     def test_event_callbacks_swallow_and_log_failures(self):
-        supervisord = make_supervisord()
-        rpc = self._makeOne(supervisord)
-        process = supervisord.process_groups['app'].processes['app_00']
-        process.group = supervisord.process_groups['app']
-        process.pid = 4242
+        supervisord, rpc, process = self._makeOneWithProcess()
 
         def explode(*args):
             raise RuntimeError('injected')
