@@ -53,6 +53,7 @@ _READING_OFFSET = OFFSETS['request_start']
 _URI = OFFSETS['uri']
 _time_ns = time.time_ns      # ints: no float-to-int conversions
 _bucket = bisect.bisect_left
+_FIRST_BOUND = DURATION_BOUNDS_US[0]     # most requests: no search
 # CPU time and peak RSS are read after a request of this wall time (ns) or
 # more, and every (mask + 1)th request.
 _SAMPLE_WALL = 10_000_000
@@ -306,10 +307,10 @@ class SlotWriter(_SlotUpdates):
         now = _time_ns()
         wall = now - self._start
         us = wall // 1000 if wall > 0 else 0     # the clock may step back
-        bucket = _bucket(DURATION_BOUNDS_US, us)
-        counts = self._counts
-        counts[bucket] += 1
-        self._duration_sum += us
+        bucket = _bucket(DURATION_BOUNDS_US, us) if us > _FIRST_BOUND else 0
+        count = self._counts[bucket] + 1
+        self._counts[bucket] = count
+        duration_sum = self._duration_sum = self._duration_sum + us
         window = self._window + wall
         if wall >= _SAMPLE_WALL or not self.requests & _SAMPLE_MASK:
             self._sample(window)
@@ -330,8 +331,8 @@ class SlotWriter(_SlotUpdates):
         _pack_finished(mm, _FINISHED_OFFSET, us, self._cpu_pct, self._rss,
                        self.bytes_sent, self.exceptions, status, active, state,
                        self.connections)
-        words[_COUNTS_WORD + bucket] = counts[bucket]
-        words[_SUM_WORD] = self._duration_sum
+        words[_COUNTS_WORD + bucket] = count
+        words[_SUM_WORD] = duration_sum
         if state == _READING:
             _pack_reading(mm, _READING_OFFSET, now // 1000, 0, b'')
             mm[_URI] = 0
