@@ -36,6 +36,10 @@ def test_stuck_request_is_terminated_after_its_stack_is_slowlogged(
     assert fcgi_request(url, timeout=5).status == 200   # the pool serves on
     status = sup.rpc.fcgi.getPoolStatus('app')
     assert (status['slow_requests'], status['terminated_requests']) == (1, 1)
+    # the guard named the worker: a guard kill of that process (fcgi.recordTerminatedRequest)
+    assert [(p['name'], p['guard_kills']) for p in status['processes']
+            if p['guard_kills']] == [(busy['name'], 1)]
+    assert (status['guard_kills'], status['unexpected_exits']) == (1, 0)
     text = read(log)
     assert ('pool app: terminating %s pid %d: GET /?sleep=60 running'
             % (busy['name'], busy['pid'])) in text
@@ -86,6 +90,11 @@ def test_recycling_under_steady_load_fails_no_request(supervisor_factory, nginx_
     assert counts[1] == 0, errors[:3]
     assert counts[0] > 300
     assert lowest >= 2                  # one at a time
+    # each recycle counted for its process (fcgi.recordRecycle), none an unexpected exit
+    # (the guard counts one before it logs it, and may go on recycling)
+    status = sup.rpc.fcgi.getPoolStatus('app')
+    assert recycled <= status['recycles'] <= read(log).count('recycling app_') + 1
+    assert status['unexpected_exits'] == 0 and status['respawns'] >= 3
 
 
 def test_queue_flood_raises_exactly_one_alarm(supervisor_factory, tmp_path):
