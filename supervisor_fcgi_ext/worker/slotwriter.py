@@ -11,7 +11,6 @@ order (x86), else none: see ordering.py.
 from __future__ import annotations
 
 import bisect
-import mmap
 import os
 import resource
 import struct
@@ -20,11 +19,12 @@ import threading
 import time
 
 from supervisor_fcgi_ext.common.scoreboard import (
-    DURATION_BOUNDS_US, DURATION_BUCKETS, ENV_VAR, MARKER, METHOD_SIZE, OFFSETS,
-    RECORD_SIZE, SEQ_OFFSET, URI_SIZE, WORKER_STATES, ScoreboardError, Slot,
-    check_pool_name, encode_slot, field_bytes, has_marker, os_reason,
+    DURATION_BOUNDS_US, DURATION_BUCKETS, ENV_VAR, METHOD_SIZE, OFFSETS, RECORD_SIZE,
+    SEQ_OFFSET, URI_SIZE, WORKER_STATES, ScoreboardError, check_pool_name,
+    field_bytes, os_reason,
 )
 from supervisor_fcgi_ext.worker import log
+from supervisor_fcgi_ext.worker.slotfile import create_slot
 from supervisor_fcgi_ext.worker.ordering import choose_writer
 
 __all__ = ['SlotWriter', 'CSlotWriter', 'request_uri']
@@ -61,39 +61,6 @@ _SAMPLE_MASK = 15
 _RUSAGE_THREAD = getattr(resource, 'RUSAGE_THREAD', resource.RUSAGE_SELF)
 
 
-def _create_slot(directory, pid, threads, max_requests):
-    """Create ``<directory>/<pid>.slot`` in state 'starting'; its mmap.
-
-    Written whole under a temporary name, then renamed: a reader never sees
-    a partial file.
-    """
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        if not has_marker(dfd, os.stat(os.path.dirname(directory)).st_uid):
-            raise ScoreboardError('%s was not made by the plugin (no %s of its user)'
-                                  % (directory, MARKER))
-        tmp = '%d.slot.tmp' % pid
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-        mm = None
-        try:
-            slot = Slot(pid, time.time(), 'starting', threads=threads,
-                        max_requests=max_requests)
-            os.write(fd, encode_slot(slot))
-            mm = mmap.mmap(fd, RECORD_SIZE)
-            os.rename(tmp, '%d.slot' % pid, src_dir_fd=dfd, dst_dir_fd=dfd)
-            return mm
-        except BaseException:
-            if mm is not None:
-                mm.close()
-            os.unlink(tmp, dir_fd=dfd)
-            raise
-        finally:
-            os.close(fd)
-    finally:
-        os.close(dfd)
-
-
 def request_uri(params):
     """REQUEST_URI, or what it would be when the web server sent none."""
     uri = params.get('REQUEST_URI')
@@ -117,7 +84,7 @@ class _SlotUpdates:
         self.path = os.path.join(directory, '%d.slot' % self.pid)
         self.threads = threads
         self.max_requests = max_requests
-        return _create_slot(directory, self.pid, threads, max_requests)
+        return create_slot(directory, self.pid, threads, max_requests)
 
     @classmethod
     def from_environ(cls, environ=os.environ, pid=None, threads=1, max_requests=0,

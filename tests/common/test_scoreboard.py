@@ -8,20 +8,9 @@ import unittest
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.common.scoreboard import (
-    RECORD_SIZE, ScoreboardError, Slot, decode_slot, encode_slot,
+    RECORD_SIZE, ScoreboardError, decode_slot, encode_slot,
 )
-
-PID = 4242
-def make_slot(**fields):
-    base = dict(pid=PID, start_time=1700000000.25, state='idle', accepted_conn=3,
-                requests=5, request_method='POST', request_uri='/a?b=c',
-                content_length=12, request_start=1700000100.5,
-                request_duration_us=1500, last_request_duration_us=1500,
-                last_request_cpu=12.5, last_request_memory=30 << 20, last_status=201,
-                active=0, threads=1, max_requests=1000, exceptions=1,
-                protocol_errors=2, bytes_sent=777, connections=1)
-    base.update(fields)
-    return Slot(**base)
+from slotfactory import PID, make_slot
 
 
 class FormatTests(unittest.TestCase):

@@ -21,7 +21,7 @@ from supervisor_fcgi_ext.supervisord.slots import (
 from supervisor.tests.base import DummyLogger
 
 from supervisor_fcgi_ext.worker.slotwriter import SlotWriter
-from test_scoreboard import PID, make_slot
+from slotfactory import PID, make_slot
 
 
 def write_file(path, data):
