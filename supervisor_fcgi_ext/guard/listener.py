@@ -58,7 +58,7 @@ from supervisor_fcgi_ext.guard.rules import CrashWatch, QueueWatch
 from supervisor_fcgi_ext.guard.selections import (is_crash, queue_figures, slow_requests,
                                                    stuck_requests)
 from supervisor_fcgi_ext.guard.slowlog import Slowlog
-from supervisor_fcgi_ext.supervisord.rpcinterface import Faults
+from supervisor_fcgi_ext.common.faults import Faults
 
 __all__ = ['FcgiGuard', 'parse_args', 'make_rpc', 'main']
 

@@ -17,6 +17,7 @@ from supervisor.xmlrpc import Faults as SupervisorFaults
 from supervisor.xmlrpc import RPCError
 
 from supervisor_fcgi_ext import API_VERSION
+from supervisor_fcgi_ext.common.faults import Faults
 from supervisor_fcgi_ext.common.text import safe_text
 from supervisor_fcgi_ext.supervisord.plugin import get_plugin, is_fcgi_group
 from supervisor_fcgi_ext.supervisord.rolling import NotRollable
@@ -25,14 +26,6 @@ from supervisor_fcgi_ext.supervisord.settings import parse_settings
 __all__ = ['Faults', 'FcgiNamespaceRPCInterface', 'make_fcgi_rpcinterface']
 
 XMLRPC_INT_MAX = 2 ** 31 - 1
-
-
-class Faults:
-    """Our fault codes; supervisor's own run from 1 to 92."""
-    NOT_FCGI_POOL = 200
-    ALREADY_RESTARTING = 201
-    RESTART_FAILED = 202
-    NOT_ROLLABLE = 203
 
 
 def fault(code, detail):
