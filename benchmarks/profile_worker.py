@@ -2,6 +2,7 @@
 whole and by part: repeatable on a loaded machine, where wall clock is not.
 
     python benchmarks/profile_worker.py [--requests 400] [--parts all|whole]
+                                        [--socket unix|tcp] [--python-path]
 
 ``whole``: a real fcgi-worker (C scoreboard) under callgrind serves nginx's
 requests (the harness's fastcgi_params, one connection each, as nginx
@@ -132,15 +133,16 @@ def part_cost(part, count, tmp):
     return (results[1] - results[0]) / count
 
 
-def serve(count, tmp, name, data, extra_env):
+def serve(count, tmp, name, data, extra_env, kind='unix'):
     """A real fcgi-worker under callgrind answers ``count`` requests."""
     from supervisor_fcgi_ext.common.scoreboard import ENV_VAR
     from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir
     board = tempfile.mkdtemp(dir='/dev/shm' if os.path.isdir('/dev/shm') else None)
     ensure_pool_dir(board, 'p')
-    path = os.path.join(tmp, name + '.sock')
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
+    family = socket.AF_UNIX if kind == 'unix' else socket.AF_INET
+    listener = socket.socket(family)
+    listener.bind(os.path.join(tmp, name + '.sock') if kind == 'unix' else ('127.0.0.1', 0))
+    address = listener.getsockname()
     listener.listen(64)
     env = dict(os.environ, SUPERVISOR_GROUP_NAME='p', **{ENV_VAR: board})
     env.update(extra_env)
@@ -149,9 +151,9 @@ def serve(count, tmp, name, data, extra_env):
         proc, out = callgrind([os.path.join(BIN, 'fcgi-worker'), '--max-requests',
                                str(count)], tmp, name, stdin=listener.fileno(), env=env)
         for _ in range(count):
-            with socket.socket(socket.AF_UNIX) as sock:
+            with socket.socket(family) as sock:
                 sock.settimeout(120)
-                sock.connect(path)
+                sock.connect(address)
                 sock.sendall(data)
                 got = b''
                 while True:
@@ -169,10 +171,10 @@ def serve(count, tmp, name, data, extra_env):
         shutil.rmtree(board, True)
 
 
-def whole_cost(count, tmp, extra_env):
+def whole_cost(count, tmp, extra_env, kind):
     data = request_bytes()
-    few = serve(count, tmp, 'few', data, extra_env)
-    many = serve(2 * count, tmp, 'many', data, extra_env)
+    few = serve(count, tmp, 'few', data, extra_env, kind)
+    many = serve(2 * count, tmp, 'many', data, extra_env, kind)
     return (many - few) / count
 
 
@@ -182,6 +184,8 @@ def main(argv=None):
     parser.add_argument('--parts', choices=('all', 'whole'), default='all')
     parser.add_argument('--python-path', action='store_true',
                         help='the pure-Python codec (FCGI_PURE_PYTHON=1), not the C one')
+    parser.add_argument('--socket', choices=('unix', 'tcp'), default='unix',
+                        help="the worker's socket for the whole request")
     parser.add_argument('--run-part', nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_part:
@@ -197,7 +201,7 @@ def main(argv=None):
         getattr(fastcgi, 'CODEC', 'Python'), args.requests, 2 * args.requests))
     tmp = tempfile.mkdtemp(prefix='sfe-profile-')
     try:
-        whole = whole_cost(args.requests, tmp, extra)
+        whole = whole_cost(args.requests, tmp, extra, args.socket)
         print('whole request: %.0f Ir' % whole, flush=True)
         costs = {}
         if args.parts == 'all':
