@@ -52,10 +52,17 @@ RUNS = {
         (['--rounds', '1', '--idle-seconds', '0.5', '--numprocs', '2', '--only', part],
          [pattern])
         for part, pattern in PM_PARTS.items()],
+    'bench_supervisord.py': [
+        (['--seconds', '1', '--workers', '2', '--rate', '50', '--load-workers', '1',
+          '--settle', '0.5'],
+         [r'case\s+req/s\s+without\s+with\s+added', r'idle\s+-(\s+%s%%)+' % NUMBER,
+          r'loaded\s+[0-9]+(\s+%s%%)+' % NUMBER])],
+    'profile_worker.py': [
+        (['--requests', '3', '--parts', 'whole'], [r'(whole\s+[0-9]+$|skipped: no valgrind)'])],
 }
 
 # these start nginx: skipped locally without it, failed in CI (requires_nginx)
-NEEDS_NGINX = {'bench_deploy.py', 'bench_worker.py', 'bench_pm.py'}
+NEEDS_NGINX = {'bench_deploy.py', 'bench_worker.py', 'bench_pm.py', 'bench_supervisord.py'}
 
 # ids: the script, and the part run when there are several (the last option)
 SCRIPTS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(BENCHMARKS, '*.py')))
