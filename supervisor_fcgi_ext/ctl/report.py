@@ -2,7 +2,8 @@
 
 import time
 
-__all__ = ['format_pool', 'share_bar', 'format_duration', 'format_seconds']
+__all__ = ['format_pool', 'share_bar', 'format_duration', 'format_seconds',
+           'quantile_bucket']
 
 BAR_WIDTH = 20
 
@@ -40,10 +41,30 @@ def format_seconds(seconds):
     return '%.3g s' % seconds
 
 
+def quantile_bucket(q, pool):
+    """The histogram bucket the ``q`` quantile falls in, as a range: all a
+    histogram knows.  (The status's p50/p99 interpolate within it, as
+    Prometheus does: a pool of 1.0 s requests, all in the 1-2.5 s bucket,
+    would read p50 1.75 s.)"""
+    count = pool['request_duration_count']
+    if not count:
+        return '-'
+    low = 0.0
+    for bound, at_or_under in pool['request_duration_buckets']:
+        if at_or_under >= q * count:
+            if bound < 1:
+                return '%g-%g ms' % (low * 1000, bound * 1000)
+            return '%g-%g s' % (low, bound)
+        low = bound
+    return '> %g s' % low
+
+
 def _latency(pool):
-    return '  latency p50 %s  p99 %s  (%d requests timed by their workers)' % (
-        format_seconds(pool['request_duration_p50']),
-        format_seconds(pool['request_duration_p99']), pool['request_duration_count'])
+    count = pool['request_duration_count']
+    mean = pool['request_duration_sum'] / count if count else -1
+    return '  latency mean %s  p50 %s  p99 %s  (%d requests timed by their workers)' % (
+        format_seconds(mean), quantile_bucket(0.5, pool), quantile_bucket(0.99, pool),
+        count)
 
 
 def _lifecycle(pool):

@@ -35,8 +35,9 @@ def test_shows_pool_figures_and_one_row_per_process(pool_status):
     # the 30 finished requests took well under 5 ms each: both in the first bucket
     p50, p99 = pool['request_duration_p50'], pool['request_duration_p99']
     assert 0 < p50 < p99 <= 0.005
-    assert lines[-2] == '  latency p50 %.3g ms  p99 %.3g ms  (30 requests timed by ' \
-        'their workers)' % (p50 * 1000, p99 * 1000)
+    mean = pool['request_duration_sum'] / 30
+    assert lines[-2] == '  latency mean %s  p50 0-5 ms  p99 0-5 ms  (30 requests timed by ' \
+        'their workers)' % report.format_seconds(mean)
     assert lines[-1] == '  respawns 0  unexpected exits 0  recycles 0  guard kills 0'
 
 
@@ -81,3 +82,18 @@ def test_format_duration():
     assert report.format_duration(75) == '1m15s'
     assert report.format_duration(7200) == '2h00m'
     assert report.format_duration(3 * 86400) == '3d00h'
+
+
+def test_quantiles_are_the_buckets_they_fall_in():
+    """10 requests of 1.0 s: all in the 1-2.5 s bucket, which is what fcgi_status
+    says (the interpolated p50 would read 1.75 s)."""
+    bounds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    pool = {'request_duration_count': 10, 'request_duration_sum': 10.005,
+            'request_duration_buckets': [[b, 10 if b >= 2.5 else 0] for b in bounds]}
+    assert report.quantile_bucket(0.5, pool) == '1-2.5 s'
+    pool['request_duration_buckets'] = [[b, 9 if b < 10 else 9] for b in bounds]
+    assert report.quantile_bucket(0.5, pool) == '0-5 ms'
+    assert report.quantile_bucket(0.99, pool) == '> 10 s'
+    pool['request_duration_buckets'] = [[b, 5 if b >= 0.25 else 0] for b in bounds]
+    assert report.quantile_bucket(0.5, pool) == '100-250 ms'
+    assert report.quantile_bucket(0.5, dict(pool, request_duration_count=0)) == '-'
