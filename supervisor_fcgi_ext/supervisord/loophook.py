@@ -8,6 +8,12 @@ wakes the loop exactly every `interval` and runs our callback in the same
 thread as everything it reads.  Where no timerfd can be had, the callback runs
 on the loop's own passes instead (at least once a second, less regularly).
 
+A callback may say it found nothing going on by returning True.  After
+REST_AFTER such calls in a row the hook rests: its timerfd is left out of
+the poll (each wake-up costs supervisord a visit of every process), and the
+callback runs on the loop's own passes, about once a second; the first call
+that returns anything else brings the timer back.
+
 Whoever makes a hook closes it before supervisord closes all fds >= 5 at the
 start after a reload (cleanup_fds; the plugin does it on SupervisorStoppingEvent,
 which every reload passes): a number reused after that must never be read or
@@ -24,6 +30,7 @@ from supervisor.medusa import asyncore_25 as asyncore
 __all__ = ['LoopHook', 'timerfd']
 
 CLOCK_MONOTONIC = 1
+REST_AFTER = 4   # quiet calls in a row before a timed hook rests
 
 
 class _Timespec(ctypes.Structure):
@@ -57,10 +64,10 @@ def timerfd(interval):
 
 class LoopHook:
     """Call `callback()` from supervisord's loop every `interval` seconds
-    (0: on every pass of the loop)."""
+    (0: on every pass of the loop); resting after `rest_after` quiet calls."""
 
     def __init__(self, callback, interval, logger, clock=time.monotonic,
-                 socket_map=None, use_timer=True):
+                 socket_map=None, use_timer=True, rest_after=REST_AFTER):
         self.callback = callback
         self.interval = interval
         self.logger = logger
@@ -68,6 +75,9 @@ class LoopHook:
         self.socket_map = asyncore.socket_map if socket_map is None else socket_map
         self.due = 0.0
         self.timed = False
+        self.rest_after = rest_after
+        self.resting = False
+        self.quiet_calls = 0
         if interval > 0 and use_timer:
             try:
                 self.fd = timerfd(interval)
@@ -85,15 +95,11 @@ class LoopHook:
     def readable(self):
         if self.closed:
             return False
-        if self.timed:
+        if self.timed and not self.resting:
             return True
-        now = self.clock()
-        if now >= self.due:
-            # the loop wakes about once a second; allow a little early so a
-            # 1 s interval does not slip to 2 s on a pass that came 10 ms soon
-            self.due = now + self.interval * 0.9
+        if self.clock() >= self.due:
             self._call()
-        return False
+        return self.timed and not self.resting and not self.closed
 
     def writable(self):
         return False
@@ -114,10 +120,27 @@ class LoopHook:
         pass
 
     def _call(self):
+        # on loop passes, which come about once a second: a little early is
+        # allowed so that a 1 s interval does not slip to 2 s
+        self.due = self.clock() + self.interval * 0.9
         try:
-            self.callback()
+            quiet = self.callback() is True
         except Exception as e:  # an exception here would kill supervisord
             self.logger.error('fcgi: sampling failed: %r' % (e,))
+            quiet = False
+        self.quiet_calls = self.quiet_calls + 1 if quiet else 0
+        if self.timed and not self.closed:
+            if self.resting and not quiet:
+                self.resting = False
+                self._drain()   # expiries counted while resting are stale
+            elif not self.resting and self.quiet_calls >= self.rest_after:
+                self.resting = True
+
+    def _drain(self):
+        try:
+            os.read(self.fd, 8)
+        except OSError:
+            pass
 
     def close(self):
         """Leave the socket map and close our fds, once: a second call must

@@ -108,7 +108,10 @@ class Plugin:
                              self.logger)
 
     def close_fds(self):
-        """Close the hooks and sweeps, whose fds a reload would close behind us."""
+        """Close the hooks, sweeps and kept slot fds, whose fds a reload would
+        close behind us."""
+        for _, monitor in self.monitors.values():
+            monitor.close()
         for hook in (self.hook, self.stepper):
             if hook is not None:
                 hook.close()
@@ -149,6 +152,8 @@ class Plugin:
         name = group.config.name
         known = self.monitors.get(name)
         if known is None or known[0] is not group:
+            if known is not None:
+                known[1].close()
             known = self.monitors[name] = (group, PoolMonitor(name, self.scoreboard_dir,
                                                               logger=self.logger))
         return known[1]
@@ -207,14 +212,17 @@ class Plugin:
             if name not in groups:
                 self._forget(name)
         self.samples += 1
+        quiet = True   # every pool: the hook may rest (loophook)
         for group in groups.values():
             try:
                 view = self.view(group)
-                self.monitor(group).sample(view)
+                quiet = self.monitor(group).sample(view) and quiet
                 self._sweep(view)
             except Exception as e:
+                quiet = False
                 self.logger.error('fcgi: sampling pool %s failed: %r'
                                   % (group.config.name, e))
+        return quiet
 
     def _sweep(self, view):
         """Exits are harvested as they happen; this catches slots whose exit
@@ -229,7 +237,7 @@ class Plugin:
         sweep.step([p.pid for p in running(view)])
 
     def _forget(self, name):
-        del self.monitors[name]
+        self.monitors.pop(name)[1].close()
         sweep = self.sweeps.pop(name, None)
         if sweep is not None:
             sweep.close()

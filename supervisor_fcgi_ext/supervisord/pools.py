@@ -18,6 +18,7 @@ import time
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.supervisord import durations, poolstatus, readings, slots
+from supervisor_fcgi_ext.supervisord.slotcache import SlotCache
 from supervisor_fcgi_ext.supervisord.lifecycle import Lifecycle
 from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, running
 
@@ -49,7 +50,10 @@ class PoolMonitor:
         self.verdicts = {}          # sockstats' unix verdicts of the last look
         self.logged_limits = set()
         self.looks = 0
+        self.quiet = False
         self.lifecycle = Lifecycle()
+        # each live worker's slot fd, kept open: `close` before a reload
+        self.slot_cache = SlotCache(scoreboard_dir, name) if scoreboard_dir else None
         self._reset_state({})
 
     def _reset_state(self, slots_read):
@@ -68,8 +72,8 @@ class PoolMonitor:
         """Start all counters afresh, as PHP-FPM does on a new pool."""
         found = {}
         pids = [p.pid for p in running(view)]
-        if self.scoreboard_dir and pids:
-            found = slots.read_pool(self.scoreboard_dir, view.name, pids)
+        if self.slot_cache is not None and pids:
+            found = self.slot_cache.read(pids)
         self._reset_state(found)
         self.guard_counts.clear()
         self.lifecycle.reset()
@@ -93,26 +97,37 @@ class PoolMonitor:
         seen), log a bound hit for the first time."""
         self.looks += 1
         facts = readings.gather(view, self.scoreboard_dir, self.verdicts, states,
-                                turn=self.looks)
+                                turn=self.looks,
+                                read_slots=self.slot_cache and self.slot_cache.read)
         self.verdicts = facts.verdicts
         for pid, inodes in facts.held.items():
             new = inodes - self.last_seen_inodes.get(pid, frozenset())
             self.sampled_counts[pid] += len(new)
             self.last_seen_inodes[pid] = inodes
         self.max_listen_queue = max(self.max_listen_queue, facts.listener.queue)
-        self.max_active_processes = max(
-            self.max_active_processes,
-            poolstatus.active_count([p.pid for p in running(view)], facts))
+        active = poolstatus.active_count([p.pid for p in running(view)], facts)
+        self.max_active_processes = max(self.max_active_processes, active)
         for limit in facts.limits:
             if limit not in self.logged_limits and self.logger is not None:
                 self.logger.warn('fcgi: pool %s: connections unavailable: %s'
                                  % (self.name, limit))
             self.logged_limits.add(limit)
+        self.quiet = (active == 0 and facts.listener.queue <= 0 and not facts.unavailable
+                      and not any(facts.held.values())
+                      and not (self.slot_cache is not None and self.slot_cache.changed))
         return facts
 
     def sample(self, view):
-        """Record peaks and sampled connections; bounded for every tick."""
+        """Record peaks and sampled connections; bounded for every tick.
+        True when the look was quiet: nothing busy, queued or held, no slot
+        changed since the last look (the sampling may rest, see loophook)."""
         self._look(view, states=False)
+        return self.quiet
+
+    def close(self):
+        """Close the slot fds kept (the pool is gone, or supervisord reloads)."""
+        if self.slot_cache is not None:
+            self.slot_cache.close()
 
     def status(self, view):
         """The pool dict of fcgi.getPoolStatus."""
@@ -133,6 +148,8 @@ class PoolMonitor:
         base_accepted, base_requests, base_durations = self.baselines.pop(
             pid, (0, 0, durations.EMPTY))
         slot = None
+        if self.slot_cache is not None:
+            self.slot_cache.forget(pid)
         if self.scoreboard_dir:
             slot = slots.harvest_slot(self.scoreboard_dir, self.name, pid)
         if slot is not None:

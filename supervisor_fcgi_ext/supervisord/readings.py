@@ -41,19 +41,21 @@ def is_busy(slot, held):
     return len(held or ()) > 0
 
 
-def gather(view, scoreboard_dir, known=None, states=True, turn=0):
+def gather(view, scoreboard_dir, known=None, states=True, turn=0, read_slots=None):
     """Read the pool once: listener, slots, held connections, frozen pids.
 
     ``known``: the verdicts of the previous look; ``states``: read /proc/PID/stat
     (a status needs them, a sample does not); ``turn``: which worker's
     connections to read first, so that when the time budget cuts a look
-    short each worker's turn still comes."""
+    short each worker's turn still comes; ``read_slots(pids)``: how slots are
+    read (a SlotCache's read; by default slots.read_pool of scoreboard_dir)."""
     warnings, limits = [], []
     pids = [p.pid for p in running(view)]
     listener = _listener(view, warnings)
     found = {}
     if scoreboard_dir and pids:
-        found = slots.read_pool(scoreboard_dir, view.name, pids)
+        found = (read_slots(pids) if read_slots is not None
+                 else slots.read_pool(scoreboard_dir, view.name, pids))
     others = [pid for pid in pids if not isinstance(found.get(pid), scoreboard.Slot)]
     if others:
         first = turn % len(others)

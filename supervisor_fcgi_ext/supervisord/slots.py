@@ -13,10 +13,11 @@ from supervisor_fcgi_ext.common.scoreboard import (
     MARKER, RECORD_SIZE, SEQ_OFFSET, NoSlot, ScoreboardError, check_header,
     check_pool_name, decode_slot, has_marker, os_reason, slot_path)
 
-__all__ = ['ensure_pool_dir', 'remove_pool_dir', 'read_slot', 'read_pool', 'harvest_slot',
+__all__ = ['ensure_pool_dir', 'remove_pool_dir', 'open_slot', 'read_record', 'read_slot',
+           'read_pool', 'harvest_slot',
            'StaleSweep', 'DIR_FLAGS']
 
-_SEQ_END = SEQ_OFFSET + 8
+SEQ_END = SEQ_OFFSET + 8
 # Bounded retries of a torn read; a writer holds the seq odd for a few µs.
 READ_RETRIES = 5
 _OPEN_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -117,13 +118,9 @@ def _unlink(name, dfd):
         return False
 
 
-def read_slot(path, now=None):
-    """Read one slot file: never blocks, never follows a symlink, never mmaps.
-
-    Seqlock: the counter is read before and after the record (three preads, so
-    no assumption on the order a copy runs in); an odd or changed counter is
-    retried READ_RETRIES times, then refused.
-    """
+def open_slot(path):
+    """(fd, pid) of the slot file at ``path``: never blocks, never follows a
+    symlink; ScoreboardError (NoSlot when there is none) otherwise."""
     try:
         name = os.path.basename(path)
         match = _SLOT_NAME.match(name)
@@ -136,7 +133,16 @@ def read_slot(path, now=None):
         raise ScoreboardError('cannot open slot: %s' % os_reason(exc))
     except (TypeError, ValueError) as exc:     # not a path, a NUL in it
         raise ScoreboardError('cannot open slot: %s' % exc)
-    pid = int(match.group(1))
+    return fd, int(match.group(1))
+
+
+def read_record(fd, pid, now=None):
+    """(record bytes, Slot) of an open slot file, never mmapped.
+
+    Seqlock: the counter is read before and after the record (three preads, so
+    no assumption on the order a copy runs in); an odd or changed counter is
+    retried READ_RETRIES times, then refused.
+    """
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -146,12 +152,19 @@ def read_slot(path, now=None):
             data = os.pread(fd, RECORD_SIZE, 0)
             after = os.pread(fd, 8, SEQ_OFFSET)
             check_header(data, pid)     # a short file: truncated, or another version
-            if before == after == data[SEQ_OFFSET:_SEQ_END] and not before[0] & 1:
-                return decode_slot(data, now, pid)
+            if before == after == data[SEQ_OFFSET:SEQ_END] and not before[0] & 1:
+                return data, decode_slot(data, now, pid)
             os.sched_yield()
         raise ScoreboardError('slot still being written after %d reads' % READ_RETRIES)
     except OSError as exc:
         raise ScoreboardError('cannot read slot: %s' % os_reason(exc))
+
+
+def read_slot(path, now=None):
+    """Read one slot file (open_slot, read_record, close)."""
+    fd, pid = open_slot(path)
+    try:
+        return read_record(fd, pid, now)[1]
     finally:
         os.close(fd)
 

@@ -5,7 +5,7 @@ import unittest
 
 from supervisor.tests.base import DummyLogger
 
-from supervisor_fcgi_ext.supervisord.loophook import LoopHook, timerfd
+from supervisor_fcgi_ext.supervisord.loophook import REST_AFTER, LoopHook, timerfd
 
 
 class FakeClock:
@@ -128,3 +128,81 @@ class TimedLoopHookTests(unittest.TestCase):
         self._makeOne(explode)
         self._loop(0.12)
         self.assertIn('bad tick', self.logger.data[0])
+
+
+class RestingLoopHookTests(unittest.TestCase):
+    """A timed hook whose callback keeps finding nothing leaves the poll and
+    runs on the loop's own passes; the first news brings the timer back."""
+
+    def setUp(self):
+        self.clock = FakeClock()
+        self.socket_map = {}
+        self.quiet = True
+        self.calls = 0
+
+    def callback(self):
+        self.calls += 1
+        return self.quiet
+
+    def _makeOne(self, interval=0.01):
+        hook = LoopHook(self.callback, interval, DummyLogger(), clock=self.clock,
+                        socket_map=self.socket_map)
+        self.addCleanup(hook.close)
+        self.assertTrue(hook.timed)
+        return hook
+
+    def _tick(self, hook):
+        time.sleep(0.02)
+        hook.handle_read_event()
+
+    def test_rests_after_quiet_calls_and_wakes_on_news(self):
+        hook = self._makeOne()
+        for _ in range(REST_AFTER):
+            self.assertTrue(hook.readable())   # polled: the timer wakes the loop
+            self._tick(hook)
+        self.assertEqual(self.calls, REST_AFTER)
+        self.assertFalse(hook.readable())      # resting, and not due yet
+        self.assertEqual(self.calls, REST_AFTER)
+        self.clock.now += 1                    # the loop's next pass, a second on
+        self.assertFalse(hook.readable())
+        self.assertEqual(self.calls, REST_AFTER + 1)
+        self.quiet = False
+        self.clock.now += 1
+        self.assertTrue(hook.readable())       # news: polled again at once
+        self.assertEqual(self.calls, REST_AFTER + 2)
+        self.assertFalse(hook.resting)
+
+    def test_a_call_with_news_starts_the_count_again(self):
+        hook = self._makeOne()
+        for quiet in [True] * (REST_AFTER - 1) + [None] + [True] * (REST_AFTER - 1):
+            self.quiet = quiet
+            self._tick(hook)
+        self.assertFalse(hook.resting)
+        self.assertTrue(hook.readable())
+
+    def test_a_failing_callback_is_never_quiet(self):
+        def explode():
+            raise ValueError('bad tick')
+        hook = LoopHook(explode, 0.01, DummyLogger(), socket_map=self.socket_map,
+                        rest_after=1)
+        self.addCleanup(hook.close)
+        self._tick(hook)
+        self.assertFalse(hook.resting)
+
+    def test_a_resting_hook_wakes_a_real_poll_loop_once_a_second_at_most(self):
+        hook = LoopHook(self.callback, 0.02, DummyLogger(), socket_map=self.socket_map)
+        self.addCleanup(hook.close)
+        poller = select.poll()
+        wakes, deadline = 0, time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            for fd, dispatcher in list(self.socket_map.items()):
+                if dispatcher.readable():
+                    poller.register(fd, select.POLLIN)
+            ready = poller.poll(1000)            # supervisord's 1 s timeout
+            wakes += 1
+            for fd, _ in ready:
+                self.socket_map[fd].handle_read_event()
+                if not self.socket_map[fd].readable():
+                    poller.unregister(fd)
+        self.assertTrue(hook.resting)
+        self.assertLessEqual(wakes, REST_AFTER + 3)   # not 1.5 / 0.02 = 75

@@ -216,3 +216,55 @@ class BoundsTests(PoolMonitorTestBase):
             status = monitor.status(self.view([os.getpid()]))
         self.assertEqual((status['warnings'], status['processes'][0]['connections']), ([], 0))
         self.assertEqual(monitor.logger.lines, [])
+
+
+class QuietTests(PoolMonitorTestBase):
+    """A sample says when it found nothing going on, so the sampling may rest
+    (loophook): only a look with nothing busy, queued, held or changed."""
+
+    def test_an_idle_exact_pool_is_quiet_until_a_request(self):
+        monitor = PoolMonitor('app', self.board)
+        writer = self.writer(101)
+        view = self.view([101, 102])          # 102 writes no slot
+        self.assertFalse(monitor.sample(view))    # first look: slots are news
+        self.assertTrue(monitor.sample(view))
+        writer.request_started({'REQUEST_METHOD': 'GET', 'REQUEST_URI': '/x'}, accepted=True)
+        writer.request_finished(status=200, closing=True)   # between two samples
+        self.assertFalse(monitor.sample(view))
+        self.assertTrue(monitor.sample(view))
+        writer.request_started({'REQUEST_METHOD': 'GET', 'REQUEST_URI': '/x'}, accepted=True)
+        self.assertFalse(monitor.sample(view))
+        self.assertFalse(monitor.sample(view))    # busy: never quiet
+        writer.request_finished(status=200)
+        self.assertFalse(monitor.sample(view))    # keep-alive: reading the next
+        writer.closed()
+        self.assertFalse(monitor.sample(view))
+        self.assertTrue(monitor.sample(view))
+        self.assertEqual(monitor.max_active_processes, 1)
+
+    def test_a_held_connection_or_a_queue_is_not_quiet(self):
+        monitor = PoolMonitor('app', None)
+        view = self.view([os.getpid()])
+        self.assertTrue(monitor.sample(view))
+        client, server = self.hold_connection()
+        self.assertFalse(monitor.sample(view))
+        server.close()
+        client.close()
+        queued = socket.create_connection(self.listener.getsockname())
+        self.addCleanup(queued.close)
+        self.assertFalse(monitor.sample(view))     # waiting for accept
+        self.listener.accept()[0].close()
+        self.assertTrue(monitor.sample(view))
+
+    def test_an_exited_or_closed_workers_kept_fd_is_closed(self):
+        monitor = PoolMonitor('app', self.board)
+        self.writer(101)
+        self.writer(102)
+        monitor.sample(self.view([101, 102]))
+        fds = {pid: entry.fd for pid, entry in monitor.slot_cache._entries.items()}
+        self.assertEqual(sorted(fds), [101, 102])
+        monitor.process_exited(101)
+        self.assertRaises(OSError, os.fstat, fds[101])
+        os.fstat(fds[102])
+        monitor.close()
+        self.assertRaises(OSError, os.fstat, fds[102])

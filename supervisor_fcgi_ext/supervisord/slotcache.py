@@ -1,0 +1,164 @@
+"""One pool's slots read again and again at the cost of what changed.
+
+A sample reads every worker's slot twice a second; opening, reading 1 KiB
+three times and decoding 64 unchanged slots was two thirds of the plugin's
+idle cost to supervisord.  So each live worker's slot fd stays open from
+its first read to its exit, and a look is one fstat (the same inode, still
+linked, still whole: a replaced, removed or truncated file is noticed) and
+one pread of the seqlock word; the record is read and decoded again only
+when the word changed (or a busy slot's request duration must be brought
+to now).  Workers without a slot cost one stat of the pool directory: its
+ctime, which no user can set back, moves with every file made or renamed
+in it.
+
+The fds held are bounded (a quarter of RLIMIT_NOFILE for all pools: spawns
+must never run out of fds); past that, slots are read the old way.  Every fd
+is closed when its worker exits (`forget`), when its pid is no longer asked
+for, and by `close`, which the plugin calls before a reload's cleanup_fds.
+"""
+import collections
+import os
+import resource
+import stat
+import time
+
+from supervisor_fcgi_ext.common.scoreboard import (
+    BUSY_STATES, RECORD_SIZE, SEQ_OFFSET, NoSlot, ScoreboardError, decode_slot, os_reason,
+    slot_path)
+from supervisor_fcgi_ext.supervisord import slots
+
+__all__ = ['SlotCache', 'DIR_SETTLE', 'fd_budget']
+
+# A directory's ctime is trusted to tell "nothing was made here" only once it
+# is this many seconds old: timestamps come from a coarse clock, so a file
+# made in the same tick as our stat could leave it unchanged.
+DIR_SETTLE = 1.0
+
+_Entry = collections.namedtuple('_Entry', 'fd dev ino seq data slot')
+
+_held = [0]   # fds held by all caches together
+
+
+def fd_budget():
+    """The fds all caches may hold: a quarter of the soft RLIMIT_NOFILE."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 256 if soft == resource.RLIM_INFINITY else soft // 4
+
+
+def held_fds():
+    return _held[0]
+
+
+class SlotCache:
+    """read(pids) answers as slots.read_pool does, from fds kept open."""
+
+    def __init__(self, base, pool, clock=time.time):
+        self.base, self.pool, self.clock = base, pool, clock
+        self._entries = {}        # pid: _Entry
+        self._absent = frozenset()  # pids without a slot at _dir_seen
+        self._dir_seen = None
+        self.changed = False      # did the last read find a slot changed?
+
+    def read(self, pids, now=None):
+        """{pid: Slot or ScoreboardError} of every pid asked; fds of pids not
+        asked are closed.  Sets `changed`."""
+        self.changed = False
+        asked = set(pids)
+        for pid in [p for p in self._entries if p not in asked]:
+            self.forget(pid)
+        directory = self._dir_state()
+        trusted = directory is not None and directory == self._dir_seen
+        result = {}
+        budget = fd_budget()
+        for pid in pids:
+            if trusted and pid in self._absent:
+                result[pid] = NoSlot('no slot')
+                continue
+            try:
+                result[pid] = self._read(pid, now, budget)
+            except ScoreboardError as exc:
+                result[pid] = exc
+        absent = frozenset(pid for pid, got in result.items() if isinstance(got, NoSlot))
+        if absent != self._absent:
+            self.changed = True
+        self._absent = absent
+        settled = directory is not None and self.clock() - directory[2] / 1e9 > DIR_SETTLE
+        self._dir_seen = directory if settled else None
+        return result
+
+    def _dir_state(self):
+        try:
+            st = os.stat(os.path.join(self.base, self.pool), follow_symlinks=False)
+        except (OSError, ValueError):
+            return None
+        return st.st_dev, st.st_ino, st.st_ctime_ns
+
+    def _read(self, pid, now, budget):
+        entry = self._entries.get(pid)
+        if entry is not None:
+            slot = self._again(pid, entry, now)
+            if slot is not None:
+                return slot
+        fd, _ = slots.open_slot(slot_path(self.base, self.pool, pid))
+        try:
+            data, slot = slots.read_record(fd, pid, now)
+            st = os.fstat(fd)
+        except (ScoreboardError, OSError) as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise ScoreboardError('cannot read slot: %s' % os_reason(exc))
+            raise
+        self.changed = True
+        if _held[0] >= budget:
+            os.close(fd)
+        else:
+            _held[0] += 1
+            self._entries[pid] = _Entry(fd, st.st_dev, st.st_ino,
+                                        data[SEQ_OFFSET:slots.SEQ_END], data, slot)
+        return slot
+
+    def _again(self, pid, entry, now):
+        """The slot from a kept fd, or None to open the path afresh."""
+        try:
+            st = os.fstat(entry.fd)
+            if (st.st_ino, st.st_dev) != (entry.ino, entry.dev):
+                # not our file under this number: never ours to close
+                del self._entries[pid]
+                _held[0] -= 1
+                return None
+            if st.st_nlink == 0 or st.st_size < RECORD_SIZE or not stat.S_ISREG(st.st_mode):
+                self.forget(pid)    # replaced, removed or cut short
+                return None
+            seq = os.pread(entry.fd, 8, SEQ_OFFSET)
+        except OSError:
+            self.forget(pid)
+            return None
+        if seq != entry.seq:
+            try:
+                data, slot = slots.read_record(entry.fd, pid, now)
+            except ScoreboardError:
+                self.forget(pid)     # opened afresh, to say why
+                return None
+            self.changed = True
+            self._entries[pid] = entry._replace(seq=data[SEQ_OFFSET:slots.SEQ_END],
+                                                data=data, slot=slot)
+            return slot
+        if entry.slot.state in BUSY_STATES:   # its request duration runs on
+            return decode_slot(entry.data, now, pid)
+        return entry.slot
+
+    def forget(self, pid):
+        """Close the fd kept for ``pid`` (it exited, or its file changed)."""
+        entry = self._entries.pop(pid, None)
+        if entry is not None:
+            _held[0] -= 1
+            try:
+                os.close(entry.fd)
+            except OSError:
+                pass
+
+    def close(self):
+        """Close every fd kept; the cache opens them again when next read."""
+        for pid in list(self._entries):
+            self.forget(pid)
+        self._absent, self._dir_seen = frozenset(), None
