@@ -72,13 +72,6 @@ class RPCInterfaceTestBase(unittest.TestCase):
 
 
 class FaultsTests(unittest.TestCase):
-    def test_our_codes_clash_with_none_of_supervisors(self):
-        from supervisor_fcgi_ext.supervisord.rpcinterface import Faults
-        ours = {v for k, v in vars(Faults).items() if k.isupper()}
-        theirs = {v for k, v in vars(SupervisorFaults).items() if k.isupper()}
-        self.assertFalse(ours & theirs)
-        self.assertTrue(all(code > 92 for code in ours))
-
     def test_fault_text_names_our_code(self):
         from supervisor_fcgi_ext.supervisord.rpcinterface import Faults, fault
         error = fault(Faults.NOT_FCGI_POOL, 'web is not a pool')
