@@ -101,14 +101,16 @@ class PoolManagers:
     # -- from the sampling hook --------------------------------------------
 
     def step(self, group, scoreboard_dir, restarting, mood):
+        """The pool's manager and hold limit; True when nothing goes on."""
         sizer = self.sizer(group)
-        sizer.step(group, scoreboard_dir, restarting, mood)
+        quiet = sizer.step(group, scoreboard_dir, restarting, mood)
         try:
             self._limit_hold(group, sizer)
             self._hold_ondemand(group, sizer)
         except Exception as e:
             self.logger.error('fcgi: hold limit of %s failed: %r'
                               % (group.config.name, e))
+        return quiet   # resting, the hook still calls about once a second
 
     def _limit_hold(self, group, sizer):
         """Let a held socket go once its pool has had no worker for

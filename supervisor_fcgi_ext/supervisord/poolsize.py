@@ -140,14 +140,17 @@ class PoolSizer:
     # -- the step ----------------------------------------------------------
 
     def step(self, group, scoreboard_dir, restarting, mood):
-        """One look at the pool and what the manager does about it."""
+        """One look at the pool and what the manager does about it; True
+        when it has nothing going on (the sampling hook may rest)."""
         try:
             self.bind(group)
-            if self.managed:
-                self._step(scoreboard_dir, restarting, mood)
+            if not self.managed:
+                return True
+            return self._step(scoreboard_dir, restarting, mood)
         except Exception as e:   # never into supervisord's loop
             self.logger.error('fcgi: process manager of %s failed: %r'
                               % (self.name, e))
+            return False
 
     def _step(self, scoreboard_dir, restarting, mood):
         now = self.clock()
@@ -186,6 +189,7 @@ class PoolSizer:
                    if w.state != 'stopping' and w.name not in decision.stop]
         self._arm(sock, bool(staying) or bool(decision.start), can_start,
                   candidates)
+        return not (decision.start or decision.stop or self.pending or queue)
 
     def _paused(self, processes):
         """Stopped by someone else (supervisorctl stop app:*, or never

@@ -105,7 +105,7 @@ class PoolSizerTests(unittest.TestCase):
         group = make_group(3)
         sizer = self.sizer(PmSettings(), group)
         self.assertEqual([p.laststart for p in group.processes.values()], [0] * 3)
-        sizer.step(group, None, False, RUNNING)
+        self.assertTrue(sizer.step(group, None, False, RUNNING))   # quiet
         self.assertFalse(any(p.spawned or p.stop_called
                              for p in group.processes.values()))
         self.assertEqual(sizer.status()['pm_state'], 'static')
@@ -113,7 +113,7 @@ class PoolSizerTests(unittest.TestCase):
     def test_surplus_idle_workers_are_stopped_gracefully_and_held(self):
         group = make_group(4, ProcessStates.RUNNING, pid=100)
         sizer = self.sizer(DYNAMIC, group)
-        sizer.step(group, None, False, RUNNING)
+        self.assertFalse(sizer.step(group, None, False, RUNNING))   # not quiet
         stopped = [n for n, p in sorted(group.processes.items()) if p.stop_called]
         self.assertEqual(stopped, ['app_00'])
         self.assertEqual(sizer.held, {'app_00'})
