@@ -9,8 +9,8 @@ import collections
 
 from supervisor_fcgi_ext.common.scoreboard import DURATION_BOUNDS_US, DURATION_BUCKETS
 
-__all__ = ['Durations', 'EMPTY', 'of_slot', 'add', 'since', 'cumulative', 'quantile',
-           'BOUNDS_SECONDS']
+__all__ = ['Durations', 'EMPTY', 'of_slot', 'add', 'add_all', 'since', 'cumulative',
+           'quantile', 'BOUNDS_SECONDS']
 
 Durations = collections.namedtuple('Durations', 'counts sum_us')
 Durations.__doc__ = """Finished requests per bucket (DURATION_BUCKETS, not
@@ -26,6 +26,13 @@ def of_slot(slot):
 
 def add(a, b):
     return Durations(tuple(x + y for x, y in zip(a.counts, b.counts)), a.sum_us + b.sum_us)
+
+
+def add_all(parts):
+    """The sum of many Durations in one pass (a status adds one per worker)."""
+    parts = list(parts)
+    return Durations(tuple(map(sum, zip(*(p.counts for p in parts)))) if parts
+                     else EMPTY.counts, sum(p.sum_us for p in parts))
 
 
 def since(now, base):

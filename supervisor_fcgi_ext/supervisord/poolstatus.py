@@ -117,13 +117,15 @@ def slot_warnings(view, facts):
 def pool_durations(view, facts, memory):
     """The pool's Durations: the exited workers', and the running ones' since
     their baseline."""
-    total = memory.durations
+    parts = [memory.durations]
     for p in view.processes:
         slot = facts.slots.get(p.pid) if p.pid else None
         if isinstance(slot, scoreboard.Slot):
-            base = memory.baselines.get(p.pid, _NO_BASE)[2]
-            total = durations.add(total, durations.since(durations.of_slot(slot), base))
-    return total
+            found = durations.Durations(slot.request_duration_counts,
+                                        slot.request_duration_sum_us)
+            base = memory.baselines.get(p.pid)
+            parts.append(found if base is None else durations.since(found, base[2]))
+    return durations.add_all(parts)
 
 
 def _quantile(q, found):

@@ -17,6 +17,7 @@ is closed when its worker exits (`forget`), when its pid is no longer asked
 for, and by `close`, which the plugin calls before a reload's cleanup_fds.
 """
 import collections
+import dataclasses
 import os
 import resource
 import stat
@@ -34,7 +35,23 @@ __all__ = ['SlotCache', 'DIR_SETTLE', 'fd_budget']
 # made in the same tick as our stat could leave it unchanged.
 DIR_SETTLE = 1.0
 
-_Entry = collections.namedtuple('_Entry', 'fd dev ino seq data slot')
+_Entry = collections.namedtuple('_Entry', 'fd dev ino seq data slot now_us')
+
+
+def _us(seconds):
+    return int(round(seconds * 1e6))    # as the scoreboard's decode rounds
+
+
+def _with_duration(slot, duration_us):
+    """A copy of the frozen Slot with another request duration, without the
+    cost of its __init__ (dataclasses.replace: as much as a decode, for
+    each busy slot of every status)."""
+    if not hasattr(slot, '__dict__'):
+        return dataclasses.replace(slot, request_duration_us=duration_us)
+    copy = object.__new__(type(slot))
+    copy.__dict__.update(slot.__dict__)
+    copy.__dict__['request_duration_us'] = duration_us
+    return copy
 
 _held = [0]   # fds held by all caches together
 
@@ -63,6 +80,7 @@ class SlotCache:
         """{pid: Slot or ScoreboardError} of every pid asked; fds of pids not
         asked are closed.  Sets `changed`."""
         self.changed = False
+        now = time.time() if now is None else now
         asked = set(pids)
         for pid in [p for p in self._entries if p not in asked]:
             self.forget(pid)
@@ -114,7 +132,7 @@ class SlotCache:
         else:
             _held[0] += 1
             self._entries[pid] = _Entry(fd, st.st_dev, st.st_ino,
-                                        data[SEQ_OFFSET:slots.SEQ_END], data, slot)
+                                        data[SEQ_OFFSET:slots.SEQ_END], data, slot, _us(now))
         return slot
 
     def _again(self, pid, entry, now):
@@ -141,11 +159,15 @@ class SlotCache:
                 return None
             self.changed = True
             self._entries[pid] = entry._replace(seq=data[SEQ_OFFSET:slots.SEQ_END],
-                                                data=data, slot=slot)
+                                                data=data, slot=slot, now_us=_us(now))
             return slot
-        if entry.slot.state in BUSY_STATES:   # its request duration runs on
+        slot = entry.slot
+        if slot.state in BUSY_STATES:   # its request duration runs on
+            duration = slot.request_duration_us + _us(now) - entry.now_us
+            if slot.request_duration_us > 0 and duration >= 0:
+                return _with_duration(slot, duration)   # as decoded now
             return decode_slot(entry.data, now, pid)
-        return entry.slot
+        return slot
 
     def forget(self, pid):
         """Close the fd kept for ``pid`` (it exited, or its file changed)."""

@@ -34,6 +34,12 @@ __all__ = [
 # look stop after WALK_BUDGET seconds; what is left is 'unavailable'.
 MAX_FDS_PER_PID = 1024
 WALK_BUDGET = 0.02
+# A unix pool first asks for the host's established unix sockets (one dump,
+# far cheaper than walking every worker): on a host with more than this many
+# it walks instead, and asks again only UNIX_DUMP_RETRY looks later.
+UNIX_DUMP_ENTRIES = 1024
+UNIX_DUMP_RETRY = 120
+_SKIP = 0   # the key in verdicts (no socket has inode 0): looks left without a dump
 
 SO_MEMINFO = 55
 SK_MEMINFO_DROPS = 8
@@ -158,17 +164,29 @@ def held_connections(sock, pids, verdicts=None):
     """Held: which of sock's accepted connections each pid holds now.
 
     TCP: one port-filtered dump; when it is empty no /proc walk can change
-    the answer, so none is made.  Unix: no dump (it would list every unix
-    socket of the host); each pid's socket inodes are looked up one by one,
-    and ``verdicts`` from the previous call spare the lookups of inodes seen
-    before.  Workers with too many fds, and those left when WALK_BUDGET is
-    spent, are unavailable.
+    the answer, so none is made.  Unix: one dump of the host's established
+    unix sockets, used as TCP's, unless the host has more than
+    UNIX_DUMP_ENTRIES; then each pid's socket inodes are looked up one by
+    one, and ``verdicts`` from the previous call spare the lookups of inodes
+    seen before.  Workers with too many fds, and those left when WALK_BUDGET
+    is spent, are unavailable.
     """
     deadline = time.monotonic() + WALK_BUDGET
     with _Borrowed(sock) as s:
         if s.family == socket.AF_UNIX:
-            return _unix_held(s, pids, dict(verdicts or {}), deadline)
-        accepted = _tcp_accepted_inodes(s)
+            verdicts = dict(verdicts or {})
+            skip = verdicts.pop(_SKIP, 0)
+            if not skip:
+                try:
+                    accepted = _unix_accepted_inodes(s, UNIX_DUMP_ENTRIES)
+                except LimitReached:
+                    skip = UNIX_DUMP_RETRY + 1
+            if skip:
+                held = _unix_held(s, pids, verdicts, deadline)
+                held.verdicts[_SKIP] = skip - 1
+                return held
+        else:
+            accepted = _tcp_accepted_inodes(s)
     found, unavailable = {}, {}
     for pid in pids:
         if not accepted:   # an idle pool costs no /proc walks
@@ -285,12 +303,12 @@ def _unix_listener_stats(s):
     raise SocketStatsError('sock_diag: no UNIX_DIAG_RQLEN in the reply')
 
 
-def _unix_accepted_inodes(s):
+def _unix_accepted_inodes(s, max_entries=None):
     name = _unix_name(s)
     req = UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 1 << TCP_ESTABLISHED, 0,
                              UDIAG_SHOW_NAME, NO_COOKIE, NO_COOKIE)
     inodes = set()
-    for msg in query(req, dump=True):
+    for msg in query(req, dump=True, max_entries=max_entries):
         inode = UNIX_DIAG_MSG.unpack_from(msg)[3]
         # Kernels before 5.x list still-queued embryos too, named, inode 0.
         if inode and dict(_unix_attrs(msg)).get(UNIX_DIAG_NAME) == name:

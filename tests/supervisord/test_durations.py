@@ -39,3 +39,12 @@ class DurationsTests(unittest.TestCase):
         # a slot whose counts are below the baseline's is another worker's
         self.assertEqual(durations.since(base, now), base)
         self.assertEqual(durations.add(now, base), of({0: 7, 2: 1}, 1000))
+
+    def test_add_all_is_add_in_one_pass(self):
+        parts = [Durations(tuple(range(i, i + DURATION_BUCKETS)), 10 * i) for i in range(5)]
+        expected = durations.EMPTY
+        for part in parts:
+            expected = durations.add(expected, part)
+        self.assertEqual(durations.add_all(parts), expected)
+        self.assertEqual(durations.add_all([]), durations.EMPTY)
+        self.assertEqual(durations.add_all(iter(parts[:1])), parts[0])

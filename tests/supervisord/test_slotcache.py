@@ -7,7 +7,7 @@ import time
 import pytest
 
 from supervisor_fcgi_ext.common.scoreboard import (
-    ENV_VAR, NoSlot, ScoreboardError, Slot, encode_slot, slot_path)
+    ENV_VAR, NoSlot, ScoreboardError, Slot, decode_slot, encode_slot, slot_path)
 from supervisor_fcgi_ext.supervisord import slotcache
 from supervisor_fcgi_ext.supervisord.slotcache import SlotCache, held_fds
 from slotfactory import PID, make_slot
@@ -139,11 +139,15 @@ def test_past_the_fd_budget_slots_are_read_without_keeping_fds(cache, monkeypatc
 
 def test_a_busy_slots_duration_runs_on_from_the_kept_record(cache):
     start = time.time() - 2
-    put(base_of(cache), make_slot(state='running', request_start=start))
+    path = put(base_of(cache), make_slot(state='running', request_start=start))
+    with open(path, 'rb') as f:
+        record = f.read()
     first = cache.read([PID], now=start + 1)[PID]
-    again = cache.read([PID], now=start + 3)[PID]
-    assert not cache.changed
-    assert (first.request_duration_us, again.request_duration_us) == (1000000, 3000000)
+    for later in (3, 3.0000004, 3.0000006, 1e-6, 0):  # the clock may step back too
+        again = cache.read([PID], now=start + later)[PID]
+        assert not cache.changed
+        assert again == decode_slot(record, start + later, PID)
+    assert (first.request_duration_us, again.request_duration_us) == (1000000, 0)
 
 
 def test_a_slot_made_after_an_absent_look_is_found(cache):

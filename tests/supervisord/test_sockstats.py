@@ -460,6 +460,35 @@ class TestPoolUnix(PoolTests, unittest.TestCase):
         return self.unix_listener(backlog=16, name='pool%d.sock' %
                                   len(self.socks))
 
+    def test_an_idle_unix_pool_is_not_walked_whatever_its_workers_hold(self):
+        listener = self.listener()
+        other = socket.socketpair()        # established, but no connection of ours
+        self.keep(other[0])
+        self.keep(other[1])
+        me = os.getpid()
+        with mock.patch.object(sockstats, 'MAX_FDS_PER_PID', 1):   # a walk would fail
+            held = held_connections(listener, [me])
+        self.assertEqual((held.inodes, held.unavailable), ({me: frozenset()}, {}))
+        conn = self.accepted_here(listener)
+        with mock.patch.object(sockstats, '_unix_is_connection',
+                               side_effect=AssertionError('looked up')):
+            held = held_connections(listener, [me])
+        self.assertEqual(held.inodes, {me: frozenset({inode(conn)})})
+
+    def test_a_host_with_too_many_unix_sockets_is_walked_and_dumped_again_later(self):
+        listener = self.listener()
+        conn = self.accepted_here(listener)
+        me = os.getpid()
+        with mock.patch.object(sockstats, 'UNIX_DUMP_ENTRIES', 0), \
+                mock.patch.object(sockstats, 'UNIX_DUMP_RETRY', 1):
+            first = held_connections(listener, [me])        # dump refused: walked
+            self.assertTrue(first.verdicts[inode(conn)])
+            second = held_connections(listener, [me], first.verdicts)   # no dump
+            third = held_connections(listener, [me], second.verdicts)   # refused again
+        for held in (first, second, third):
+            self.assertEqual(held.inodes, {me: frozenset({inode(conn)})})
+        self.assertEqual([h.verdicts[0] for h in (first, second, third)], [1, 0, 1])
+
     def test_verdicts_spare_the_lookup_of_an_inode_seen_before(self):
         listener = self.listener()
         conn = self.accepted_here(listener)
@@ -467,6 +496,8 @@ class TestPoolUnix(PoolTests, unittest.TestCase):
         self.keep(other[0])
         self.keep(other[1])
         me = os.getpid()
+        self.enterContext(mock.patch.object(sockstats, 'UNIX_DUMP_ENTRIES', 0))  # walked
+        self.enterContext(mock.patch.object(sockstats, 'UNIX_DUMP_RETRY', 0))
         first = held_connections(listener, [me])
         self.assertEqual(first.inodes, {me: frozenset({inode(conn)})})
         self.assertTrue(first.verdicts[inode(conn)])
