@@ -15,6 +15,7 @@ from supervisor.supervisorctl import (ControllerPluginBase, LSBInitExitStatuses,
 from supervisor_fcgi_ext.ctl.options import (UsageError, parse_restart_args,
                                              parse_status_args)
 from supervisor_fcgi_ext.ctl.report import format_pool
+from supervisor_fcgi_ext.ctl import scale
 from supervisor_fcgi_ext.ctl import top
 
 __all__ = ['FcgiControllerPlugin', 'make_fcgi_controllerplugin']
@@ -110,6 +111,18 @@ class FcgiControllerPlugin(ControllerPluginBase):
         if status is not None and status['state'] == 'failed':
             self.ctl.output('%s: ERROR (%s)' % (name, status['error']))
             self.ctl.exitstatus = LSBInitExitStatuses.GENERIC
+
+    def do_fcgi_scale(self, arg):
+        parsed = self._parse(scale.parse_scale_args, arg, self.help_fcgi_scale)
+        if parsed is None or not self.ctl.upcheck():
+            return
+        status = self._call('setPoolSize', *parsed)
+        if status is not None:
+            self.ctl.output(scale.format_scale(parsed[0], status))
+
+    def help_fcgi_scale(self):
+        for line in scale.HELP:
+            self.ctl.output(line)
 
     def do_fcgi_top(self, arg):
         parsed = self._parse(top.parse_args, arg, self.help_fcgi_top)

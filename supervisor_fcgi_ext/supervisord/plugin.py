@@ -30,6 +30,7 @@ from supervisor_fcgi_ext.supervisord import boarddir, httpserve, slots
 from supervisor_fcgi_ext.supervisord.holds import (SocketHolds, kept_open_by_plugin,
                                                    remove_unix_socket_file)
 from supervisor_fcgi_ext.supervisord.loophook import LoopHook
+from supervisor_fcgi_ext.supervisord.poolmanagers import PoolManagers
 from supervisor_fcgi_ext.supervisord.lifecycle import exit_kind
 from supervisor_fcgi_ext.supervisord.rolling import RollingRestart
 from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView, running
@@ -81,10 +82,15 @@ class Plugin:
         self.socket_managers = {}  # pool name: its SocketManager, for removal
         self.restarts = {}         # pool name: its last RollingRestart
         self.stepper = None        # a LoopHook while a restart runs
+        self.managers = PoolManagers(self.logger, self.holds)   # pm, hold limits
 
     def attach(self, settings):
         """Subscribe to events and hook the loop; doing it twice changes nothing."""
         self.settings = settings
+        self.managers.configure(settings['pm'], settings['hold_timeout'],
+                                self.supervisord.process_groups)
+        for group in self.fcgi_groups().values():
+            self.managers.prepare(group)   # before supervisor autostarts
         self._prepare_scoreboard(settings['scoreboard_dir'])
         for name, group in self.fcgi_groups().items():
             self.socket_managers[name] = group.socket_manager
@@ -171,7 +177,9 @@ class Plugin:
                         sock, processes, kept_open_by_plugin(group))
 
     def status(self, group):
-        return self.monitor(group).status(self.view(group))
+        status = self.monitor(group).status(self.view(group))
+        status.update(self.managers.status(group))
+        return status
 
     def reset(self, group):
         self.monitor(group).reset(self.view(group))
@@ -217,6 +225,10 @@ class Plugin:
             try:
                 view = self.view(group)
                 quiet = self.monitor(group).sample(view) and quiet
+                quiet = self.managers.step(
+                    group, self.scoreboard_dir,
+                    self.running_restart(view.name) is not None,
+                    self.supervisord.options.mood) and quiet
                 self._sweep(view)
             except Exception as e:
                 quiet = False
@@ -238,6 +250,7 @@ class Plugin:
 
     def _forget(self, name):
         self.monitors.pop(name)[1].close()
+        self.managers.forget(name)
         sweep = self.sweeps.pop(name, None)
         if sweep is not None:
             sweep.close()
@@ -275,6 +288,7 @@ class Plugin:
             group = self.supervisord.process_groups.get(event.group)
             if is_fcgi_group(group):
                 self.socket_managers[event.group] = group.socket_manager
+                self.managers.prepare(group)
                 if self.settings['hold_sockets'] and any(
                         c.autostart for c in group.config.process_configs):
                     self.holds.hold(group, open_socket=True)
@@ -321,6 +335,7 @@ class Plugin:
             for restart in self.restarts.values():
                 restart.abort('supervisord is stopping')
             self.holds.release_all()
+            self.managers.close_all()
         except Exception as e:
             self.logger.error('fcgi: releasing sockets failed: %r' % (e,))
         try:

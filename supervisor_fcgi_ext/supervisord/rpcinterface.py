@@ -20,6 +20,7 @@ from supervisor_fcgi_ext import API_VERSION
 from supervisor_fcgi_ext.common.faults import Faults
 from supervisor_fcgi_ext.common.text import safe_text
 from supervisor_fcgi_ext.supervisord.plugin import get_plugin, is_fcgi_group
+from supervisor_fcgi_ext.supervisord.poolmanagers import SizeOutOfRange
 from supervisor_fcgi_ext.supervisord.rolling import NotRollable
 from supervisor_fcgi_ext.supervisord.settings import parse_settings
 
@@ -228,6 +229,27 @@ class FcgiNamespaceRPCInterface:
         onwait.delay = 0.1
         onwait.rpcinterface = self
         return onwait
+
+    @_rpc_method
+    def setPoolSize(self, name, n):
+        """ Run n of a pool's workers without restarting the running ones
+
+        A static pool runs n workers; for a dynamic or ondemand pool n is
+        the ceiling it may grow to.  Workers stopped are the idlest, with
+        the graceful stop signal.  More than numprocs needs numprocs
+        raised and supervisorctl update.
+
+        @param string name  the [fcgi-program:x] group name
+        @param int n  workers, from 0 to the pool's numprocs
+        @return struct  pm, pm_state, target, floor, ceiling,
+                        max_children_reached, spawns, stops
+        """
+        self._update('setPoolSize')
+        group = self._get_pool(name)
+        try:
+            return self.plugin.managers.set_size(group, n)
+        except SizeOutOfRange as e:
+            raise fault(Faults.SIZE_OUT_OF_RANGE, str(e))
 
     @_rpc_method
     def getRestartStatus(self, name):

@@ -10,6 +10,8 @@ import posixpath
 from supervisor.datatypes import boolean
 
 from supervisor_fcgi_ext.supervisord.httpserve import parse_listen
+from supervisor_fcgi_ext.supervisord.procmanager import (
+    DEFAULT_HOLD_TIMEOUT, parse_hold_timeout, parse_pm_options, pm_key)
 
 __all__ = ['AUTO', 'KEYS', 'parse_settings']
 
@@ -61,15 +63,21 @@ KEYS = {
     'scoreboard_dir': (AUTO, parse_scoreboard_dir),
     'hold_sockets': (True, parse_hold_sockets),
     'metrics_listen': (None, parse_listen),
+    'hold_timeout': (DEFAULT_HOLD_TIMEOUT, parse_hold_timeout),
 }
 
 
 def parse_settings(config):
     """[rpcinterface:fcgi] keys -> settings; ValueError names the bad key."""
     settings = {key: default for key, (default, _) in KEYS.items()}
+    pm_options = {}   # <pool>.pm and <pool>.pm.*: procmanager's
     for key, value in config.items():
+        if pm_key(key):
+            pm_options[key] = value
+            continue
         if key not in KEYS:
             raise ValueError('[rpcinterface:fcgi] unknown key %r (known: %s)'
                              % (key, ', '.join(sorted(KEYS))))
         settings[key] = KEYS[key][1](value)
+    settings['pm'] = parse_pm_options(pm_options)
     return settings

@@ -3,6 +3,7 @@ import unittest
 
 from supervisor_fcgi_ext.supervisord import procmanager as pm
 from supervisor_fcgi_ext.supervisord.procmanager import Figures, PmSettings, PmState, Worker
+from supervisor_fcgi_ext.supervisord.settings import parse_settings
 
 DYNAMIC = PmSettings('dynamic', start_servers=2, min_spare_servers=4,
                      max_spare_servers=6, max_spawn_rate=32)
@@ -243,6 +244,20 @@ class OndemandTests(unittest.TestCase):
                                    106.5), (0, []))
         self.assertEqual(pm.decide(ONDEMAND, s, Figures(live[:1] + live[2:], 4, 0),
                                    111.0), (0, ['a']))
+
+
+class SettingsKeysTests(unittest.TestCase):
+    """The pm keys as [rpcinterface:fcgi] hands them to settings.parse_settings."""
+
+    def test_pm_keys_and_hold_timeout_reach_the_settings(self):
+        settings = parse_settings({'app.pm': 'ondemand', 'hold_timeout': '5',
+                                   'app.pm.process_idle_timeout': '3s'})
+        self.assertEqual(settings['hold_timeout'], 5.0)
+        self.assertEqual(settings['pm'], {'app': PmSettings('ondemand',
+                                                            process_idle_timeout=3.0)})
+        defaults = parse_settings({})
+        self.assertEqual((defaults['pm'], defaults['hold_timeout']),
+                         ({}, pm.DEFAULT_HOLD_TIMEOUT))
 
 
 if __name__ == '__main__':
