@@ -76,8 +76,8 @@ def parse_settings(config):
             pm_options[key] = value
             continue
         if key not in KEYS:
-            raise ValueError('[rpcinterface:fcgi] unknown key %r (known: %s)'
-                             % (key, ', '.join(sorted(KEYS))))
+            raise ValueError('[rpcinterface:fcgi] unknown key %r (known: %s, '
+                             '<pool>.pm, <pool>.pm.*)' % (key, ', '.join(sorted(KEYS))))
         settings[key] = KEYS[key][1](value)
     settings['pm'] = parse_pm_options(pm_options)
     return settings
