@@ -123,31 +123,30 @@ class StaticTests(unittest.TestCase):
         self.assertEqual(pm.decide(PmSettings(), s, figures, 0, may_stop=False), (0, []))
 
 
+def burst_starts(settings, queue, seconds=5):
+    """Starts decided second by second for a pool of 2 busy workers whose
+    new workers are busy at once, and the pool's PmState after."""
+    s = state(ceiling=12)
+    live = workers('busy', 'busy')
+    starts = []
+    for second in range(seconds):
+        decision = pm.decide(settings, s, Figures(live, 12 - len(live), queue), second)
+        starts.append(decision.start)
+        live = live + [Worker('new%d%d' % (second, n), 'busy', 0)
+                       for n in range(decision.start)]
+    return starts, s
+
+
 class DynamicTests(unittest.TestCase):
     def test_spawn_rate_doubles_while_spares_are_missing(self):
-        s = state(ceiling=12)
-        live = workers('busy', 'busy')
-        starts = []
-        for second in range(5):
-            decision = pm.decide(DYNAMIC, s, Figures(live, 12 - len(live), 9), second)
-            starts.append(decision.start)
-            live = live + [Worker('new%d%d' % (second, n), 'busy', 0)
-                           for n in range(decision.start)]
+        starts, s = burst_starts(DYNAMIC, 9)
         # min(rate, min_spare - idle, ceiling - running): 1, 2, 4, then 3 to 12
         self.assertEqual(starts, [1, 2, 4, 3, 0])
-        self.assertEqual(len(live), 12)
         self.assertEqual(s.max_children_reached, 1)
 
     def test_waiting_connections_grow_the_pool_beyond_min_spare(self):
         settings = PmSettings('dynamic', 2, 2, 4, 32)
-        s = state(ceiling=12)
-        live = workers('busy', 'busy')
-        starts = []
-        for second in range(5):
-            decision = pm.decide(settings, s, Figures(live, 12 - len(live), 50), second)
-            starts.append(decision.start)
-            live = live + [Worker('new%d%d' % (second, n), 'busy', 0)
-                           for n in range(decision.start)]
+        starts, s = burst_starts(settings, 50)
         self.assertEqual(starts, [1, 2, 4, 3, 0])
         self.assertEqual(s.max_children_reached, 1)
         # PHP-FPM's rule alone, with nothing waiting: min_spare - idle
