@@ -27,6 +27,7 @@ __all__ = [
     'socket_inodes',
     'connections_by_pid',
     'held_connections',
+    'passive_opens',
 ]
 
 # Bounds on the work one look at a pool does inside supervisord: a worker
@@ -40,6 +41,13 @@ WALK_BUDGET = 0.02
 UNIX_DUMP_ENTRIES = 1024
 UNIX_DUMP_RETRY = 120
 _SKIP = 0   # the key in verdicts (no socket has inode 0): looks left without a dump
+# A TCP pool's dump walks the kernel's whole connection table (about 0.3 ms
+# however few there are).  The netns' count of passive opens (/proc/net/snmp,
+# IPv4 and IPv6 alike) only grows when a connection is established to some
+# listener: while it has not moved since a dump that found no connection at
+# the pool's port, none can be there, and no dump is made.
+_OPENS = -1  # the key in verdicts: passive opens read before an empty dump
+SNMP_PATH = '/proc/net/snmp'
 
 SO_MEMINFO = 55
 SK_MEMINFO_DROPS = 8
@@ -78,8 +86,9 @@ INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 ListenerStats = collections.namedtuple('ListenerStats', 'queue backlog drops')
 Held = collections.namedtuple('Held', 'inodes unavailable verdicts')
 Held.__doc__ = """What held_connections found: {pid: inodes of the pool's connections
-it holds}, {pid: why its figure is unavailable}, and the unix verdicts
-{inode: is one of the pool's connections} to pass to the next call."""
+it holds}, {pid: why its figure is unavailable}, and what the next call
+may reuse (verdicts): the unix verdicts {inode: is one of the pool's
+connections}, and when a dump may be spared (_SKIP, _OPENS)."""
 
 
 def listener_stats(sock):
@@ -186,7 +195,7 @@ def held_connections(sock, pids, verdicts=None):
                 held.verdicts[_SKIP] = skip - 1
                 return held
         else:
-            accepted = _tcp_accepted_inodes(s)
+            accepted, verdicts = _tcp_held_inodes(s, (verdicts or {}).get(_OPENS))
     found, unavailable = {}, {}
     for pid in pids:
         if not accepted:   # an idle pool costs no /proc walks
@@ -198,7 +207,7 @@ def held_connections(sock, pids, verdicts=None):
                 found[pid] = frozenset(socket_inodes(pid, MAX_FDS_PER_PID) & accepted)
             except LimitReached as e:
                 unavailable[pid] = str(e)
-    return Held(found, unavailable, {})
+    return Held(found, unavailable, verdicts)
 
 
 class _Borrowed(object):
@@ -252,7 +261,40 @@ def _tcp_drops(s):
     return struct.unpack_from('=I', meminfo, 4 * SK_MEMINFO_DROPS)[0]
 
 
+def passive_opens(path=None):
+    """The netns' TCP PassiveOpens counter, or None where it cannot be read."""
+    try:
+        fd = os.open(path or SNMP_PATH, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 65536)
+        finally:
+            os.close(fd)
+        names, values = [line.split() for line in data.split(b'\n')
+                         if line.startswith(b'Tcp:')][:2]
+        return int(values[names.index(b'PassiveOpens')])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _tcp_held_inodes(s, opens_before):
+    """(accepted inodes, the memory for the next call): no dump while the
+    passive opens have not moved since one that found no connection."""
+    opens = passive_opens()
+    if opens is not None and opens == opens_before:
+        return set(), {_OPENS: opens}
+    inodes = _tcp_dump(s)
+    # a connection still in the accept queue (inode 0) will be accepted
+    # without another passive open: only a dump with none at all is remembered
+    return set(inodes) - {0}, {} if inodes or opens is None else {_OPENS: opens}
+
+
 def _tcp_accepted_inodes(s):
+    return set(_tcp_dump(s)) - {0}
+
+
+def _tcp_dump(s):
+    """The inodes (0 while in the accept queue) of the established
+    connections on the listener's port and address."""
     host, port = s.getsockname()[:2]
     addr = socket.inet_pton(s.family, host.partition('%')[0])  # no scope id
     if not addr.strip(b'\0'):  # bound to 0.0.0.0 / :: -> any local address
@@ -261,13 +303,8 @@ def _tcp_accepted_inodes(s):
     req = INET_DIAG_REQ_V2.pack(s.family, socket.IPPROTO_TCP, 0,
                                 HELD_TCP_STATES, b'')
     attr = NLA_HDR.pack(4 + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
-    inodes = set()
-    for msg in query(req + attr, dump=True):
-        if len(msg) >= INET_DIAG_MSG_INODE + 4:
-            inode = struct.unpack_from('=I', msg, INET_DIAG_MSG_INODE)[0]
-            if inode:
-                inodes.add(inode)
-    return inodes
+    return [struct.unpack_from('=I', msg, INET_DIAG_MSG_INODE)[0]
+            for msg in query(req + attr, dump=True) if len(msg) >= INET_DIAG_MSG_INODE + 4]
 
 
 def _port_filter(port, family, addr=b''):

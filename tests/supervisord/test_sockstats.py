@@ -454,6 +454,47 @@ class TestPoolTCP(PoolTests, unittest.TestCase):
         self.assertEqual(str(caught.exception),
                          'sock_diag: more than 2 sockets to look at')
 
+    def snmp(self, opens):
+        """A /proc/net/snmp of our own (other jobs on the host open connections)."""
+        path = os.path.join(self.tmp, 'snmp')
+        with open(path, 'w') as f:
+            f.write('Ip: Forwarding\nIp: 1\nTcp: RtoAlgorithm ActiveOpens PassiveOpens\n'
+                    'Tcp: 1 7 %d\nUdp: InDatagrams\nUdp: 3\n' % opens)
+        self.enterContext(mock.patch.object(sockstats, 'SNMP_PATH', path))
+
+    def test_no_dump_while_no_connection_was_opened_since_an_empty_one(self):
+        listener = self.listener()
+        me = os.getpid()
+        self.snmp(41)
+        first = held_connections(listener, [me])
+        self.assertEqual(first.inodes, {me: frozenset()})
+        with mock.patch.object(sockstats, 'query', side_effect=AssertionError('dumped')):
+            again = held_connections(listener, [me], first.verdicts)
+        self.assertEqual((again.inodes, again.verdicts), (first.inodes, first.verdicts))
+        conn = self.accepted_here(listener)
+        self.snmp(42)
+        self.assertEqual(held_connections(listener, [me], again.verdicts).inodes,
+                         {me: frozenset({inode(conn)})})
+
+    def test_a_connection_queued_at_the_dump_is_seen_once_accepted(self):
+        listener = self.listener()
+        me = os.getpid()
+        self.snmp(41)
+        self.connect(listener)                 # established, not accepted: inode 0
+        first = held_connections(listener, [me])
+        self.assertEqual(first.inodes, {me: frozenset()})
+        conn = self.keep(listener.accept()[0])  # no new passive open
+        self.assertEqual(held_connections(listener, [me], first.verdicts).inodes,
+                         {me: frozenset({inode(conn)})})
+
+    def test_passive_opens_is_the_kernels_counter_or_none(self):
+        self.assertIsInstance(sockstats.passive_opens(), int)
+        self.assertIsNone(sockstats.passive_opens(os.path.join(self.tmp, 'none')))
+        path = os.path.join(self.tmp, 'garbage')
+        with open(path, 'w') as f:
+            f.write('Tcp: PassiveOpens\n')
+        self.assertIsNone(sockstats.passive_opens(path))
+
 
 class TestPoolUnix(PoolTests, unittest.TestCase):
     def listener(self):
