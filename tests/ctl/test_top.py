@@ -21,6 +21,7 @@ class Pool:
         self.name = name
         self.monitor = PoolMonitor(name, os.path.dirname(pool_dir))
         self.pids = {name + '_00': 101, name + '_01': 102}
+        self.seq = 0
 
     def slot(self, pid, requests, state='idle', uri='', memory=0, busy_for=0.0):
         slot = scoreboard.Slot(pid=pid, start_time=time.time() - 60, state=state,
@@ -29,8 +30,9 @@ class Pool:
                                request_start=time.time() - busy_for,
                                last_request_duration_us=1500,
                                last_request_memory=memory)
+        self.seq += 2      # as a writer does: every update moves the seqlock
         with open(os.path.join(self.dir, '%d.slot' % pid), 'wb') as f:
-            f.write(scoreboard.encode_slot(slot, seq=2))
+            f.write(scoreboard.encode_slot(slot, seq=self.seq))
 
     def view(self):
         return PoolView(self.name, 'tcp://127.0.0.1:9000', 128, None,
