@@ -113,6 +113,12 @@ def format_pool(pool):
             if p['requests_source'] == 'exact' else '-',
             request))
     lines += [_latency(pool), _lifecycle(pool)]
+    if 'pm' in pool:
+        lines.append('  process manager %s (%s)  target %d  floor %d  ceiling %d  '
+                     'max children reached %d  spawns %d  stops %d' % (
+                         pool['pm'], pool['pm_state'], pool['target'], pool['floor'],
+                         pool['ceiling'], pool['max_children_reached'], pool['spawns'],
+                         pool['stops']))
     if any(p['requests_source'] == 'sampled' and p['pid'] for p in processes):
         lines.append('  ~ sampled: connections seen held at the socket '
                      '(worker writes no scoreboard)')

@@ -64,6 +64,16 @@ FAMILIES = (
      'Most requests of one worker over the mean (1: even).'),
     ('fcgi_pool_start_time_seconds', GAUGE, POOL,
      "When the pool's counters started (supervisord start or reset)."),
+    ('fcgi_pool_pm', GAUGE, POOL + ('pm', 'state'),
+     "Always 1, labelled with the pool's process manager (static, dynamic, "
+     'ondemand) and its state (active, watching, backoff, paused, static).'),
+    ('fcgi_pool_pm_target', GAUGE, POOL, 'Workers the process manager wants running.'),
+    ('fcgi_pool_pm_floor', GAUGE, POOL, 'Fewest workers the process manager runs.'),
+    ('fcgi_pool_pm_ceiling', GAUGE, POOL, 'Most workers the process manager may run.'),
+    ('fcgi_pool_max_children_reached', COUNTER, POOL,
+     'Times the pool wanted more workers than its ceiling allowed (as PHP-FPM counts).'),
+    ('fcgi_pool_pm_spawns', COUNTER, POOL, 'Workers the process manager started.'),
+    ('fcgi_pool_pm_stops', COUNTER, POOL, 'Workers the process manager stopped.'),
     ('fcgi_request_duration_seconds', HISTOGRAM, POOL,
      'Wall time of finished requests, counted exactly by the cooperating '
      'workers in their scoreboard slots, exited workers included.'),
@@ -105,6 +115,11 @@ FAMILIES = (
     ('fcgi_process_guard_kills', COUNTER, PROCESS,
      'Stops by fcgi-guard --request-timeout (its request terminated).'),
 )
+# the process manager's fields, which the plugin adds to every pool's status
+_PM_FIELDS = (('fcgi_pool_pm_target', 'target'), ('fcgi_pool_pm_floor', 'floor'),
+              ('fcgi_pool_pm_ceiling', 'ceiling'),
+              ('fcgi_pool_max_children_reached', 'max_children_reached'),
+              ('fcgi_pool_pm_spawns', 'spawns'), ('fcgi_pool_pm_stops', 'stops'))
 # status field of each one-sample pool family; below 0: a figure the kernel
 # cannot give (e.g. drops of a unix socket), left out
 _POOL_FIELDS = (
@@ -178,6 +193,10 @@ def _pool(s, made):
     made['fcgi_pool_socket_held'].add_metric(pool, int(s['socket_held']))
     for name, field in _POOL_FIELDS:
         if s[field] >= 0:
+            made[name].add_metric(pool, s[field])
+    if 'pm' in s:      # PoolMonitor's status alone has no process manager
+        made['fcgi_pool_pm'].add_metric(pool + [s['pm'], s['pm_state']], 1)
+        for name, field in _PM_FIELDS:
             made[name].add_metric(pool, s[field])
 
 

@@ -127,6 +127,15 @@ def test_dynamic_pool_grows_under_a_burst_and_shrinks_back(pm_pool):
     status = sup.rpc.fcgi.getPoolStatus('app')
     assert status['max_children_reached'] >= 1, status
     assert status['spawns'] >= peak - 2
+    shown = sup.ctl('fcgi_status', 'app', check=True).stdout
+    assert '  process manager dynamic (' in shown and '  ceiling 12  ' in shown
+    with urllib.request.urlopen(sup.url + '/fcgi/metrics', timeout=10) as response:
+        scraped = response.read().decode()
+    assert 'fcgi_pool_pm{pm="dynamic",pool="app",state=' in scraped   # labels sorted
+    assert 'fcgi_pool_pm_ceiling{pool="app"} 12.0' in scraped
+    reached = [l for l in scraped.splitlines()
+               if l.startswith('fcgi_pool_max_children_reached_total{pool="app"}')]
+    assert reached and float(reached[0].split()[-1]) >= 1
     # after the burst: back within the spare range, idlest stopped one a second
     sup.wait_for(lambda: sup.rpc.fcgi.getPoolStatus('app')['idle_processes'] <= 4,
                  30, 'idle workers back to max_spare_servers')
