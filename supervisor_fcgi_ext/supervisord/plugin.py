@@ -190,7 +190,8 @@ class Plugin:
         """Begin a rolling restart; raises (NotRollable, supervisor's command
         errors) before touching any process when it cannot be done."""
         restart = RollingRestart(self.supervisord, group, batch,
-                                 self.scoreboard_dir, self.logger)
+                                 self.scoreboard_dir, self.logger,
+                                 only_running=self.managers.sizer(group).managed)
         restart.begin()
         self.restarts[restart.name] = restart
         if self.stepper is None:

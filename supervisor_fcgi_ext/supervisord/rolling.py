@@ -103,7 +103,7 @@ class RollingRestart:
     """One rolling restart; `state` is 'running', then 'done' or 'failed'."""
 
     def __init__(self, supervisord, group, batch, scoreboard_dir, logger,
-                 clock=time.time):
+                 clock=time.time, only_running=False):
         self.supervisord = supervisord
         self.group = group
         self.name = group.config.name
@@ -111,7 +111,11 @@ class RollingRestart:
         self.pconfigs = {c.name: c for c in self.config.process_configs}
         for pconfig in self.pconfigs.values():
             check_command(pconfig)
-        self.queue = sorted(group.processes)
+        # a pool a process manager sizes: replace the workers it runs, and
+        # start none it keeps stopped
+        self.queue = sorted(name for name, process in group.processes.items()
+                            if not only_running or process.get_state() not in _STOPPED)
+        self.total = len(self.queue)
         self.batch = max(1, min(batch, len(self.queue) or 1))
         self.batches = -(-len(self.queue) // self.batch)
         self.scoreboard_dir = scoreboard_dir
@@ -283,7 +287,7 @@ class RollingRestart:
             'name': self.name,
             'state': self.state,
             'batch': self.batch,
-            'total': len(self.pconfigs),
+            'total': self.total,
             'replaced': self.replaced,
             'min_accepting': self.min_accepting,
             'changed': self.changed,

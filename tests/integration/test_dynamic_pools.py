@@ -307,3 +307,19 @@ def test_supervisord_refuses_bad_pm_settings_with_one_line(options, line, tmp_pa
     reasons = [l for l in output.splitlines()
                if l.startswith('ValueError: [rpcinterface:fcgi]')]
     assert len(reasons) == 1 and line in reasons[0], output
+
+
+def test_fcgi_restart_of_a_sized_pool_replaces_only_its_running_workers(pm_pool):
+    sup, nginx = pm_pool({'pm': 'dynamic', 'pm.start_servers': '2',
+                          'pm.min_spare_servers': '1', 'pm.max_spare_servers': '3'},
+                         numprocs=6)
+    sup.wait_for(lambda: len(live(sup)) == 2 and
+                 set(states(sup).values()) == {'RUNNING', 'STOPPED'}, 15,
+                 'start_servers workers running')
+    before = dict(sup.pids('app'))
+    result = sup.ctl('fcgi_restart', 'app', check=True)
+    assert 'done: 2 workers replaced' in result.stdout, result.stdout
+    after = sup.pids('app')
+    assert sorted(after) == sorted(before) and not set(after.values()) & set(before.values())
+    assert len(live(sup)) == 2, states(sup)
+    assert get(nginx.url + '/')[0] == 200

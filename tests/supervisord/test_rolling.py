@@ -249,6 +249,21 @@ class RollingRestartTests(TempDirTestCase):
         self._settle(restart, self.procs[0])
         self.assertEqual(self.procs[1].calls, [('spawn', '/bin/cat')])
 
+    def test_a_sized_pool_replaces_only_its_running_workers(self):
+        self.supervisord = FakeSupervisord(parse(self.dir))
+        self.group = self.supervisord.process_groups['app']
+        procs = [self.group.processes[n] for n in sorted(self.group.processes)]
+        procs[1].state, procs[1].pid = ProcessStates.STOPPED, 0   # the manager's
+        restart = RollingRestart(self.supervisord, self.group, 1, None,
+                                 self.supervisord.options.logger, only_running=True)
+        restart._slot_state = lambda pid: ''
+        restart.begin()
+        for proc in (procs[0], procs[2]):
+            self._settle(restart, proc)
+        self.assertEqual(restart.state, 'done')
+        self.assertEqual(procs[1].calls, [])         # left stopped
+        self.assertEqual((restart.status()['total'], restart.replaced), (2, 2))
+
     def test_pool_replaced_during_the_restart_fails_it(self):
         restart = self._start()
         self.supervisord.process_groups['app'] = object()
