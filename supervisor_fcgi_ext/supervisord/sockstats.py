@@ -381,6 +381,12 @@ def _unix_held(s, pids, verdicts, deadline):
             unavailable[pid] = str(e)
             continue
         found[pid] = frozenset(i for i in inodes if verdicts[i])
+    # A look cut short keeps what earlier looks learnt of the workers it did
+    # not reach: where one lookup spends the budget (a host of 200k unix
+    # sockets, loaded), dropping it would redo it at every look and never get
+    # through the pool.  A complete look keeps only what is held now.
+    if unavailable and len(verdicts) <= MAX_FDS_PER_PID * len(pids):
+        return Held(found, unavailable, verdicts)
     return Held(found, unavailable, seen)
 
 

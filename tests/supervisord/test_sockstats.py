@@ -550,3 +550,36 @@ class TestPoolUnix(PoolTests, unittest.TestCase):
         gone = inode(conn)
         conn.close()                        # a gone inode leaves the verdicts
         self.assertNotIn(gone, held_connections(listener, [me], first.verdicts).verdicts)
+
+    def test_looks_cut_short_still_get_through_the_pool(self):
+        """Where each lookup spends the whole time budget (a loaded host of
+        200k unix sockets), looks starting with alternate workers must not
+        forget what the other's look learnt, or no worker is ever read."""
+        listener = self.listener()
+        conn = self.accepted_here(listener)
+        pairs = [socket.socketpair() for _ in range(2)]
+        for pair in pairs:
+            self.keep(pair[0])
+            self.keep(pair[1])
+        child = subprocess.Popen(['sleep', '30'], pass_fds=[p[0].fileno() for p in pairs])
+        self.addCleanup(child.wait)
+        self.addCleanup(child.kill)
+        me = os.getpid()
+        real = sockstats._unix_is_connection
+
+        def slow(inode, name):
+            time.sleep(sockstats.WALK_BUDGET * 1.2)
+            return real(inode, name)
+        self.enterContext(mock.patch.object(sockstats, 'UNIX_DUMP_ENTRIES', 0))   # walked
+        self.enterContext(mock.patch.object(sockstats, 'UNIX_DUMP_RETRY', 100))
+        self.enterContext(mock.patch.object(sockstats, '_unix_is_connection', slow))
+        verdicts, read = None, {}
+        for look in range(40):
+            order = [me, child.pid] if look % 2 else [child.pid, me]
+            held = held_connections(listener, order, verdicts)
+            verdicts = held.verdicts
+            read.update(held.inodes)
+            if len(read) == 2:
+                break
+        self.assertEqual(read[child.pid], frozenset())
+        self.assertEqual(read[me], frozenset({inode(conn)}))
