@@ -21,6 +21,7 @@ exception: it is a regular file, told from a reused number by its inode.
 """
 
 import os
+import time
 
 from supervisor import events
 from supervisor.states import SupervisorStates, getProcessStateDescription
@@ -72,7 +73,9 @@ class Plugin:
         self.logger = supervisord.options.logger
         self.settings = settings
         self.monitors = {}   # pool name: (group, PoolMonitor)
-        self.samples = 0
+        self.samples = 0          # sample intervals passed (a resting hook's count several)
+        self.sampled_at = None
+        self.sweep_due = False
         self.hook = None
         self.web = httpserve.Web(self)   # the /fcgi/ paths
         self.scoreboard_dir = None
@@ -220,7 +223,15 @@ class Plugin:
         for name in list(self.monitors):
             if name not in groups:
                 self._forget(name)
-        self.samples += 1
+        # a resting hook (loophook) samples about once a second: the sweep
+        # counts the intervals that passed, not the calls
+        now = time.monotonic()
+        passed = 1 if self.sampled_at is None else max(
+            1, int((now - self.sampled_at) / self.settings['sample_interval'] + 0.5))
+        self.sampled_at = now
+        self.sweep_due = ((self.samples + passed) // STALE_SLOT_SWEEP
+                          > self.samples // STALE_SLOT_SWEEP)
+        self.samples += passed
         quiet = True   # every pool: the hook may rest (loophook)
         for group in groups.values():
             try:
@@ -241,7 +252,7 @@ class Plugin:
         """Exits are harvested as they happen; this catches slots whose exit
         we never saw (a reload, a missed event): a bounded step every
         STALE_SLOT_SWEEP samples, a pass over a huge directory resuming."""
-        if not self.scoreboard_dir or self.samples % STALE_SLOT_SWEEP:
+        if not self.scoreboard_dir or not self.sweep_due:
             return
         sweep = self.sweeps.get(view.name)
         if sweep is None:
