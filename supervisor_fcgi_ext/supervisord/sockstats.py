@@ -2,7 +2,8 @@
 
 Everything here is plain stdlib (socket, struct, os) and talks to the kernel
 directly: ``getsockopt`` for TCP listeners, NETLINK_SOCK_DIAG for unix
-listeners and for the connection dumps, ``/proc/PID/fd`` for ownership.
+listeners and for the connection dumps, ``/proc/PID/fd`` for ownership
+(procfds.py).
 It runs inside supervisord, so nothing blocks for long (every netlink query
 has a 1 s deadline), every fd opened here is closed before returning, and
 every failure surfaces as one exception type, :class:`SocketStatsError`.
@@ -16,6 +17,7 @@ import time
 
 from supervisor_fcgi_ext.supervisord.netlink import (
     KernelError, LimitReached, SocketStatsError, query)
+from supervisor_fcgi_ext.supervisord.procfds import socket_inodes
 
 __all__ = [
     'SocketStatsError',
@@ -24,7 +26,6 @@ __all__ = [
     'Held',
     'listener_stats',
     'accepted_inodes',
-    'socket_inodes',
     'connections_by_pid',
     'held_connections',
     'passive_opens',
@@ -123,39 +124,6 @@ def accepted_inodes(sock):
         if s.family == socket.AF_UNIX:
             return _unix_accepted_inodes(s)
         return _tcp_accepted_inodes(s)
-
-
-def socket_inodes(pid, limit=None):
-    """Return the inodes of the sockets process pid has open.
-
-    A process that has exited (or that we may not inspect) has none: workers
-    come and go at any moment, so this is not an error.  With ``limit``, a
-    process holding more fds than that raises LimitReached instead of being
-    walked (Linux >= 6.2 tells the count without a walk).
-    """
-    try:
-        dir_fd = os.open('/proc/%d/fd' % pid, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return set()
-    inodes = set()
-    try:
-        if limit is not None and os.fstat(dir_fd).st_size > limit:
-            raise LimitReached('pid %d has more than %d fds' % (pid, limit))
-        with os.scandir(dir_fd) as entries:
-            for count, entry in enumerate(entries):
-                if limit is not None and count >= limit:
-                    raise LimitReached('pid %d has more than %d fds' % (pid, limit))
-                try:
-                    link = os.readlink(entry.name, dir_fd=dir_fd)
-                except OSError:  # fd closed since listdir
-                    continue
-                if link.startswith('socket:['):
-                    inodes.add(int(link[8:-1]))
-    except OSError:  # the process exited during listdir
-        return set()
-    finally:
-        os.close(dir_fd)
-    return inodes
 
 
 def connections_by_pid(sock, pids):

@@ -14,7 +14,8 @@ from unittest import mock
 from supervisor_fcgi_ext.supervisord import netlink, sockstats
 from supervisor_fcgi_ext.supervisord.sockstats import (
     LimitReached, ListenerStats, SocketStatsError, accepted_inodes, connections_by_pid,
-    held_connections, listener_stats, socket_inodes)
+    held_connections, listener_stats)
+from supervisor_fcgi_ext.supervisord.procfds import socket_inodes
 
 # A pool worker: accepts argv[1] connections from the listener on fd 0, says
 # "ready", then closes one connection per line read from fd argv[2] until EOF.
@@ -289,19 +290,6 @@ class TestPortFilter(Sockets, unittest.TestCase):
         self.connect(listener)
         conn = self.keep(listener.accept()[0])
         self.assertEqual(accepted_inodes(listener), {inode(conn)})
-
-
-class TestSocketInodes(Sockets, unittest.TestCase):
-    def test_own_sockets_are_listed(self):
-        listener = self.tcp_listener()
-        unix = self.unix_listener()
-        self.assertLessEqual({inode(listener), inode(unix)},
-                             socket_inodes(os.getpid()))
-
-    def test_dead_process_has_none(self):
-        proc = subprocess.Popen([sys.executable, '-c', ''])
-        proc.wait(timeout=10)
-        self.assertEqual(socket_inodes(proc.pid), set())
 
 
 class PoolTests(Sockets):
