@@ -49,7 +49,7 @@ RUNS = {
          [r'  workers\s+status\s+xml-rpc\s+page\s+json',
           r'  8(\s+%s)+$' % NUMBER, r'  2(\s+%s \(\s*%s\))+$' % (NUMBER, NUMBER)])],
     'bench_pm.py': [
-        (['--rounds', '1', '--idle-seconds', '0.5', '--numprocs', '2', '--only', part],
+        (['--rounds', '1', '--idle-seconds', '0.5', '--numprocs', '4', '--only', part],
          [pattern])
         for part, pattern in PM_PARTS.items()],
     'bench_supervisord.py': [
