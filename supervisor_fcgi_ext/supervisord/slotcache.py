@@ -5,8 +5,9 @@ three times and decoding 64 unchanged slots was two thirds of the plugin's
 idle cost to supervisord.  So each live worker's slot fd stays open from
 its first read to its exit, and a look is one fstat (the same inode, still
 linked, still whole: a replaced, removed or truncated file is noticed) and
-one pread of the seqlock word; the record is read and decoded again only
-when the word changed (or a busy slot's request duration must be brought
+one pread of the record's header up to the seqlock word; the record is read
+and decoded again only when that changed (so a header someone else spoiled
+is noticed at once, as a moved seq is; or a busy slot's request duration must be brought
 to now).  Workers without a slot cost one stat of the pool directory: its
 ctime, which no user can set back, moves with every file made or renamed
 in it.
@@ -24,7 +25,7 @@ import stat
 import time
 
 from supervisor_fcgi_ext.common.scoreboard import (
-    BUSY_STATES, RECORD_SIZE, SEQ_OFFSET, NoSlot, ScoreboardError, decode_slot, os_reason,
+    BUSY_STATES, RECORD_SIZE, NoSlot, ScoreboardError, decode_slot, os_reason,
     slot_path)
 from supervisor_fcgi_ext.supervisord import slots
 
@@ -35,7 +36,7 @@ __all__ = ['SlotCache', 'DIR_SETTLE', 'fd_budget']
 # made in the same tick as our stat could leave it unchanged.
 DIR_SETTLE = 1.0
 
-_Entry = collections.namedtuple('_Entry', 'fd dev ino seq data slot now_us')
+_Entry = collections.namedtuple('_Entry', 'fd dev ino data slot now_us')
 
 
 def _us(seconds):
@@ -131,8 +132,7 @@ class SlotCache:
             os.close(fd)
         else:
             _held[0] += 1
-            self._entries[pid] = _Entry(fd, st.st_dev, st.st_ino,
-                                        data[SEQ_OFFSET:slots.SEQ_END], data, slot, _us(now))
+            self._entries[pid] = _Entry(fd, st.st_dev, st.st_ino, data, slot, _us(now))
         return slot
 
     def _again(self, pid, entry, now):
@@ -147,19 +147,18 @@ class SlotCache:
             if st.st_nlink == 0 or st.st_size < RECORD_SIZE or not stat.S_ISREG(st.st_mode):
                 self.forget(pid)    # replaced, removed or cut short
                 return None
-            seq = os.pread(entry.fd, 8, SEQ_OFFSET)
+            head = os.pread(entry.fd, slots.SEQ_END, 0)
         except OSError:
             self.forget(pid)
             return None
-        if seq != entry.seq:
+        if head != entry.data[:slots.SEQ_END]:
             try:
                 data, slot = slots.read_record(entry.fd, pid, now)
             except ScoreboardError:
                 self.forget(pid)     # opened afresh, to say why
                 return None
             self.changed = True
-            self._entries[pid] = entry._replace(seq=data[SEQ_OFFSET:slots.SEQ_END],
-                                                data=data, slot=slot, now_us=_us(now))
+            self._entries[pid] = entry._replace(data=data, slot=slot, now_us=_us(now))
             return slot
         slot = entry.slot
         if slot.state in BUSY_STATES:   # its request duration runs on

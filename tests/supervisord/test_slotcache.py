@@ -211,3 +211,23 @@ def test_the_plugin_closes_kept_fds_before_a_reload_and_with_a_pool(tmp_path):
         plugin._plugins.clear()
         events.clear()
         os.environ.pop(ENV_VAR, None)
+
+
+def test_a_header_spoiled_in_place_is_noticed_at_once(tmp_path):
+    """Someone else's bytes over the magic, the seq left as it was: the next
+    look reads the record again and says the slot is unreadable."""
+    from supervisor_fcgi_ext.common import scoreboard
+    from supervisor_fcgi_ext.supervisord.slotcache import SlotCache
+    from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir
+    from supervisor_fcgi_ext.worker.slotwriter import SlotWriter
+    directory = ensure_pool_dir(str(tmp_path), 'pool')
+    writer = SlotWriter(directory, pid=4242)
+    cache = SlotCache(str(tmp_path), 'pool')
+    try:
+        assert isinstance(cache.read([4242])[4242], scoreboard.Slot)
+        with open(writer.path, 'r+b') as f:
+            f.write(b'garbage!')
+        assert isinstance(cache.read([4242])[4242], scoreboard.ScoreboardError)
+    finally:
+        cache.close()
+        writer.close()
