@@ -277,7 +277,8 @@ class SlotWriter(_SlotUpdates):
         bucket = _bucket(DURATION_BOUNDS_US, us) if us > _FIRST_BOUND else 0
         count = self._counts[bucket] + 1
         self._counts[bucket] = count
-        duration_sum = self._duration_sum = self._duration_sum + us
+        # a u64 that wraps, as the C writer's does (584,000 years of requests)
+        duration_sum = self._duration_sum = (self._duration_sum + us) & 0xFFFFFFFFFFFFFFFF
         window = self._window + wall
         if wall >= _SAMPLE_WALL or not self.requests & _SAMPLE_MASK:
             self._sample(window)
