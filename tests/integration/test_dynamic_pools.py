@@ -35,6 +35,13 @@ def get(url, timeout=60):
         return e.code, e.read().decode(), time.monotonic() - started
 
 
+def wait_for_start_servers(sup, count):
+    """Until ``count`` workers run and the rest stay stopped."""
+    sup.wait_for(lambda: len(live(sup)) == count and
+                 set(states(sup).values()) == {'RUNNING', 'STOPPED'}, 15,
+                 'start_servers workers running')
+
+
 @pytest.fixture
 def pm_pool(supervisor_factory, nginx_factory):
     """make(options, numprocs, command) -> (Supervisor, Nginx) for pool app."""
@@ -103,9 +110,7 @@ def test_dynamic_pool_grows_under_a_burst_and_shrinks_back(pm_pool):
     sup, nginx = pm_pool({'pm': 'dynamic', 'pm.start_servers': '2',
                           'pm.min_spare_servers': '2', 'pm.max_spare_servers': '4'},
                          numprocs=12)
-    sup.wait_for(lambda: len(live(sup)) == 2 and
-                 set(states(sup).values()) == {'RUNNING', 'STOPPED'}, 15,
-                 'start_servers workers running')
+    wait_for_start_servers(sup, 2)
     results = []
     lock = threading.Lock()
 
@@ -313,9 +318,7 @@ def test_fcgi_restart_of_a_sized_pool_replaces_only_its_running_workers(pm_pool)
     sup, nginx = pm_pool({'pm': 'dynamic', 'pm.start_servers': '2',
                           'pm.min_spare_servers': '1', 'pm.max_spare_servers': '3'},
                          numprocs=6)
-    sup.wait_for(lambda: len(live(sup)) == 2 and
-                 set(states(sup).values()) == {'RUNNING', 'STOPPED'}, 15,
-                 'start_servers workers running')
+    wait_for_start_servers(sup, 2)
     before = dict(sup.pids('app'))
     result = sup.ctl('fcgi_restart', 'app', check=True)
     assert 'done: 2 workers replaced' in result.stdout, result.stdout
