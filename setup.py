@@ -4,7 +4,8 @@ Without a C compiler and Python's headers the build skips them: on x86 the
 worker then writes its slot in pure Python (worker/slotwriter.py SlotWriter);
 elsewhere it writes none, as Python's stores are unordered there
 (worker/ordering.py).  Without the codec (common/_fastcgi.c) the worker
-frames and parses FastCGI in Python (common/fastcgi.py), with the same results.
+frames and parses FastCGI in Python (common/fastcgi.py), with the same results;
+without the fast path (worker/_fastpath.c) every request takes the Python one.
 """
 from setuptools import Extension, setup
 
@@ -13,4 +14,7 @@ setup(ext_modules=[Extension('supervisor_fcgi_ext.worker._slotwriter',
                              optional=True),
                    Extension('supervisor_fcgi_ext.common._fastcgi',
                              ['supervisor_fcgi_ext/common/_fastcgi.c'],
+                             optional=True),
+                   Extension('supervisor_fcgi_ext.worker._fastpath',
+                             ['supervisor_fcgi_ext/worker/_fastpath.c'],
                              optional=True)])

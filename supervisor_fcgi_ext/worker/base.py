@@ -10,7 +10,7 @@ import signal
 import socket
 import time
 
-from supervisor_fcgi_ext.worker import gateway, log
+from supervisor_fcgi_ext.worker import fastpath, gateway, log
 from supervisor_fcgi_ext.worker.connection import WorkerConnection, reason
 
 __all__ = ['WorkerBase', 'STOP_SIGNALS', 'DEFAULT_TIMEOUT', 'EXIT_OK']
@@ -23,7 +23,8 @@ DEFAULT_TIMEOUT = 30.0
 class WorkerBase:
     """Mixed into a flup server: our connection, request and WSGI gateway,
     the accept loop on fd 0, signals, scoreboard and max-requests.  A
-    process model adds _wait_for_thread, _release_thread, _dispatch, _drain."""
+    process model adds _wait_for_thread, _release_thread, _dispatch (which
+    has serve_connection serve an accepted fd), _drain."""
 
     request_class = gateway.WorkerRequest
     handler = gateway.handle
@@ -37,14 +38,14 @@ class WorkerBase:
         self.stopping = False
         self.stop_reason = None
         self._served = itertools.count(1)
-        self._tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
+        self.tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
         # socket.accept() less its per-call enum conversions of family and
         # type (a tenth of a hello-world request's Python): the same socket
-        self._kind = (int(listener.family), int(listener.type), listener.proto)
+        self.socket_kind = (int(listener.family), int(listener.type), listener.proto)
         # flup's FCGI_WEB_SERVER_ADDRS: the web servers allowed to connect (TCP)
         addrs = os.environ.get('FCGI_WEB_SERVER_ADDRS')
         self._allowed = None
-        if addrs and self._tcp:
+        if addrs and self.tcp:
             self._allowed = {addr.strip() for addr in addrs.split(',')}
         elif addrs:
             log('FCGI_WEB_SERVER_ADDRS ignored: the pool socket is not TCP')
@@ -56,6 +57,7 @@ class WorkerBase:
         self.wsgi_base.update({'wsgi.version': (1, 0), 'wsgi.multithread': threads > 1,
                                'wsgi.multiprocess': True, 'wsgi.run_once': False,
                                'wsgi.url_scheme': 'http'})
+        self.fast = fastpath.fast_server(self)
 
     # -- signals ----------------------------------------------------------------
 
@@ -103,17 +105,11 @@ class WorkerBase:
                         break
                     self._accept_failed(exc)
                     continue
-                sock = socket.socket(*self._kind, fd)
-                if self._tcp:
-                    if self._allowed is not None and addr[0] not in self._allowed:
-                        self._release_thread()
-                        sock.close()
-                        continue
-                    # A streamed answer leaves in several sends; with Nagle the
-                    # last waits for the web server's delayed ACK (~40 ms on
-                    # a kept-alive connection).
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._dispatch(WorkerConnection(sock, addr, self))
+                if self._allowed is not None and addr[0] not in self._allowed:
+                    self._release_thread()
+                    os.close(fd)
+                    continue
+                self._dispatch(fd, addr)
         finally:
             self._drain()
             self._detached = True    # from here on a stop signal has nothing to do
@@ -123,6 +119,27 @@ class WorkerBase:
                 self.scoreboard.close()
         log('stopped: %s' % self.stop_reason)
         return EXIT_OK
+
+    def serve_connection(self, fd, addr):
+        """Serve the connection accepted as ``fd``, in the thread that
+        serves it: by the fast path (fastpath.py) when it brings the
+        ordinary request, else by WorkerConnection, from what the fast
+        path read."""
+        first = b''
+        if self.fast is not None:
+            first = self.fast.serve(fd)
+            if first is True:
+                self.request_done()
+                return
+            if first is None:
+                return          # handed over: accounted for by the Python path
+        sock = socket.socket(*self.socket_kind, fd)
+        if self.tcp and self.fast is None:
+            # A streamed answer leaves in several sends; with Nagle the
+            # last waits for the web server's delayed ACK (~40 ms on a
+            # kept-alive connection).  (The fast path sets it itself.)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        WorkerConnection(sock, addr, self).run(first)
 
     def _accept_failed(self, exc):
         if exc.errno == errno.EAGAIN:

@@ -17,7 +17,8 @@ from flup.server.fcgi_base import InputStream
 from supervisor_fcgi_ext.common import fastcgi
 from supervisor_fcgi_ext.common.fastcgi import (
     ABORT_REQUEST, BEGIN_REQUEST, DATA, END_REQUEST, GET_VALUES, GET_VALUES_RESULT,
-    KEEP_CONN, NULL_REQUEST_ID, PARAMS, STDIN, UNKNOWN_TYPE, ProtocolError, RecordReader,
+    KEEP_CONN, NULL_REQUEST_ID, PARAMS, RESPONDER, STDIN, UNKNOWN_TYPE, ProtocolError,
+    RecordReader,
     decode_pairs, decode_params, encode_pair, encode_record, frame_stream,
 )
 from supervisor_fcgi_ext.common.scoreboard import os_reason
@@ -83,9 +84,18 @@ class WorkerConnection:
 
     # -- input ----------------------------------------------------------------
 
-    def run(self):
+    def run(self, first=b'', then=None):
+        """Serve the connection's requests until it closes.  ``first``: what
+        the fast path (fastpath.py) read of it already, or the OSError its
+        read failed with; ``then``: the rest of a request it began."""
         reader = self._reader
         try:
+            if then is not None:
+                then()
+            elif isinstance(first, OSError):
+                raise first
+            else:
+                reader.feed(first)
             while self.keep_going and not self.lost:
                 if not self._requests:
                     # between requests: one whole in what arrived, as nginx
@@ -225,6 +235,18 @@ class WorkerConnection:
     def _new_request(self, request_id, role, flags):
         req = self.server.request_class(self, InputStream, None)
         req.requestId, req.role, req.flags, req.aborted = request_id, role, flags, False
+        return req
+
+    def adopt(self, request_id, flags, environ):
+        """The request the fast path began on this connection (its whole
+        body read, the scoreboard told, the app running with ``environ``),
+        made as _run_whole would have made it."""
+        self.counted = True
+        self.phase = 'running'
+        req = self._new_request(request_id, RESPONDER, flags)
+        self._requests[request_id] = req
+        req.params = environ
+        req.stdin.add_data(b'')
         return req
 
     def _do_begin_request(self, rec):

@@ -13,8 +13,8 @@ from supervisor_fcgi_ext.common.fastcgi import (
 )
 from supervisor_fcgi_ext.worker.connection import PeerGone
 
-__all__ = ['WorkerRequest', 'WorkerOutputStream', 'handle', 'wsgi_environ', 'cgi_response',
-           'NOT_CGI_HEADERS']
+__all__ = ['WorkerRequest', 'WorkerOutputStream', 'Answer', 'handle', 'wsgi_environ',
+           'cgi_response', 'encode_status', 'encode_headers', 'NOT_CGI_HEADERS']
 
 # nginx's stock fastcgi_params passes every request header as HTTP_*, these
 # two as well: PEP 3333 has them as CONTENT_TYPE and CONTENT_LENGTH only
@@ -63,21 +63,36 @@ class WorkerRequest(fcgi_base.Request):
         self.status = 0
         self.param_bytes = 0
 
+    @property
+    def connection(self):
+        """The WorkerConnection this request came on."""
+        return self._conn
+
     @functools.cached_property
     def data(self):
         """FCGI_DATA, which only a filter's web server sends: made when used."""
         return self._input_class(self._conn)
 
     def run(self):
-        server, conn, board = self.server, self._conn, self.server.scoreboard
+        self.begin()
+        self.conclude(self.server.handler, self)
+
+    def begin(self):
+        """The app is about to be called: the scoreboard shows it running."""
+        conn, board = self._conn, self.server.scoreboard
         if board is not None:
             # timed from the app's call: a slow client's time shows as 'reading'
             board.request_started(self.params, not conn.counted)
             conn.counted = True
         conn.phase, conn.shown = 'running', None
+
+    def conclude(self, step, *args):
+        """``step(*args)`` (the handler: the app's call and its answer), then
+        the end of the request, whatever happened, and its accounting."""
+        server, conn, board = self.server, self._conn, self.server.scoreboard
         failed = False
         try:
-            protocol_status, app_status = server.handler(self)
+            protocol_status, app_status = step(*args)
         except PeerGone:
             protocol_status, app_status = REQUEST_COMPLETE, 0
         except Exception:
@@ -136,72 +151,100 @@ def cgi_response(status, headers, extra=b'', body=b''):
     return b''.join(lines)
 
 
+def encode_status(status):
+    """(the status line as bytes, its code): start_response's reading of it."""
+    status = to_bytes(status)
+    return status, int(status[:3])
+
+
+def encode_headers(headers):
+    """The response headers as (bytes, bytes) pairs: text, as PEP 3333 has
+    it; else to_bytes says what is wrong."""
+    try:
+        return [(k.encode('latin-1'), v.encode('latin-1')) for k, v in headers]
+    except (AttributeError, UnicodeError):
+        return [(to_bytes(k), to_bytes(v)) for k, v in headers]
+
+
+class Answer:
+    """flup's WSGI gateway, leaner: start_response, write() and the app's
+    result for one request.  A list response is sent whole at the end of
+    the request, an iterator's chunks as they come.  ``response`` is
+    [status, headers] once start_response was called; ``sent`` true once
+    the headers are out."""
+    __slots__ = ('req', 'out', 'response', 'sent')
+
+    def __init__(self, req):
+        self.req, self.out, self.response, self.sent = req, req.stdout, [], False
+
+    def _send_headers(self, body, extra=b'', last=False):
+        out = self.out
+        (out.write_last if last else out.write)(cgi_response(self.response[0],
+                                                             self.response[1], extra, body))
+        self.sent = True
+
+    def write(self, data):
+        if not self.response:
+            raise AssertionError('write() before start_response()')
+        if self.sent:
+            self.out.write(to_bytes(data))
+        else:
+            self._send_headers(to_bytes(data))
+        self.req._conn.flush()
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.response:
+            raise AssertionError('start_response() called twice')
+        status, self.req.status = encode_status(status)
+        self.response[:] = [status, encode_headers(headers)]
+        return self.write
+
+    def finish(self, result):
+        """Send the app's ``result``, and close it; (protocol status, app status)."""
+        try:
+            if isinstance(result, (list, tuple)):
+                self.req._conn.phase = 'finishing'     # the app is done
+                body = b''.join(map(to_bytes, result))
+                if not self.response:
+                    raise AssertionError('app returned before start_response()')
+                if self.sent:
+                    self.out.write(body)
+                else:
+                    has_length = b'content-length' in [k.lower() for k, _ in self.response[1]]
+                    self._send_headers(body, b'' if has_length else
+                                       b'Content-Length: %d\r\n' % len(body), last=True)
+            else:
+                for data in result:
+                    if data:
+                        self.write(data)
+                if not self.sent:
+                    self.write(b'')
+        finally:
+            if hasattr(result, 'close'):
+                result.close()
+        return REQUEST_COMPLETE, 0
+
+    def conclude(self, result, exc):
+        """finish(result), or raise ``exc``, what the app raised: for a
+        request the fast path (fastpath.py) hands over with the app called."""
+        if exc is not None:
+            raise exc
+        return self.finish(result)
+
+
 def handle(server, req):
-    """flup's WSGI gateway, leaner: a list response is sent whole at the end
-    of the request, an iterator's chunks as they come.  The worker's
-    ``handler`` method."""
+    """The WSGI call of a request: the worker's ``handler`` method."""
     if req.role not in server.roles:
         return UNKNOWN_ROLE, 0
     environ = wsgi_environ(req.params, server.wsgi_base)
     environ['wsgi.input'] = req.stdin
     environ['wsgi.errors'] = req.stderr
     server._sanitizeEnv(environ)
-    response = []      # [status, headers] once start_response was called
-    sent = []          # non-empty once the headers are out
-    out = req.stdout
-
-    def send_headers(body, extra=b'', last=False):
-        (out.write_last if last else out.write)(cgi_response(response[0], response[1],
-                                                             extra, body))
-        sent.append(True)
-
-    def write(data):
-        if not response:
-            raise AssertionError('write() before start_response()')
-        if sent:
-            out.write(to_bytes(data))
-        else:
-            send_headers(to_bytes(data))
-        req._conn.flush()
-
-    def start_response(status, headers, exc_info=None):
-        if exc_info:
-            try:
-                if sent:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif response:
-            raise AssertionError('start_response() called twice')
-        status = to_bytes(status)
-        req.status = int(status[:3])
-        try:        # text, as PEP 3333 has it; else to_bytes says what is wrong
-            encoded = [(k.encode('latin-1'), v.encode('latin-1')) for k, v in headers]
-        except (AttributeError, UnicodeError):
-            encoded = [(to_bytes(k), to_bytes(v)) for k, v in headers]
-        response[:] = [status, encoded]
-        return write
-
-    result = server.application(environ, start_response)
-    try:
-        if isinstance(result, (list, tuple)):
-            req._conn.phase = 'finishing'     # the app is done
-            body = b''.join(map(to_bytes, result))
-            if not response:
-                raise AssertionError('app returned before start_response()')
-            if sent:
-                out.write(body)
-            else:
-                has_length = b'content-length' in [k.lower() for k, _ in response[1]]
-                send_headers(body, b'' if has_length else
-                             b'Content-Length: %d\r\n' % len(body), last=True)
-        else:
-            for data in result:
-                if data:
-                    write(data)
-            if not sent:
-                write(b'')
-    finally:
-        if hasattr(result, 'close'):
-            result.close()
-    return REQUEST_COMPLETE, 0
+    answer = Answer(req)
+    return answer.finish(server.application(environ, answer.start_response))

@@ -26,8 +26,8 @@ class SingleWorker(WorkerBase, fcgi_single.WSGIServer):
     def _release_thread(self):
         pass
 
-    def _dispatch(self, conn):
-        conn.run()
+    def _dispatch(self, fd, addr):
+        self.serve_connection(fd, addr)
 
     def _drain(self):
         pass

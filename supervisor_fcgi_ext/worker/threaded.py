@@ -37,8 +37,8 @@ class ThreadedWorker(WorkerBase, fcgi.WSGIServer):
     def _release_thread(self):
         self._free.release()
 
-    def _dispatch(self, conn):
-        self._threadPool.addJob(_Job(conn, self._free))
+    def _dispatch(self, fd, addr):
+        self._threadPool.addJob(_Job(self, fd, addr))
 
     def _drain(self):
         # flup's shutdown() drops jobs no thread has picked up yet: a
@@ -52,11 +52,11 @@ class ThreadedWorker(WorkerBase, fcgi.WSGIServer):
 class _Job:
     """A connection for the thread pool that frees its thread's place when done."""
 
-    def __init__(self, conn, free):
-        self.conn, self.free = conn, free
+    def __init__(self, server, fd, addr):
+        self.server, self.fd, self.addr = server, fd, addr
 
     def run(self):
         try:
-            self.conn.run()
+            self.server.serve_connection(self.fd, self.addr)
         finally:
-            self.free.release()
+            self.server._release_thread()

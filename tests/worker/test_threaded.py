@@ -10,7 +10,6 @@ import pytest
 
 from supervisor_fcgi_ext.lab.fcgiclient import FastCGIConnection
 from supervisor_fcgi_ext.worker import cli
-from supervisor_fcgi_ext.worker.connection import WorkerConnection
 from supervisor_fcgi_ext.worker.threaded import ThreadedWorker
 from workerpool import (
     WRITER_OPTIONS, in_background, pid_of, read_until_closed, wait_for, whole_request,
@@ -43,7 +42,7 @@ def test_threaded_stop_serves_a_connection_no_pool_thread_took_yet(tmp_path):
     try:
         theirs.sendall(whole_request())
         assert server._wait_for_thread()
-        server._dispatch(WorkerConnection(ours, None, server))
+        server._dispatch(ours.detach(), None)
         server._drain()
         assert b'ProcessId: %d' % os.getpid() in read_until_closed(theirs)
     finally:
