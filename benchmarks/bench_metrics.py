@@ -3,8 +3,11 @@ fcgi.getPoolStatus, for pools of 8, 64 and 256 workers.
 
 Part 1, server side: both share the pool's status (PoolMonitor.status, timed
 by bench_status on real workers holding real connections); then a scrape
-turns it into metric families and prometheus_client's text (or OpenMetrics)
-encoding, where getPoolStatus does XML-RPC marshalling.
+writes the Prometheus text (or OpenMetrics) with supervisord/exposition.py,
+where getPoolStatus does XML-RPC marshalling.  Beside it, in the same run,
+what prometheus_client's own encoders take for the same text (the reference
+the tests hold ours to, tests/supervisord/metricsref.py).  The goal (issue
+12): a scrape within 2 ms of getPoolStatus, and linear in the workers.
 
 Part 2, round trip through a real supervisord: GET /fcgi/metrics next to
 getPoolStatus, both through supervisor's HTTP layer (whose delayed-ACK floor
@@ -14,8 +17,8 @@ bench_status explains).
 """
 import argparse
 import http.client
-
-from prometheus_client import exposition, openmetrics
+import os
+import sys
 
 from supervisor_fcgi_ext.lab.harness import PoolSpec, Supervisor
 from supervisor_fcgi_ext.supervisord import metrics
@@ -23,22 +26,20 @@ from supervisor_fcgi_ext.supervisord import metrics
 from bench_sockstats import median_ms   # its neighbours in benchmarks/
 from bench_status import server_side
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), 'tests', 'supervisord'))
+import metricsref  # noqa: E402  (the reference, beside the tests that use it)
 
-class Statuses:
-    """The `collect()` prometheus_client's encoders read, over statuses."""
-
-    def __init__(self, statuses):
-        self.statuses = statuses
-
-    def collect(self):
-        return metrics.families(self.statuses)
+OPENMETRICS = 'application/openmetrics-text'
+GOAL_MS = 2.0
 
 
 def scrape_cost(status, runs):
-    """(text, OpenMetrics) encoding of one pool's status, in ms."""
-    source = Statuses([status])
-    return (median_ms(lambda: exposition.generate_latest(source), runs),
-            median_ms(lambda: openmetrics.exposition.generate_latest(source), runs))
+    """ms to write one pool's status: (ours text, ours OpenMetrics,
+    prometheus_client text, prometheus_client OpenMetrics)."""
+    return tuple(median_ms(lambda: write([status], accept), runs)
+                 for write in (metrics.render, metricsref.generate)
+                 for accept in ('', OPENMETRICS))
 
 
 def round_trips(workers, runs):
@@ -58,24 +59,53 @@ def round_trips(workers, runs):
                 median_ms(get_metrics, runs))
 
 
+def verdicts(rows):
+    """The goal and linearity lines of the server-side rows."""
+    lines = ['goal: scrape - getPoolStatus <= %.0f ms (server side):' % GOAL_MS]
+    for (workers, kind), (pool_status, text, om, _, _) in rows.items():
+        lines.append('  %-4d %-8s ' % (workers, kind) + ', '.join(
+            '%s %+.2f ms %s' % (name, scrape - pool_status,
+                                'met' if scrape - pool_status <= GOAL_MS else 'NOT met')
+            for name, scrape in (('text', text), ('OpenMetrics', om))))
+    sizes = sorted({workers for workers, _ in rows})
+    if len(sizes) > 1:
+        small, large = sizes[-2], sizes[-1]
+        lines.append('linearity: scrape ms per worker at %d vs %d (ratio; 1 is linear):'
+                     % (small, large))
+        for kind in ('sampled', 'exact'):
+            per = [[value / workers for value in rows[workers, kind]]
+                   for workers in (small, large)]
+            lines.append('  %-8s ' % kind + ', '.join(
+                '%s %.3f vs %.3f (%.2f)' % (name, per[0][i], per[1][i], per[1][i] / per[0][i])
+                for i, name in ((1, 'scrape txt'), (2, 'scrape om'), (3, 'writing txt'),
+                                (4, 'writing om'), (0, 'getPoolStatus'))))
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--runs', type=int, default=50)
     parser.add_argument('--workers', default='8,64,256')
     args = parser.parse_args()
     sizes = [int(w) for w in args.workers.split(',')]
-    print('server side (median of %d):' % args.runs)
+    print('server side (median of %d; "prom_client": its encoders, the reference):'
+          % args.runs)
     # Prometheus itself asks for OpenMetrics first (its default Accept)
-    print('  %-8s %-8s %9s %9s %9s %9s %11s %11s %11s' % (
+    print('  %-8s %-8s %9s %9s %9s %9s %11s %11s %11s %11s %11s' % (
         'workers', 'counts', 'status', 'marshal', 'text', 'openmet',
-        'getPoolSt', 'scrape txt', 'scrape om'))
+        'getPoolSt', 'scrape txt', 'scrape om', 'prom_c txt', 'prom_c om'))
+    rows = {}
     for workers in sizes:
         for kind in ('sampled', 'exact'):
             status, cost, marshal = server_side(kind, workers, args.runs)
-            text, om = scrape_cost(status, args.runs)
+            text, om, their_text, their_om = scrape_cost(status, args.runs)
+            rows[workers, kind] = (cost + marshal, cost + text, cost + om, text, om)
             print('  %-8d %-8s %7.2fms %7.2fms %7.2fms %7.2fms %9.2fms %9.2fms %9.2fms'
+                  ' %9.2fms %9.2fms'
                   % (workers, kind, cost, marshal, text, om, cost + marshal,
-                     cost + text, cost + om), flush=True)
+                     cost + text, cost + om, cost + their_text, cost + their_om),
+                  flush=True)
+    print('\n'.join(verdicts(rows)))
     print('round trip through supervisord (median of %d):' % args.runs)
     print('  %-8s %16s %16s' % ('workers', 'getPoolStatus', '/fcgi/metrics'))
     for workers in sizes:

@@ -233,23 +233,19 @@ def test_frozen_processes_lifecycle_and_the_last_duration_while_busy(pool, pool_
     writer.close()
 
 
-def test_no_pools_is_every_family_without_samples():
-    made = metrics.families([])
-    assert [f.name for f in made] == [name for name, _, _, _ in metrics.FAMILIES]
-    assert not any(f.samples for f in made)
-
-
 def test_the_process_manager_of_a_pool_status_from_the_plugin(pool):
     monitor, view = pool
     status = dict(monitor.status(view()), pm='dynamic', pm_state='active', target=3,
                   floor=2, ceiling=12, max_children_reached=1, spawns=4, stops=1)
-    families = {f.name: f for f in metrics.families([status])}
-    sample = {name: families[name].samples for name in families}
-    assert [(s.labels, s.value) for s in sample['fcgi_pool_pm']] == \
-        [({'pool': 'pool', 'pm': 'dynamic', 'state': 'active'}, 1)]
-    assert [s.value for s in sample['fcgi_pool_pm_target']] == [3]
-    assert [s.value for s in sample['fcgi_pool_pm_ceiling']] == [12]
-    assert [s.value for s in sample['fcgi_pool_max_children_reached']] == [1]
-    assert [s.value for s in sample['fcgi_pool_pm_stops']] == [1]
-    assert sample['fcgi_pool_max_children_reached'][0].name == \
-        'fcgi_pool_max_children_reached_total'
+    for accept in ('', 'application/openmetrics-text'):
+        samples = scrape([status], accept)
+        assert [(labels, v) for (name, labels), v in samples.items()
+                if name == 'fcgi_pool_pm'] == \
+            [((('pm', 'dynamic'), ('pool', 'pool'), ('state', 'active')), 1)]
+        assert value(samples, 'fcgi_pool_pm_target', pool='pool') == 3
+        assert value(samples, 'fcgi_pool_pm_ceiling', pool='pool') == 12
+        assert value(samples, 'fcgi_pool_max_children_reached_total', pool='pool') == 1
+        assert value(samples, 'fcgi_pool_pm_stops_total', pool='pool') == 1
+    # PoolMonitor's status alone has no process manager
+    assert not names(scrape([monitor.status(view())])) & {'fcgi_pool_pm',
+                                                        'fcgi_pool_pm_target'}
