@@ -14,7 +14,15 @@ setup(ext_modules=[Extension('supervisor_fcgi_ext.worker._slotwriter',
                              optional=True),
                    Extension('supervisor_fcgi_ext.common._fastcgi',
                              ['supervisor_fcgi_ext/common/_fastcgi.c'],
+                             depends=['supervisor_fcgi_ext/common/fcgi_record.h'],
                              optional=True),
                    Extension('supervisor_fcgi_ext.worker._fastpath',
-                             ['supervisor_fcgi_ext/worker/_fastpath.c'],
-                             optional=True)])
+                             ['supervisor_fcgi_ext/worker/%s.c' % name for name in (
+                                 '_fastpath', 'fastpath_answer', 'fastpath_environ',
+                                 'fastpath_send')],
+                             depends=['supervisor_fcgi_ext/worker/fastpath.h',
+                                      'supervisor_fcgi_ext/common/fcgi_record.h'],
+                             optional=True)],
+      # the headers those C files include, for an sdist to build them too
+      package_data={'supervisor_fcgi_ext.common': ['*.h'],
+                    'supervisor_fcgi_ext.worker': ['*.h']})

@@ -16,12 +16,13 @@
 #include <stdint.h>
 #include <string.h>
 
-#define VERSION 1
-#define BEGIN_REQUEST 1
-#define PARAMS 4
-#define STDIN 5
-#define END_REQUEST 3
-#define MAX_CONTENT 65528
+#include "fcgi_record.h"
+
+#define VERSION FCGI_VERSION
+#define BEGIN_REQUEST FCGI_BEGIN_REQUEST
+#define PARAMS FCGI_PARAMS
+#define STDIN FCGI_STDIN
+#define MAX_CONTENT FCGI_MAX_CONTENT
 
 /* fastcgi.py sets this to its ProtocolError after import */
 static PyObject *protocol_error;
@@ -239,19 +240,6 @@ done:
     return result;
 }
 
-static inline void put_header(unsigned char *at, int kind, unsigned rid, Py_ssize_t length,
-                              int padding)
-{
-    at[0] = VERSION;
-    at[1] = (unsigned char)kind;
-    at[2] = (unsigned char)(rid >> 8);
-    at[3] = (unsigned char)rid;
-    at[4] = (unsigned char)(length >> 8);
-    at[5] = (unsigned char)length;
-    at[6] = (unsigned char)padding;
-    at[7] = 0;
-}
-
 PyDoc_STRVAR(frame_stream_doc,
 "frame_stream(kind, request_id, data, end=False)\n--\n\n"
 "encode_stream's records as one bytes object.");
@@ -284,7 +272,7 @@ static PyObject *frame_stream(PyObject *module, PyObject *const *args, Py_ssize_
         for (Py_ssize_t left = len; left > 0;) {
             Py_ssize_t chunk = left < MAX_CONTENT ? left : MAX_CONTENT;
             int padding = (int)(-chunk & 7);
-            put_header(at, (int)kind, (unsigned)rid, chunk, padding);
+            fcgi_put_header(at, (int)kind, (unsigned)rid, chunk, padding);
             memcpy(at + 8, from, chunk);
             memset(at + 8 + chunk, 0, padding);
             at += 8 + chunk + padding;
@@ -292,7 +280,7 @@ static PyObject *frame_stream(PyObject *module, PyObject *const *args, Py_ssize_
             left -= chunk;
         }
         if (end)
-            put_header(at, (int)kind, (unsigned)rid, 0, 0);
+            fcgi_put_header(at, (int)kind, (unsigned)rid, 0, 0);
     }
     PyBuffer_Release(&view);
     return out;

@@ -206,9 +206,10 @@ def main(argv=None):
                                 max_requests, board)
     else:
         server = SingleWorker(app, listener, args.timeout, max_requests, board)
-    log('serving %s on %s (%s%s%s)' % (
+    log('serving %s on %s (%s%s%s%s)' % (
         args.app or 'the demo app', describe(listener),
         '%d threads' % args.threads if args.threads > 1 else 'single-threaded',
         ', max %d requests' % max_requests if max_requests else '',
-        ', scoreboard %s (%s writer)' % (board.path, board.kind) if board else ''))
+        ', scoreboard %s (%s writer)' % (board.path, board.kind) if board else '',
+        ', C fast path' if server.fast is not None else ''))
     return server.serve()
