@@ -27,6 +27,7 @@
 #include <structmember.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -159,15 +160,27 @@ static PyObject *Server_serve(Server *s, PyObject *arg)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     ssize_t n;
-    while ((n = recv(fd, s->buf, RECV_SIZE, MSG_DONTWAIT)) < 0 && errno == EINTR) {
-        if (PyErr_CheckSignals() < 0) {
+    int waited = 0;
+    for (;;) {
+        n = recv(fd, s->buf, RECV_SIZE, MSG_DONTWAIT);
+        if (n >= 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+            break;
+        int ready = 1;
+        if (errno == EINTR)
+            ready = PyErr_CheckSignals() < 0 ? -1 : 1;
+        else if (waited++ == 0)
+            ready = fp_wait(fd, POLLIN, s->timeout < FIRST_READ_GRACE ? s->timeout
+                                                                      : FIRST_READ_GRACE);
+        else
+            ready = 0;
+        if (ready < 0) {
             close(fd);
             return NULL;
         }
+        if (ready == 0)
+            return PyBytes_FromStringAndSize(NULL, 0);
     }
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return PyBytes_FromStringAndSize(NULL, 0);
         PyObject *type, *value, *tb;
         PyErr_SetFromErrno(PyExc_OSError);
         PyErr_Fetch(&type, &value, &tb);

@@ -8,6 +8,11 @@
 #define RESPONDER 1
 #define KEEP_CONN 1
 #define RECV_SIZE 65536
+/* A worker woken by nginx's connect() may look before the request it
+ * writes next is there: the fast path waits this long (at most) for it
+ * before it leaves the connection to the Python path, which shows
+ * 'reading' while it waits. */
+#define FIRST_READ_GRACE 0.05
 
 /* The Python objects a Server calls, in the order Server() takes them. */
 typedef struct {
@@ -68,5 +73,6 @@ void fp_plan_clear(Plan *p);
 int fp_make_environ(Server *s, PyObject *env, Plan *p, PyObject *body, Answer *a);
 /* fastpath_send.c */
 PyObject *fp_answer_list(Server *s, Answer *a, PyObject *result);
+int fp_wait(int fd, short events, double seconds);
 
 #endif

@@ -133,16 +133,16 @@ static double monotonic(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Wait for room to send, at most the timeout (the GIL released): 1 ready,
- * 0 the peer took nothing in time, -1 a signal handler raised. */
-static int wait_writable(Server *s, int fd)
+/* Wait until fd has ``events`` (or an error), at most ``seconds``, the
+ * GIL released: 1 ready, 0 not in time, -1 a signal handler raised. */
+int fp_wait(int fd, short events, double seconds)
 {
-    double deadline = monotonic() + s->timeout;
+    double deadline = monotonic() + seconds;
     for (;;) {
         double left = deadline - monotonic();
         if (left <= 0)
             return 0;
-        struct pollfd p = {fd, POLLOUT, 0};
+        struct pollfd p = {fd, events, 0};
         int n;
         Py_BEGIN_ALLOW_THREADS
         n = poll(&p, 1, (int)(left * 1000) + 1);
@@ -183,7 +183,7 @@ static int send_all(Server *s, int fd, PyObject *data)
             Py_DECREF(r);
             shown = 1;
         }
-        int ready = wait_writable(s, fd);
+        int ready = fp_wait(fd, POLLOUT, s->timeout);
         if (ready <= 0)
             return ready;
     }
