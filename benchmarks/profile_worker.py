@@ -7,17 +7,27 @@ whole and by part: repeatable on a loaded machine, where wall clock is not.
 ``whole``: a real fcgi-worker (C scoreboard) under callgrind serves nginx's
 requests (the harness's fastcgi_params, one connection each, as nginx
 without upstream keep-alive); run for N and 2N requests, the difference / N
-is one request, start-up and shutdown cancelled out.  The parts run the
-worker's own functions in a loop in this script under callgrind, against a
-run of none: record parsing, params decoding, environ construction, the
-WSGI call, response framing, the socket writes and the scoreboard updates.
-``rest``: whole minus the parts (objects, bookkeeping, accept and close).
-Without valgrind on PATH it says so and exits 0.
+is one request, start-up and shutdown cancelled out.
+
+With the C fast path (worker/_fastpath.c; the default where it is built)
+the parts are its C functions' inclusive costs in those two runs
+(callgrind_annotate, the same difference / N): serve() whole, and in it
+the records and params, the environ, start_response, the answer (framing,
+the send, the scoreboard's second update) and the scoreboard's first; the
+app is its own loop (below); ``rest`` is the accept loop's Python.  With
+``--python-path`` (FCGI_PURE_PYTHON=1: the Python codec, no fast path)
+the parts run the worker's own functions in a loop in this script under
+callgrind, against a run of none: record parsing, params decoding, environ
+construction, the WSGI call, response framing, the socket writes and the
+scoreboard updates; ``rest``: whole minus the parts (objects, bookkeeping,
+accept and close).  Without valgrind on PATH it says so and exits 0.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -26,6 +36,16 @@ import tempfile
 
 BIN = os.path.dirname(sys.executable)
 PARTS = ('records', 'params', 'environ', 'wsgi', 'framing', 'writes', 'scoreboard')
+# the fast path's parts: its C functions (inclusive), and the app's loop
+FAST_PARTS = (
+    ('fast path: serve(fd), all of it', ('Server_serve',)),
+    ('  records+params (parse_request)', ('parse_request',)),
+    ('  environ', ('fp_plan_environ', 'fp_make_environ')),
+    ('  start_response', ('Answer_call',)),
+    ('  answer: framing, send, 2nd update', ('fp_answer_list',)),
+    ('  scoreboard, 1st update', ('Writer_request_started',)),
+    ('  scoreboard, 2nd update', ('Writer_request_finished',)),
+)
 
 
 def request_bytes():
@@ -165,17 +185,51 @@ def serve(count, tmp, name, data, extra_env, kind='unix'):
                     raise RuntimeError('bad answer %r' % got[:200])
         if proc.wait(600):
             raise RuntimeError('fcgi-worker under valgrind exited %s' % proc.returncode)
-        return instructions(out)
+        return out
     finally:
         listener.close()
         shutil.rmtree(board, True)
 
 
 def whole_cost(count, tmp, extra_env, kind):
+    """(Ir of one request, the two runs' callgrind files)."""
     data = request_bytes()
     few = serve(count, tmp, 'few', data, extra_env, kind)
     many = serve(2 * count, tmp, 'many', data, extra_env, kind)
-    return (many - few) / count
+    return (instructions(many) - instructions(few)) / count, few, many
+
+
+def inclusive(out):
+    """{function name: inclusive Ir} of a callgrind file (callgrind_annotate)."""
+    text = subprocess.run(['callgrind_annotate', '--inclusive=yes', '--threshold=100', out],
+                          capture_output=True, text=True, check=True).stdout
+    costs = collections.Counter()
+    for line in text.splitlines():
+        # "  1,234 (0.5%)  file:function [object]": one line per function and object
+        found = re.match(r"\s*([\d,]+) \([^)]*\)\s+\S*?:([\w.]+)(?:'\d+)? \[", line)
+        if found:
+            costs[found.group(2)] += int(found.group(1).replace(',', ''))
+    return costs
+
+
+def fast_parts(few, many, count):
+    """FAST_PARTS' Ir per request, from the two runs."""
+    small, large = inclusive(few), inclusive(many)
+    return {label: sum(large[name] - small[name] for name in names) / count
+            for label, names in FAST_PARTS}
+
+
+def python_parts(whole, count, tmp):
+    """The Python path's parts, each its own loop, and the rest."""
+    from supervisor_fcgi_ext.common import fastcgi
+    costs = {}
+    for part in PARTS:
+        if part == 'params' and fastcgi.CODEC == 'C':
+            continue        # decoded in the same C call as the records
+        label = 'records+params' if part == 'records' and fastcgi.CODEC == 'C' else part
+        costs[label] = part_cost(part, count, tmp)
+    costs['rest'] = whole - sum(costs.values())
+    return costs
 
 
 def main(argv=None):
@@ -197,26 +251,27 @@ def main(argv=None):
     extra = {'FCGI_PURE_PYTHON': '1'} if args.python_path else {}
     os.environ.update(extra)
     from supervisor_fcgi_ext.common import fastcgi
-    print('codec: %s; %d requests (and %d) per run' % (
-        getattr(fastcgi, 'CODEC', 'Python'), args.requests, 2 * args.requests))
+    from supervisor_fcgi_ext.worker import fastpath
+    fast = fastcgi.CODEC == 'C' and fastpath._fastpath is not None
+    print('codec: %s%s; %d requests (and %d) per run; %s socket' % (
+        fastcgi.CODEC, ', C fast path' if fast else '', args.requests, 2 * args.requests,
+        args.socket))
     tmp = tempfile.mkdtemp(prefix='sfe-profile-')
     try:
-        whole = whole_cost(args.requests, tmp, extra, args.socket)
+        whole, few, many = whole_cost(args.requests, tmp, extra, args.socket)
         print('whole request: %.0f Ir' % whole, flush=True)
-        costs = {}
-        if args.parts == 'all':
-            for part in PARTS:
-                if part == 'params' and fastcgi.CODEC == 'C':
-                    continue        # decoded in the same C call as the records
-                label = 'records+params' if part == 'records' and fastcgi.CODEC == 'C' \
-                    else part
-                costs[label] = part_cost(part, args.requests, tmp)
-        print('\n%-15s %12s' % ('part', 'Ir/request'))
+        if args.parts == 'all' and fast:
+            costs = fast_parts(few, many, args.requests)
+            costs['  app (the demo app, its own loop)'] = part_cost('wsgi', args.requests, tmp)
+            costs['rest (accept loop, Python)'] = whole - costs[FAST_PARTS[0][0]]
+        elif args.parts == 'all':
+            costs = python_parts(whole, args.requests, tmp)
+        else:
+            costs = {}
+        costs['whole'] = whole
+        print('\n%-40s %12s' % ('part', 'Ir/request'))
         for part, cost in costs.items():
-            print('%-15s %12.0f' % (part, cost))
-        if costs:
-            print('%-15s %12.0f' % ('rest', whole - sum(costs.values())))
-        print('%-15s %12.0f' % ('whole', whole))
+            print('%-40s %12.0f' % (part, cost))
     finally:
         shutil.rmtree(tmp, True)
 
