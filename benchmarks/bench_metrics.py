@@ -9,22 +9,32 @@ what prometheus_client's own encoders take for the same text (the reference
 the tests hold ours to, tests/supervisord/metricsref.py).  The goal (issue
 12): a scrape within 2 ms of getPoolStatus, and linear in the workers.
 
+With --instructions, the writing (text, OpenMetrics) and the XML-RPC
+marshalling of the same exact statuses again in instructions (callgrind: the
+same on a loaded machine, where wall clock is not).
+
 Part 2, round trip through a real supervisord: GET /fcgi/metrics next to
 getPoolStatus, both through supervisor's HTTP layer (whose delayed-ACK floor
 bench_status explains).
 
     python benchmarks/bench_metrics.py [--runs 50] [--workers 8,64,256]
+                                       [--instructions]
 """
 import argparse
 import http.client
 import os
+import pickle
+import shutil
 import sys
+import tempfile
+import xmlrpc.client
 
 from supervisor_fcgi_ext.lab.harness import PoolSpec, Supervisor
 from supervisor_fcgi_ext.supervisord import metrics
 
 from bench_sockstats import median_ms   # its neighbours in benchmarks/
 from bench_status import server_side
+from profile_worker import callgrind, instructions
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), 'tests', 'supervisord'))
@@ -32,6 +42,10 @@ import metricsref  # noqa: E402  (the reference, beside the tests that use it)
 
 OPENMETRICS = 'application/openmetrics-text'
 GOAL_MS = 2.0
+WRITERS = {'text': lambda status: metrics.render([status]),
+           'openmet': lambda status: metrics.render([status], OPENMETRICS),
+           'marshal': lambda status: xmlrpc.client.dumps((status,), methodresponse=True)}
+WRITES = 5       # per callgrind run, against a run of none
 
 
 def scrape_cost(status, runs):
@@ -40,6 +54,58 @@ def scrape_cost(status, runs):
     return tuple(median_ms(lambda: write([status], accept), runs)
                  for write in (metrics.render, metricsref.generate)
                  for accept in ('', OPENMETRICS))
+
+
+def run_writes(path, what, count):
+    """--run-writes: a pickled status written once by every writer (their
+    first use), then ``count`` times by ``what``."""
+    with open(path, 'rb') as f:
+        status = pickle.load(f)
+    for write in WRITERS.values():
+        write(status)
+    for _ in range(count):
+        WRITERS[what](status)
+
+
+def write_instructions(status, tmp):
+    """{writer: instructions per write of ``status``}: each writer's run
+    against one run that writes nothing more."""
+    path = os.path.join(tmp, 'status.pickle')
+    with open(path, 'wb') as f:
+        pickle.dump(status, f)
+    totals = {}
+    for what, count in [('text', 0)] + [(what, WRITES) for what in WRITERS]:
+        proc, out = callgrind([sys.executable, __file__, '--run-writes', path, what,
+                               str(count)], tmp, '%s-%d' % (what, count))
+        if proc.wait(600):
+            raise RuntimeError('%s failed under valgrind' % what)
+        totals[what, count] = instructions(out)
+    return {what: (totals[what, WRITES] - totals['text', 0]) / WRITES for what in WRITERS}
+
+
+def print_instructions(statuses):
+    """The table of instructions per write, and their linearity."""
+    print('instructions per write, exact counts (callgrind; "k": thousands):')
+    print('  %-8s %10s %10s %10s %12s %12s %12s' % (
+        'workers', 'text', 'openmet', 'marshal', 'text/wkr', 'openmet/wkr', 'marshal/wkr'))
+    tmp = tempfile.mkdtemp(prefix='sfe-bench-metrics-')
+    per_worker = {}
+    try:
+        for workers, status in sorted(statuses.items()):
+            costs = write_instructions(status, tmp)
+            per_worker[workers] = {what: cost / workers for what, cost in costs.items()}
+            print('  %-8d' % workers
+                  + ''.join(' %9.0fk' % (costs[w] / 1000) for w in WRITERS)
+                  + ''.join(' %11.1fk' % (per_worker[workers][w] / 1000) for w in WRITERS),
+                  flush=True)
+    finally:
+        shutil.rmtree(tmp, True)
+    if len(per_worker) > 1:
+        small, large = sorted(per_worker)[-2:]
+        print('linearity: instructions per worker at %d vs %d (ratio; 1 is linear): '
+              % (small, large) + ', '.join(
+                  '%s %.2f' % (w, per_worker[large][w] / per_worker[small][w])
+                  for w in WRITERS))
 
 
 def round_trips(workers, runs):
@@ -76,7 +142,8 @@ def verdicts(rows):
             per = [[value / workers for value in rows[workers, kind]]
                    for workers in (small, large)]
             lines.append('  %-8s ' % kind + ', '.join(
-                '%s %.3f vs %.3f (%.2f)' % (name, per[0][i], per[1][i], per[1][i] / per[0][i])
+                '%s %.3f vs %.3f (%.2f)'
+                % (name, per[0][i], per[1][i], per[1][i] / per[0][i])
                 for i, name in ((1, 'scrape txt'), (2, 'scrape om'), (3, 'writing txt'),
                                 (4, 'writing om'), (0, 'getPoolStatus'))))
     return lines
@@ -86,7 +153,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--runs', type=int, default=50)
     parser.add_argument('--workers', default='8,64,256')
+    parser.add_argument('--instructions', action='store_true',
+                        help='also count the writing in instructions (valgrind)')
+    parser.add_argument('--run-writes', nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run_writes:
+        run_writes(args.run_writes[0], args.run_writes[1], int(args.run_writes[2]))
+        return
     sizes = [int(w) for w in args.workers.split(',')]
     print('server side (median of %d; "prom_client": its encoders, the reference):'
           % args.runs)
@@ -94,18 +167,25 @@ def main():
     print('  %-8s %-8s %9s %9s %9s %9s %11s %11s %11s %11s %11s' % (
         'workers', 'counts', 'status', 'marshal', 'text', 'openmet',
         'getPoolSt', 'scrape txt', 'scrape om', 'prom_c txt', 'prom_c om'))
-    rows = {}
+    rows, exact = {}, {}
     for workers in sizes:
         for kind in ('sampled', 'exact'):
             status, cost, marshal = server_side(kind, workers, args.runs)
             text, om, their_text, their_om = scrape_cost(status, args.runs)
             rows[workers, kind] = (cost + marshal, cost + text, cost + om, text, om)
+            if kind == 'exact':
+                exact[workers] = status
             print('  %-8d %-8s %7.2fms %7.2fms %7.2fms %7.2fms %9.2fms %9.2fms %9.2fms'
                   ' %9.2fms %9.2fms'
                   % (workers, kind, cost, marshal, text, om, cost + marshal,
                      cost + text, cost + om, cost + their_text, cost + their_om),
                   flush=True)
     print('\n'.join(verdicts(rows)))
+    if args.instructions:
+        if shutil.which('valgrind') is None:
+            print('instructions: skipped, no valgrind on PATH (Debian: valgrind)')
+        else:
+            print_instructions(exact)
     print('round trip through supervisord (median of %d):' % args.runs)
     print('  %-8s %16s %16s' % ('workers', 'getPoolStatus', '/fcgi/metrics'))
     for workers in sizes:

@@ -122,9 +122,9 @@ FAMILIES = (
 )
 # the process manager's fields, which the plugin adds to every pool's status
 PM_FIELDS = (('fcgi_pool_pm_target', 'target'), ('fcgi_pool_pm_floor', 'floor'),
-              ('fcgi_pool_pm_ceiling', 'ceiling'),
-              ('fcgi_pool_max_children_reached', 'max_children_reached'),
-              ('fcgi_pool_pm_spawns', 'spawns'), ('fcgi_pool_pm_stops', 'stops'))
+             ('fcgi_pool_pm_ceiling', 'ceiling'),
+             ('fcgi_pool_max_children_reached', 'max_children_reached'),
+             ('fcgi_pool_pm_spawns', 'spawns'), ('fcgi_pool_pm_stops', 'stops'))
 # status field of each one-sample pool family; below 0: a figure the kernel
 # cannot give (e.g. drops of a unix socket), left out
 POOL_FIELDS = (
@@ -147,7 +147,7 @@ EXACT_FIELDS = (
     ('fcgi_process_exceptions', 'exceptions', 1),
 )
 
-
+# the label values the last scrape escaped, for the next
 ESCAPES = Escapes()
 
 
