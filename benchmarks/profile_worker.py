@@ -14,7 +14,7 @@ the parts are its C functions' inclusive costs in those two runs
 (callgrind_annotate, the same difference / N): serve() whole, and in it
 the records and params, the environ, start_response, the answer (framing,
 the send, the scoreboard's second update) and the scoreboard's first; the
-app is its own loop (below); ``rest`` is the accept loop's Python.  With
+app is its own loop (below); ``rest`` is the Python around the C loop.  With
 ``--python-path`` (FCGI_PURE_PYTHON=1: the Python codec, no fast path)
 the parts run the worker's own functions in a loop in this script under
 callgrind, against a run of none: record parsing, params decoding, environ
@@ -38,10 +38,12 @@ BIN = os.path.dirname(sys.executable)
 PARTS = ('records', 'params', 'environ', 'wsgi', 'framing', 'writes', 'scoreboard')
 # the fast path's parts: its C functions (inclusive), and the app's loop
 FAST_PARTS = (
-    ('fast path: serve(fd), all of it', ('Server_serve',)),
+    # a single-threaded worker's accept loop is in C (it serves each
+    # connection itself); --threads workers call serve(fd) from Python
+    ('fast path: accept_loop or serve(fd)', ('Server_accept_loop', 'Server_serve')),
     ('  records+params (parse_request)', ('parse_request',)),
     ('  environ', ('fp_plan_environ', 'fp_make_environ')),
-    ('  start_response', ('Answer_call',)),
+    ('  start_response', ('fp_answer_vectorcall', 'Answer_call')),
     ('  answer: framing, send, 2nd update', ('fp_answer_list',)),
     ('  scoreboard, 1st update', ('Writer_request_started',)),
     ('  scoreboard, 2nd update', ('Writer_request_finished',)),
@@ -263,7 +265,7 @@ def main(argv=None):
         if args.parts == 'all' and fast:
             costs = fast_parts(few, many, args.requests)
             costs['  app (the demo app, its own loop)'] = part_cost('wsgi', args.requests, tmp)
-            costs['rest (accept loop, Python)'] = whole - costs[FAST_PARTS[0][0]]
+            costs['rest (Python around it)'] = whole - costs[FAST_PARTS[0][0]]
         elif args.parts == 'all':
             costs = python_parts(whole, args.requests, tmp)
         else:

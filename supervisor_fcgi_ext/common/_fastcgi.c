@@ -106,20 +106,116 @@ static PyObject *latin1(Py_ssize_t place, const unsigned char *at, Py_ssize_t le
     return text;
 }
 
-/* The pairs of c[0:end] (checked whole) into dict as latin-1 str; -1 on
- * memory errors. */
-static int decode_into(const unsigned char *c, Py_ssize_t end, PyObject *dict)
+/* Where decoded pairs go: straight into ``dict``, or (dict NULL) first
+ * into ``pairs`` (new references), for params_dict to make the dict. */
+#define HELD_PAIRS (CACHED_PLACES / 2)
+typedef struct {
+    PyObject *dict;
+    PyObject *pairs[2 * HELD_PAIRS];
+    Py_ssize_t count;
+} Pairs;
+
+static void release_pairs(Pairs *p)
 {
-    Py_ssize_t pos = 0, place = 0;
+    for (Py_ssize_t i = 0; i < 2 * p->count; i++)
+        Py_DECREF(p->pairs[i]);
+    p->count = 0;
+}
+
+/* A dict made with room for ``size`` keys (and what the worker adds) where
+ * the C API lets us say so. */
+static PyObject *new_dict(Py_ssize_t size)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    return _PyDict_NewPresized(size + 12);
+#else
+    (void)size;
+    return PyDict_New();
+#endif
+}
+
+static int put_pairs(PyObject *dict, Pairs *p)
+{
+    for (Py_ssize_t i = 0; i < p->count; i++)
+        if (PyDict_SetItem(dict, p->pairs[2 * i], p->pairs[2 * i + 1]) < 0)
+            return -1;
+    return 0;
+}
+
+/* The params of the last request whose names were new, never handed out:
+ * web servers send the same names in the same order (and, with the str
+ * cache, the same name objects), so a request's dict is mostly a copy of
+ * this one (one block copy, no insertions), with the values that changed
+ * set.  Used with the GIL held. */
+static PyObject *template_params;
+
+/* The dict of p's pairs (held, all of them); NULL on memory errors. */
+static PyObject *params_dict(Pairs *p)
+{
+    PyObject *key, *value, *dict;
+    Py_ssize_t at = 0, i = 0;
+    if (template_params != NULL && PyDict_GET_SIZE(template_params) == p->count) {
+        while (PyDict_Next(template_params, &at, &key, &value) && key == p->pairs[2 * i])
+            i++;
+    }
+    if (i == p->count && template_params != NULL) {
+        if (!(dict = PyDict_Copy(template_params)))
+            return NULL;
+        for (at = 0, i = 0; PyDict_Next(template_params, &at, &key, &value); i++) {
+            if (value != p->pairs[2 * i + 1] && PyDict_SetItem(dict, key, p->pairs[2 * i + 1]) < 0) {
+                Py_DECREF(dict);
+                return NULL;
+            }
+        }
+        return dict;
+    }
+    if (!(dict = new_dict(p->count)) || put_pairs(dict, p) < 0) {
+        Py_XDECREF(dict);
+        return NULL;
+    }
+    Py_XSETREF(template_params, PyDict_Copy(dict));
+    if (template_params == NULL) {
+        Py_DECREF(dict);
+        return NULL;
+    }
+    return dict;
+}
+
+/* One pair into p; -1 on memory errors. */
+static int add_pair(Pairs *p, PyObject *name, PyObject *value)
+{
+    if (p->dict == NULL && p->count < HELD_PAIRS) {
+        p->pairs[2 * p->count] = name;
+        p->pairs[2 * p->count + 1] = value;
+        p->count++;
+        return 0;
+    }
+    int failed = 0;
+    if (p->dict == NULL) {       /* more pairs than held: the plain way from here */
+        failed = !(p->dict = new_dict(p->count)) || put_pairs(p->dict, p) < 0;
+        release_pairs(p);
+    }
+    failed = failed || PyDict_SetItem(p->dict, name, value) < 0;
+    Py_DECREF(name);
+    Py_DECREF(value);
+    return failed ? -1 : 0;
+}
+
+/* The pairs of c[0:end] (checked whole) as latin-1 str into p, the first
+ * at cache place *place; -1 on memory errors. */
+static int decode_into(const unsigned char *c, Py_ssize_t end, Py_ssize_t *place, Pairs *p)
+{
+    Py_ssize_t pos = 0;
     while (pos < end) {
         Py_ssize_t name_len = pair_length(c, &pos, end);
         Py_ssize_t value_len = pair_length(c, &pos, end);
-        PyObject *name = latin1(place++, c + pos, name_len);
-        PyObject *value = name ? latin1(place++, c + pos + name_len, value_len) : NULL;
-        int failed = value == NULL || PyDict_SetItem(dict, name, value) < 0;
-        Py_XDECREF(name);
-        Py_XDECREF(value);
-        if (failed)
+        PyObject *name = latin1((*place)++, c + pos, name_len);
+        PyObject *value = name ? latin1((*place)++, c + pos + name_len, value_len) : NULL;
+        if (value == NULL) {
+            Py_XDECREF(name);
+            return -1;
+        }
+        if (add_pair(p, name, value) < 0)
             return -1;
         pos += name_len + value_len;
     }
@@ -141,9 +237,13 @@ static PyObject *decode_params(PyObject *module, PyObject *const *args, Py_ssize
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *c = view.buf;
+    Py_ssize_t place = 0;
+    Pairs into;
+    into.dict = args[1];
+    into.count = 0;
     int rc = check_pairs(c, view.len, 1);
     if (rc == 0)
-        rc = decode_into(c, view.len, args[1]);
+        rc = decode_into(c, view.len, &place, &into);
     PyBuffer_Release(&view);
     if (rc < 0)
         return NULL;
@@ -187,8 +287,11 @@ static PyObject *parse_request(PyObject *module, PyObject *const *args, Py_ssize
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *b = view.buf;
-    Py_ssize_t n = view.len, length, size, param_bytes = 0;
+    Py_ssize_t n = view.len, length, size, param_bytes = 0, place = 0;
     PyObject *params = NULL, *stdin_list = NULL, *result = NULL;
+    Pairs pairs;
+    pairs.dict = NULL;
+    pairs.count = 0;
     int kind;
     unsigned rid, id;
     if (pos < 0 || !header(b, pos, n, &kind, &rid, &length, &size)
@@ -197,8 +300,6 @@ static PyObject *parse_request(PyObject *module, PyObject *const *args, Py_ssize
     unsigned role = ((unsigned)b[pos + 8] << 8) | b[pos + 9];
     unsigned flags = b[pos + 10];
     pos += size;
-    if (!(params = PyDict_New()))
-        goto done;
     for (;;) {
         if (!header(b, pos, n, &kind, &id, &length, &size) || kind != PARAMS || id != rid)
             goto none;
@@ -209,10 +310,12 @@ static PyObject *parse_request(PyObject *module, PyObject *const *args, Py_ssize
         param_bytes += length;
         if (param_bytes > limit || check_pairs(content, length, 0) < 0)
             goto none;
-        if (decode_into(content, length, params) < 0)
+        if (decode_into(content, length, &place, &pairs) < 0)
             goto done;
     }
-    if (!(stdin_list = PyList_New(0)))
+    params = pairs.dict != NULL ? pairs.dict : params_dict(&pairs);
+    pairs.dict = NULL;
+    if (params == NULL || !(stdin_list = PyList_New(0)))
         goto done;
     /* as the worker's loop: every complete STDIN record of this request */
     while (n - pos >= 8 && b[pos + 1] == STDIN && (((unsigned)b[pos + 2] << 8) | b[pos + 3]) == rid) {
@@ -228,12 +331,30 @@ static PyObject *parse_request(PyObject *module, PyObject *const *args, Py_ssize
         Py_DECREF(chunk);
         pos += size;
     }
-    result = Py_BuildValue("(nIIIOnO)", pos, rid, role, flags, params, param_bytes, stdin_list);
+    PyObject *items[7] = {PyLong_FromSsize_t(pos), PyLong_FromUnsignedLong(rid),
+                          PyLong_FromUnsignedLong(role), PyLong_FromUnsignedLong(flags),
+                          params, PyLong_FromSsize_t(param_bytes), stdin_list};
+    params = stdin_list = NULL;        /* the tuple's, or dropped with it */
+    if ((result = PyTuple_New(7)) != NULL) {
+        for (int i = 0; i < 7; i++) {
+            if (items[i] == NULL)
+                Py_CLEAR(result);
+            if (result != NULL)
+                PyTuple_SET_ITEM(result, i, items[i]);
+            else
+                Py_XDECREF(items[i]);
+        }
+    } else {
+        for (int i = 0; i < 7; i++)
+            Py_XDECREF(items[i]);
+    }
     goto done;
 none:
     Py_INCREF(Py_None);
     result = Py_None;
 done:
+    release_pairs(&pairs);
+    Py_XDECREF(pairs.dict);
     Py_XDECREF(params);
     Py_XDECREF(stdin_list);
     PyBuffer_Release(&view);

@@ -39,6 +39,7 @@ PyObject *fp_s_https, *fp_s_scheme, *fp_s_input, *fp_s_errors, *fp_s_empty;
 PyObject *fp_s_slash, *fp_s_on, *fp_s_one, *fp_s_https_value, *fp_s_http_ct;
 PyObject *fp_s_http_cl, *fp_s_req, *fp_s_stderr, *fp_s_write, *fp_s_start_response;
 PyObject *fp_required[4];
+static PyObject *fp_s_stopping, *fp_s_max_requests, *fp_s_request_done;
 
 /* The request in got (parse_request's tuple) if it is the ordinary one,
  * with its body: 1, else 0 (-1 on errors). */
@@ -113,6 +114,7 @@ static PyObject *run(Server *s, int fd, PyObject *got, PyObject *body, Plan *pla
     a->flags = (unsigned)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(got, 3));
     a->status = a->headers = a->slow = NULL;
     a->code = 0;
+    a->vectorcall = fp_answer_vectorcall;
     Py_INCREF(params);
     a->environ = params;
     PyObject_GC_Track(a);
@@ -149,11 +151,90 @@ PyDoc_STRVAR(serve_doc,
 "yet, or at its end), or the OSError recv() failed with, the fd left open\n"
 "for the Python path.  Exceptions (the app's SystemExit...) close the fd.");
 
+static PyObject *serve(Server *s, int fd);
+
 static PyObject *Server_serve(Server *s, PyObject *arg)
 {
     int fd = (int)PyLong_AsLong(arg);
     if (fd == -1 && PyErr_Occurred())
         return NULL;
+    return serve(s, fd);
+}
+
+/* The OSError of errno, as a value (not raised) */
+static PyObject *os_error(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_SetFromErrno(PyExc_OSError);
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+PyDoc_STRVAR(accept_loop_doc,
+"accept_loop(listener_fd, worker)\n--\n\n"
+"base.py's accept loop for a single-threaded worker: accept on listener_fd\n"
+"and serve() each connection until worker.stopping (then None), a\n"
+"connection for the Python path ((fd, what serve() read)) or a failed\n"
+"accept() (its OSError, as a value).  worker.request_done() follows each\n"
+"request served here when worker.max_requests is set.  Signal handlers run\n"
+"before each accept() and when one interrupts it, as in socket.accept().");
+
+static PyObject *Server_accept_loop(Server *s, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "accept_loop(listener_fd, worker)");
+        return NULL;
+    }
+    int listener = (int)PyLong_AsLong(args[0]);
+    PyObject *worker = args[1];
+    if (listener == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *limit = PyObject_GetAttr(worker, fp_s_max_requests);
+    int counted = limit == NULL ? -1 : PyObject_IsTrue(limit);
+    Py_XDECREF(limit);
+    if (counted < 0)
+        return NULL;
+    for (;;) {
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+        PyObject *stopping = PyObject_GetAttr(worker, fp_s_stopping);
+        int stop = stopping == NULL ? -1 : PyObject_IsTrue(stopping);
+        Py_XDECREF(stopping);
+        if (stop < 0)
+            return NULL;
+        if (stop)
+            Py_RETURN_NONE;
+        int fd;
+        Py_BEGIN_ALLOW_THREADS
+        fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        Py_END_ALLOW_THREADS
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;           /* the handlers run at the top */
+            return os_error();
+        }
+        PyObject *got = serve(s, fd);
+        if (got == Py_True && counted) {
+            Py_DECREF(got);
+            got = PyObject_CallMethodNoArgs(worker, fp_s_request_done);
+            if (got != NULL)
+                Py_SETREF(got, Py_NewRef(Py_None));
+        }
+        if (got == NULL)
+            return NULL;
+        if (got != Py_True && got != Py_None) {
+            PyObject *pair = Py_BuildValue("(iN)", fd, got);
+            return pair;
+        }
+        Py_DECREF(got);
+    }
+}
+
+static PyObject *serve(Server *s, int fd)
+{
     if (s->tcp) {
         /* a streamed answer leaves in several sends: no Nagle delay */
         int one = 1;
@@ -181,13 +262,7 @@ static PyObject *Server_serve(Server *s, PyObject *arg)
             return PyBytes_FromStringAndSize(NULL, 0);
     }
     if (n < 0) {
-        PyObject *type, *value, *tb;
-        PyErr_SetFromErrno(PyExc_OSError);
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        return value;
+        return os_error();
     }
     PyObject *data = PyBytes_FromStringAndSize(s->buf, n);
     if (data == NULL || n == 0)
@@ -226,6 +301,8 @@ out:
 
 static PyMethodDef Server_methods[] = {
     {"serve", (PyCFunction)Server_serve, METH_O, serve_doc},
+    {"accept_loop", (PyCFunction)(void (*)(void))Server_accept_loop, METH_FASTCALL,
+     accept_loop_doc},
     {NULL}
 };
 
@@ -329,6 +406,9 @@ PyMODINIT_FUNC PyInit__fastpath(void)
             || intern(&fp_s_http_ct, "HTTP_CONTENT_TYPE") < 0
             || intern(&fp_s_http_cl, "HTTP_CONTENT_LENGTH") < 0
             || intern(&fp_s_req, "req") < 0 || intern(&fp_s_stderr, "stderr") < 0
+            || intern(&fp_s_stopping, "stopping") < 0
+            || intern(&fp_s_max_requests, "max_requests") < 0
+            || intern(&fp_s_request_done, "request_done") < 0
             || intern(&fp_s_write, "write") < 0 || intern(&fp_s_start_response, "start_response") < 0)
         return NULL;
     for (int i = 0; i < 4; i++)

@@ -58,6 +58,7 @@ class WorkerBase:
                                'wsgi.multiprocess': True, 'wsgi.run_once': False,
                                'wsgi.url_scheme': 'http'})
         self.fast = fastpath.fast_server(self)
+        self.fast_loop = self.fast is not None and threads == 1 and self._allowed is None
 
     # -- signals ----------------------------------------------------------------
 
@@ -95,15 +96,23 @@ class WorkerBase:
             self.scoreboard.ready()
         try:
             while not self.stopping:
+                if self.fast_loop:
+                    # one thread, every web server allowed: the fast path
+                    # accepts too, and returns what is not its own
+                    got = self.fast.accept_loop(self.listener.fileno(), self)
+                    if isinstance(got, tuple):
+                        self.serve_connection(got[0], None, got[1])
+                    elif got is not None and not self._accept_failed(got):
+                        break
+                    continue
                 if not self._wait_for_thread():
                     continue
                 try:
                     fd, addr = self.listener._accept()
                 except OSError as exc:
                     self._release_thread()
-                    if self.stopping:
+                    if not self._accept_failed(exc):
                         break
-                    self._accept_failed(exc)
                     continue
                 if self._allowed is not None and addr[0] not in self._allowed:
                     self._release_thread()
@@ -120,13 +129,12 @@ class WorkerBase:
         log('stopped: %s' % self.stop_reason)
         return EXIT_OK
 
-    def serve_connection(self, fd, addr):
+    def serve_connection(self, fd, addr, first=None):
         """Serve the connection accepted as ``fd``, in the thread that
         serves it: by the fast path (fastpath.py) when it brings the
         ordinary request, else by WorkerConnection, from what the fast
-        path read."""
-        first = b''
-        if self.fast is not None:
+        path read (``first``: it looked already, in accept_loop)."""
+        if first is None and self.fast is not None:
             first = self.fast.serve(fd)
             if first is True:
                 self.request_done()
@@ -139,9 +147,13 @@ class WorkerBase:
             # last waits for the web server's delayed ACK (~40 ms on a
             # kept-alive connection).  (The fast path sets it itself.)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        WorkerConnection(sock, addr, self).run(first)
+        WorkerConnection(sock, addr, self).run(first or b'')
 
     def _accept_failed(self, exc):
+        """After a failed accept(): False when the worker stops (a stop
+        signal made it fail), else True once dealt with."""
+        if self.stopping:
+            return False
         if exc.errno == errno.EAGAIN:
             # A worker of another kind made the shared socket non-blocking.
             select.select([self.listener], [], [], 1.0)
@@ -150,3 +162,4 @@ class WorkerBase:
             time.sleep(0.1)
         elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
             raise exc
+        return True

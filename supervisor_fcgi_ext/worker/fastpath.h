@@ -44,6 +44,7 @@ typedef struct {
     long code;
     int fd;                 /* -1 once handed over or answered */
     unsigned rid, flags;
+    vectorcallfunc vectorcall;      /* fp_answer_vectorcall */
 } Answer;
 
 /* wsgi.errors: writing to it hands the request over (FastCGI's stderr). */
@@ -67,6 +68,8 @@ extern PyObject *fp_required[4];
 
 /* fastpath_answer.c */
 int fp_hand_over(Answer *a);
+PyObject *fp_answer_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames);
 /* fastpath_environ.c */
 int fp_plan_environ(PyObject *params, Plan *p);
 void fp_plan_clear(Plan *p);

@@ -3,6 +3,8 @@
  * more than start_response.  gateway.Answer is the reference. */
 #include "fastpath.h"
 
+#include <stddef.h>
+
 
 /* fastpath.adopt: the Python request with the app running; 0 or -1. */
 int fp_hand_over(Answer *a)
@@ -141,7 +143,10 @@ static int take_headers(Answer *a, PyObject *headers)
     return 0;
 }
 
-/* start_response(status, headers, exc_info=None), as gateway.Answer's */
+static PyObject *respond(Answer *a, PyObject *status, PyObject *headers, PyObject *exc_info);
+
+/* start_response(status, headers, exc_info=None), as gateway.Answer's:
+ * its arguments the general way (keywords), then respond() */
 static PyObject *Answer_call(Answer *a, PyObject *args, PyObject *kwargs)
 {
     if (a->slow != NULL) {
@@ -155,6 +160,38 @@ static PyObject *Answer_call(Answer *a, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response", names,
                                      &status, &headers, &exc_info))
         return NULL;
+    return respond(a, status, headers, exc_info);
+}
+
+/* start_response called as apps call it (two or three positional
+ * arguments): no tuple made */
+PyObject *fp_answer_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                   PyObject *kwnames)
+{
+    Answer *a = (Answer *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (a->slow == NULL && kwnames == NULL && nargs >= 2 && nargs <= 3)
+        return respond(a, args[0], args[1], nargs == 3 ? args[2] : Py_None);
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = NULL, *r = NULL;
+    for (Py_ssize_t i = 0; tuple != NULL && i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(tuple, i, args[i]);
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (tuple != NULL && nkw > 0 && (kwargs = PyDict_New()) != NULL) {
+        for (Py_ssize_t i = 0; kwargs != NULL && i < nkw; i++)
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+                Py_CLEAR(kwargs);
+    }
+    if (tuple != NULL && (nkw == 0 || kwargs != NULL))
+        r = Answer_call(a, tuple, kwargs);
+    Py_XDECREF(tuple);
+    Py_XDECREF(kwargs);
+    return r;
+}
+
+static PyObject *respond(Answer *a, PyObject *status, PyObject *headers, PyObject *exc_info)
+{
     int has_exc = PyObject_IsTrue(exc_info);
     if (has_exc < 0)
         return NULL;
@@ -201,8 +238,9 @@ PyTypeObject fp_AnswerType = {
     .tp_name = "supervisor_fcgi_ext.worker._fastpath.start_response",
     .tp_doc = "start_response(status, headers, exc_info=None): one request's.",
     .tp_basicsize = sizeof(Answer),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_call = (ternaryfunc)Answer_call,
+    .tp_vectorcall_offset = offsetof(Answer, vectorcall),
     .tp_dealloc = (destructor)Answer_dealloc,
     .tp_traverse = (traverseproc)Answer_traverse,
     .tp_clear = (inquiry)Answer_clear,

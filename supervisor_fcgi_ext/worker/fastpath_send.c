@@ -72,6 +72,26 @@ static int is_content_length(PyObject *name)
     return 1;
 }
 
+/* "Content-Length: <n>\r\n" at to (64 bytes); its length (snprintf's
+ * format parsing was a tenth of the framing) */
+static Py_ssize_t content_length(char *to, Py_ssize_t n)
+{
+    static const char name[] = "Content-Length: ";
+    char digits[24];
+    int count = 0;
+    do {
+        digits[count++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    memcpy(to, name, sizeof name - 1);
+    Py_ssize_t at = sizeof name - 1;
+    while (count > 0)
+        to[at++] = digits[--count];
+    to[at++] = '\r';
+    to[at++] = '\n';
+    return at;
+}
+
 /* The CGI answer (gateway.cgi_response) of status, headers and body parts
  * as FCGI_STDOUT records, their end and FCGI_END_REQUEST: one bytes; *cgi its length. */
 static PyObject *frame_answer(Answer *a, PyObject *parts, Py_ssize_t body, Py_ssize_t *cgi)
@@ -79,7 +99,8 @@ static PyObject *frame_answer(Answer *a, PyObject *parts, Py_ssize_t body, Py_ss
     PyObject *headers = a->headers;
     Py_ssize_t nh = PyList_GET_SIZE(headers), len = 8 + PyBytes_GET_SIZE(a->status) + 2 + 2;
     int has_length = 0;
-    char extra[64] = "";
+    char extra[64];
+    Py_ssize_t extra_len = 0;
     for (Py_ssize_t i = 0; i < nh; i++) {
         PyObject *pair = PyList_GET_ITEM(headers, i);
         PyObject *k = PyTuple_GET_ITEM(pair, 0), *v = PyTuple_GET_ITEM(pair, 1);
@@ -87,8 +108,7 @@ static PyObject *frame_answer(Answer *a, PyObject *parts, Py_ssize_t body, Py_ss
         has_length = has_length || is_content_length(k);
     }
     if (!has_length)
-        snprintf(extra, sizeof extra, "Content-Length: %zd\r\n", body);
-    Py_ssize_t extra_len = (Py_ssize_t)strlen(extra);
+        extra_len = content_length(extra, body);
     len += extra_len + body;
     Py_ssize_t full = len / FCGI_MAX_CONTENT, rest = len % FCGI_MAX_CONTENT;
     Py_ssize_t total = full * (8 + FCGI_MAX_CONTENT) + (rest ? 8 + ((rest + 7) & ~7) : 0) + 8 + 16;

@@ -266,3 +266,35 @@ def test_parse_request_takes_a_whole_request_or_leaves_it_to_the_records():
             prefixed = fastcgi.C_CODEC.parse_request(b'junk' + data, 4, limit)
             assert prefixed == (None if got is None else (got[0] + 4,) + got[1:])
     assert taken >= 30       # it does take the ordinary ones
+
+
+@needs_c
+def test_parse_request_params_match_a_fresh_decode_whatever_came_before():
+    # parse_request copies the last request's dict when the names repeat in
+    # the same order (setting the values that changed): a sequence of
+    # requests that repeat, reorder, repeat a name, or overflow its pairs
+    # must each give what decoding it afresh gives, and a dict handed out
+    # and changed must not leak into the next.
+    from supervisor_fcgi_ext.lab.fcgiclient import cgi_params, encode_request
+    base = cgi_params('/a?b=c')
+    many = dict(base, **{'HTTP_X_%d' % i: str(i) for i in range(80)})
+    reordered = dict(reversed(list(base.items())))
+    sequence = [base, base, dict(base, REMOTE_PORT='4242'), base, reordered, reordered,
+                dict(base, QUERY_STRING=''), many, many, dict(many, HTTP_X_7='7!'), base,
+                dict(base, HTTP_HOST=None), base]
+    for params in sequence:
+        params = {k: v.decode('latin-1') if isinstance(v, bytes) else v
+                  for k, v in params.items() if v is not None}
+        data = encode_request(1, params)
+        got = fastcgi.C_CODEC.parse_request(data, 0, 1 << 20)
+        assert got is not None
+        assert got[4] == params and list(got[4]) == list(params)
+        got[4]['SPOILED'] = 'x'
+        got[4]['REQUEST_METHOD'] = 'DELETE'
+    dup = encode_record(PARAMS, 1, fastcgi.encode_params(params)
+                        + fastcgi.encode_pair(b'REQUEST_METHOD', b'PUT'))
+    data = encode_record(BEGIN_REQUEST, 1, fastcgi.begin_request()) + dup \
+        + encode_record(PARAMS, 1) + encode_record(STDIN, 1)
+    for _ in range(2):
+        assert fastcgi.C_CODEC.parse_request(data, 0, 1 << 20)[4] == \
+            dict(params, REQUEST_METHOD='PUT')

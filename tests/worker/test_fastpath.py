@@ -64,6 +64,9 @@ def app(environ, start_response):
     if path == '/bytes_headers':
         start_response(b'201 Made', [(b'K', b'v'), ('content-LENGTH', '2')])
         return [b'ab']
+    if path == '/keywords':
+        start_response(headers=[('K', 'v')], status='200 OK', exc_info=None)
+        return [b'kw']
     if path == '/short_status':
         start_response('2', [])
         return [b'']
@@ -190,6 +193,7 @@ CASES = [
     pytest.param(request('/exc_info'), 'served', id='exc_info-text-bytearray'),
     pytest.param(request('/bytes_headers'), 'served', id='bytes-headers'),
     pytest.param(request('/short_status'), 'served', id='short-status'),
+    pytest.param(request('/keywords'), 'served', id='start-response-keywords'),
     pytest.param(request('/big'), 'served', id='big'),
     pytest.param(request('/boom'), 'handed', id='exception'),
     pytest.param(request('/iter'), 'handed', id='iterator'),
