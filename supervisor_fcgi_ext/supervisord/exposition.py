@@ -139,12 +139,17 @@ class Page:
         self.lines = {name: [] for name in dialect.headers}
 
     def add(self, family, labels, value, sample=None):
-        """A sample of a family (of a counter or gauge unless ``sample``
-        names it): label values, escaped, in the family's label order."""
+        """One sample: see `extend`."""
+        self.extend(family, ((labels, value),), sample)
+
+    def extend(self, family, rows, sample=None):
+        """Samples of a family (of a counter or gauge unless ``sample`` names
+        it): (labels, value) pairs, label values escaped, in the family's
+        label order."""
         line, order = self.templates[sample or family]
         if order is not None:
-            labels = tuple(labels[i] for i in order)
-        self.lines[family].append(line % (*labels, number(value)))
+            rows = [(tuple(labels[i] for i in order), value) for labels, value in rows]
+        self.lines[family] += [line % (*labels, number(value)) for labels, value in rows]
 
     def histogram(self, family, labels, buckets, sum_value):
         """As HistogramMetricFamily.add_metric: buckets [(le, count)] end at

@@ -170,9 +170,7 @@ def render(statuses, accept=''):
     page = Page(dialect(openmetrics, escaping), ESCAPES.scrape())
     for status in statuses:
         _pool(status, page)
-        pool = page.escape(status['name'])
-        for process in status['processes']:
-            _process(pool, process, page)
+        _processes(page.escape(status['name']), status['processes'], page)
     return page.text(), content_type
 
 
@@ -200,24 +198,26 @@ def _pool(s, page):
             add(name, pool, s[field])
 
 
-def _process(pool, p, page):
-    """A process's samples; ``pool`` its pool's escaped name."""
-    add, escape = page.add, page.escape
-    labels = (pool, escape(p['name']))
-    add('fcgi_process_state', labels + (escape(p['worker_state']),), 1)
-    add('fcgi_process_pid', labels, p['pid'])
+def _processes(pool, processes, page):
+    """The processes' samples, family by family; ``pool`` their pool's
+    escaped name."""
+    extend, escape = page.extend, page.escape
+    every = [((pool, escape(p['name'])), p) for p in processes]
+    extend('fcgi_process_state',
+           [(labels + (escape(p['worker_state']),), 1) for labels, p in every])
+    extend('fcgi_process_pid', [(labels, p['pid']) for labels, p in every])
     for event in EVENTS:       # kept across the process's exits
-        add('fcgi_process_' + event, labels, p[event])
-    if not p['pid']:
-        return
-    source = labels + (escape(p['requests_source']),)
-    add('fcgi_process_requests', source, p['requests'])
-    add('fcgi_process_accepted_connections', source, p['accepted_conn'])
-    add('fcgi_process_start_time_seconds', labels, p['start'])
-    if p['connections'] >= 0:
-        add('fcgi_process_connections', labels, p['connections'])
-    add('fcgi_process_scoreboard_slot', labels + (escape(p['slot_status']),), 1)
-    if p['slot_status'] != 'ok':
-        return
+        extend('fcgi_process_' + event, [(labels, p[event]) for labels, p in every])
+    running = [(labels, p) for labels, p in every if p['pid']]
+    for name, field in (('fcgi_process_requests', 'requests'),
+                        ('fcgi_process_accepted_connections', 'accepted_conn')):
+        extend(name, [(labels + (escape(p['requests_source']),), p[field])
+                      for labels, p in running])
+    extend('fcgi_process_start_time_seconds', [(labels, p['start']) for labels, p in running])
+    extend('fcgi_process_connections', [(labels, p['connections']) for labels, p in running
+                                        if p['connections'] >= 0])
+    extend('fcgi_process_scoreboard_slot',
+           [(labels + (escape(p['slot_status']),), 1) for labels, p in running])
+    exact = [(labels, p) for labels, p in running if p['slot_status'] == 'ok']
     for name, field, divisor in EXACT_FIELDS:
-        add(name, labels, p[field] / divisor)
+        extend(name, [(labels, p[field] / divisor) for labels, p in exact])

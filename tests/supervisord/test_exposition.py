@@ -179,9 +179,11 @@ def test_any_family_is_written_as_prometheus_client_writes_it():
         openmetrics, escaping, content_type = exposition.negotiate(accept)
         page = exposition.Page(exposition.Dialect(families, openmetrics, escaping),
                                exposition.Escapes().scrape())
-        for x, y, v in samples:
-            labels = (page.escape(x), page.escape(y))
+        rows = [((page.escape(x), page.escape(y)), v) for x, y, v in samples]
+        page.extend('a_total_of', rows[:10])      # labels sorted: ('a', 'b_c')
+        for labels, v in rows[10:]:
             page.add('a_total_of', labels, v)
+        for labels, v in rows:
             page.add('g', (), v)
             page.histogram('h_x', labels, buckets, v)
         encoder, theirs = choose_encoder(accept)
