@@ -213,7 +213,8 @@ def _processes(pool, processes, page):
                         ('fcgi_process_accepted_connections', 'accepted_conn')):
         extend(name, [(labels + (escape(p['requests_source']),), p[field])
                       for labels, p in running])
-    extend('fcgi_process_start_time_seconds', [(labels, p['start']) for labels, p in running])
+    extend('fcgi_process_start_time_seconds',
+           [(labels, p['start']) for labels, p in running])
     extend('fcgi_process_connections', [(labels, p['connections'])
                                         for labels, p in running if p['connections'] >= 0])
     extend('fcgi_process_scoreboard_slot',
