@@ -19,18 +19,31 @@ start after a reload (cleanup_fds; the plugin does it on SupervisorStoppingEvent
 which every reload passes): a number reused after that must never be read or
 closed as ours, and nothing in an fd tells a timerfd from another (every
 anon-inode fd has the same device, inode and mode).  `close` is idempotent.
+
+`current_call()` says which callback call is running: what the looks of one
+call read may be shared between them (one TCP dump for every pool).
 """
 
 import ctypes
+import itertools
 import os
 import time
 
 from supervisor.medusa import asyncore_25 as asyncore
 
-__all__ = ['LoopHook', 'timerfd']
+__all__ = ['LoopHook', 'timerfd', 'current_call']
 
 CLOCK_MONOTONIC = 1
 REST_AFTER = 4   # quiet calls in a row before a timed hook rests
+
+_calls = itertools.count(1)
+_current = [None]
+
+
+def current_call():
+    """A number for the hook callback running now, new at each call; None
+    outside one."""
+    return _current[0]
 
 
 class _Timespec(ctypes.Structure):
@@ -123,11 +136,14 @@ class LoopHook:
         # on loop passes, which come about once a second: a little early is
         # allowed so that a 1 s interval does not slip to 2 s
         self.due = self.clock() + self.interval * 0.9
+        _current[0] = next(_calls)
         try:
             quiet = self.callback() is True
         except Exception as e:  # an exception here would kill supervisord
             self.logger.error('fcgi: sampling failed: %r' % (e,))
             quiet = False
+        finally:
+            _current[0] = None
         self.quiet_calls = self.quiet_calls + 1 if quiet else 0
         if self.timed and not self.closed:
             if self.resting and not quiet:

@@ -17,7 +17,8 @@ import collections
 import time
 
 from supervisor_fcgi_ext.common import scoreboard
-from supervisor_fcgi_ext.supervisord import durations, poolstatus, readings, slots
+from supervisor_fcgi_ext.supervisord import (durations, loophook, poolstatus, readings,
+                                             slots, tcpconns)
 from supervisor_fcgi_ext.supervisord.slotcache import SlotCache
 from supervisor_fcgi_ext.supervisord.lifecycle import Lifecycle
 from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, running
@@ -26,6 +27,9 @@ __all__ = ['ProcessView', 'PoolView', 'PoolMonitor', 'UNKNOWN', 'running']
 
 ProcessView = collections.namedtuple('ProcessView', 'name pid state start')
 ProcessView.__doc__ = """One process of a pool; pid 0 when not running."""
+
+# The samples of one pass at every pool (one loophook call) share a TCP dump.
+TCP_DUMPS = tcpconns.TcpDumps()
 
 PoolView = collections.namedtuple(
     'PoolView', 'name url backlog sock processes held')
@@ -96,9 +100,11 @@ class PoolMonitor:
         """Gather the facts, remember what a look must (peaks, connections
         seen), log a bound hit for the first time."""
         self.looks += 1
+        current = None if states else loophook.current_call()   # a status reads afresh
         facts = readings.gather(view, self.scoreboard_dir, self.verdicts, states,
                                 turn=self.looks,
-                                read_slots=self.slot_cache and self.slot_cache.read)
+                                read_slots=self.slot_cache and self.slot_cache.read,
+                                tcp_dumps=(TCP_DUMPS, current))
         self.verdicts = facts.verdicts
         for pid, inodes in facts.held.items():
             new = inodes - self.last_seen_inodes.get(pid, frozenset())

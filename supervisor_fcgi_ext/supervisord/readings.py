@@ -41,14 +41,17 @@ def is_busy(slot, held):
     return len(held or ()) > 0
 
 
-def gather(view, scoreboard_dir, known=None, states=True, turn=0, read_slots=None):
+def gather(view, scoreboard_dir, known=None, states=True, turn=0, read_slots=None,
+           tcp_dumps=None):
     """Read the pool once: listener, slots, held connections, frozen pids.
 
     ``known``: the verdicts of the previous look; ``states``: read /proc/PID/stat
     (a status needs them, a sample does not); ``turn``: which worker's
     connections to read first, so that when the time budget cuts a look
     short each worker's turn still comes; ``read_slots(pids)``: how slots are
-    read (a SlotCache's read; by default slots.read_pool of scoreboard_dir)."""
+    read (a SlotCache's read; by default slots.read_pool of scoreboard_dir);
+    ``tcp_dumps``: (tcpconns.TcpDumps, pass) to share a TCP dump with the
+    other pools' looks of the same pass."""
     warnings, limits = [], []
     pids = [p.pid for p in running(view)]
     listener = _listener(view, warnings)
@@ -64,7 +67,7 @@ def gather(view, scoreboard_dir, known=None, states=True, turn=0, read_slots=Non
     if others and view.sock is not None:
         try:
             held, unavailable, verdicts = sockstats.held_connections(
-                view.sock, others, known)
+                view.sock, others, known, tcp_dumps)
         except sockstats.SocketStatsError as e:
             unavailable = dict.fromkeys(others, str(e))
         names = {p.pid: p.name for p in view.processes}

@@ -2,8 +2,8 @@
 
 Everything here is plain stdlib (socket, struct, os) and talks to the kernel
 directly: ``getsockopt`` for TCP listeners, NETLINK_SOCK_DIAG for unix
-listeners and for the connection dumps, ``/proc/PID/fd`` for ownership
-(procfds.py).
+listeners and for the connection dumps (TCP's in tcpconns.py), ``/proc/PID/fd``
+for ownership (procfds.py).
 It runs inside supervisord, so nothing blocks for long (every netlink query
 has a 1 s deadline), every fd opened here is closed before returning, and
 every failure surfaces as one exception type, :class:`SocketStatsError`.
@@ -15,6 +15,7 @@ import socket
 import struct
 import time
 
+from supervisor_fcgi_ext.supervisord import tcpconns
 from supervisor_fcgi_ext.supervisord.netlink import (
     KernelError, LimitReached, SocketStatsError, query)
 from supervisor_fcgi_ext.supervisord.procfds import socket_inodes
@@ -28,7 +29,6 @@ __all__ = [
     'accepted_inodes',
     'connections_by_pid',
     'held_connections',
-    'passive_opens',
 ]
 
 # Bounds on the work one look at a pool does inside supervisord: a worker
@@ -42,34 +42,18 @@ WALK_BUDGET = 0.02
 UNIX_DUMP_ENTRIES = 1024
 UNIX_DUMP_RETRY = 120
 _SKIP = 0   # the key in verdicts (no socket has inode 0): looks left without a dump
-# A TCP pool's dump walks the kernel's whole connection table (about 0.3 ms
-# however few there are).  The netns' count of passive opens (/proc/net/snmp,
-# IPv4 and IPv6 alike) only grows when a connection is established to some
-# listener: while it has not moved since a dump that found no connection at
-# the pool's port, none can be there, and no dump is made.
+# A TCP pool's dump walks the kernel's whole connection table (tcpconns).
+# The netns' count of passive opens (/proc/net/snmp, IPv4 and IPv6 alike)
+# only grows when a connection is established to some listener: while it
+# has not moved since a dump that found no connection at the pool's port,
+# none can be there, and no dump is made.
 _OPENS = -1  # the key in verdicts: passive opens read before an empty dump
-SNMP_PATH = '/proc/net/snmp'
 
 SO_MEMINFO = 55
 SK_MEMINFO_DROPS = 8
 TCP_INFO_QUEUES = struct.Struct('=II')  # tcpi_unacked, tcpi_sacked at 24
 
 TCP_ESTABLISHED = 1
-TCP_FIN_WAIT1 = 4
-TCP_FIN_WAIT2 = 5
-TCP_CLOSE_WAIT = 8
-# States of a server-side TCP connection a process may still hold: the peer
-# (CLOSE_WAIT) or we (FIN_WAIT after shutdown) may have half-closed it.
-HELD_TCP_STATES = ((1 << TCP_ESTABLISHED) | (1 << TCP_FIN_WAIT1) |
-                   (1 << TCP_FIN_WAIT2) | (1 << TCP_CLOSE_WAIT))
-INET_DIAG_REQ_V2 = struct.Struct('=BBBxI48s')  # family, proto, ext, states, id
-INET_DIAG_MSG_INODE = 68  # after 4 x u8, 48-byte sockid, 4 x u32
-INET_DIAG_REQ_BYTECODE = 1
-INET_DIAG_BC_S_GE = 2
-INET_DIAG_BC_S_LE = 3
-INET_DIAG_BC_S_COND = 7
-BC_OP = struct.Struct('=BBH')     # code, yes, no (byte offsets to jump)
-BC_HOSTCOND = struct.Struct('=BBxxi')  # family, prefix_len, port (-1: any)
 
 UNIX_DIAG_REQ = struct.Struct('=BBxxIII2I')  # family, proto, states, ino, show
 UNIX_DIAG_MSG = struct.Struct('=BBBxI8x')    # family, type, state, ino, cookie
@@ -137,7 +121,7 @@ def connections_by_pid(sock, pids):
             for pid, inodes in held_connections(sock, pids).inodes.items()}
 
 
-def held_connections(sock, pids, verdicts=None):
+def held_connections(sock, pids, verdicts=None, tcp_dumps=None):
     """Held: which of sock's accepted connections each pid holds now.
 
     TCP: one port-filtered dump; when it is empty no /proc walk can change
@@ -146,7 +130,8 @@ def held_connections(sock, pids, verdicts=None):
     UNIX_DUMP_ENTRIES; then each pid's socket inodes are looked up one by
     one, and ``verdicts`` from the previous call spare the lookups of inodes
     seen before.  Workers with too many fds, and those left when WALK_BUDGET
-    is spent, are unavailable.
+    is spent, are unavailable.  ``tcp_dumps``: (tcpconns.TcpDumps, its pass)
+    when the looks of one pass share their dump.
     """
     deadline = time.monotonic() + WALK_BUDGET
     with _Borrowed(sock) as s:
@@ -163,7 +148,7 @@ def held_connections(sock, pids, verdicts=None):
                 held.verdicts[_SKIP] = skip - 1
                 return held
         else:
-            accepted, verdicts = _tcp_held_inodes(s, (verdicts or {}).get(_OPENS))
+            accepted, verdicts = _tcp_held_inodes(s, (verdicts or {}).get(_OPENS), tcp_dumps)
     found, unavailable = {}, {}
     for pid in pids:
         if not accepted:   # an idle pool costs no /proc walks
@@ -229,71 +214,26 @@ def _tcp_drops(s):
     return struct.unpack_from('=I', meminfo, 4 * SK_MEMINFO_DROPS)[0]
 
 
-def passive_opens(path=None):
-    """The netns' TCP PassiveOpens counter, or None where it cannot be read."""
-    try:
-        fd = os.open(path or SNMP_PATH, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, 65536)
-        finally:
-            os.close(fd)
-        names, values = [line.split() for line in data.split(b'\n')
-                         if line.startswith(b'Tcp:')][:2]
-        return int(values[names.index(b'PassiveOpens')])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _tcp_held_inodes(s, opens_before):
+def _tcp_held_inodes(s, opens_before, tcp_dumps=None):
     """(accepted inodes, the memory for the next call): no dump while the
     passive opens have not moved since one that found no connection."""
-    opens = passive_opens()
+    opens = tcpconns.passive_opens()
     if opens is not None and opens == opens_before:
         return set(), {_OPENS: opens}
-    inodes = _tcp_dump(s)
+    key = tcpconns.listener_key(s)
+    if tcp_dumps is None:
+        inodes = tcpconns.dump(s.family, [key])[key]
+    else:
+        dumps, current = tcp_dumps
+        opens, inodes = dumps.inodes(key, opens, current)
     # a connection still in the accept queue (inode 0) will be accepted
     # without another passive open: only a dump with none at all is remembered
     return set(inodes) - {0}, {} if inodes or opens is None else {_OPENS: opens}
 
 
 def _tcp_accepted_inodes(s):
-    return set(_tcp_dump(s)) - {0}
-
-
-def _tcp_dump(s):
-    """The inodes (0 while in the accept queue) of the established
-    connections on the listener's port and address."""
-    host, port = s.getsockname()[:2]
-    addr = socket.inet_pton(s.family, host.partition('%')[0])  # no scope id
-    if not addr.strip(b'\0'):  # bound to 0.0.0.0 / :: -> any local address
-        addr = b''
-    bytecode = _port_filter(port, s.family, addr)
-    req = INET_DIAG_REQ_V2.pack(s.family, socket.IPPROTO_TCP, 0,
-                                HELD_TCP_STATES, b'')
-    attr = NLA_HDR.pack(4 + len(bytecode), INET_DIAG_REQ_BYTECODE) + bytecode
-    return [struct.unpack_from('=I', msg, INET_DIAG_MSG_INODE)[0]
-            for msg in query(req + attr, dump=True) if len(msg) >= INET_DIAG_MSG_INODE + 4]
-
-
-def _port_filter(port, family, addr=b''):
-    """Return inet_diag bytecode accepting sockets with local port `port`.
-
-    (and local address addr when given).  The kernel runs the ops in order,
-    jumping `yes` or `no` bytes ahead; a socket matches only when the jumps
-    land exactly on the end, so each `no` jumps 4 bytes past it.
-    """
-    tail = [(INET_DIAG_BC_S_GE, BC_OP.pack(0, 0, port)),
-            (INET_DIAG_BC_S_LE, BC_OP.pack(0, 0, port))]
-    if addr:
-        tail.append((INET_DIAG_BC_S_COND,
-                     BC_HOSTCOND.pack(family, 8 * len(addr), -1) + addr))
-    remaining = sum(BC_OP.size + len(arg) for _, arg in tail)
-    out = []
-    for code, arg in tail:
-        size = BC_OP.size + len(arg)
-        out.append(BC_OP.pack(code, size, remaining + 4) + arg)
-        remaining -= size
-    return b''.join(out)
+    key = tcpconns.listener_key(s)
+    return set(tcpconns.dump(s.family, [key])[key]) - {0}
 
 
 def _unix_listener_stats(s):

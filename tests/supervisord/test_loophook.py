@@ -5,7 +5,7 @@ import unittest
 
 from supervisor.tests.base import DummyLogger
 
-from supervisor_fcgi_ext.supervisord.loophook import REST_AFTER, LoopHook, timerfd
+from supervisor_fcgi_ext.supervisord.loophook import REST_AFTER, LoopHook, current_call, timerfd
 
 
 class FakeClock:
@@ -56,6 +56,19 @@ class PassDrivenLoopHookTests(unittest.TestCase):
         hook = self._makeOne(explode)
         self.assertFalse(hook.readable())
         self.assertIn('bad', self.logger.data[0])
+
+    def test_each_call_has_its_own_number_and_none_outside(self):
+        calls = []
+        hook = self._makeOne(lambda: calls.append(current_call()))
+        for _ in range(2):
+            hook.readable()
+            self.clock.now += 1.0
+        self.assertIsNone(current_call())
+        self.assertEqual(len(set(calls)), 2)
+        self.assertNotIn(None, calls)
+        hook = self._makeOne(lambda: 1 / 0)   # a failing call ends too
+        hook.readable()
+        self.assertIsNone(current_call())
 
     def test_close_leaves_the_map_and_closes_its_pipe(self):
         hook = self._makeOne(lambda: None)

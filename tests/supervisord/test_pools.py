@@ -12,7 +12,7 @@ import unittest
 from unittest import mock
 
 from supervisor_fcgi_ext.common import scoreboard
-from supervisor_fcgi_ext.supervisord import slots, sockstats
+from supervisor_fcgi_ext.supervisord import loophook, slots, sockstats, tcpconns
 from supervisor_fcgi_ext.worker import slotwriter
 from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView
 
@@ -216,6 +216,41 @@ class BoundsTests(PoolMonitorTestBase):
             status = monitor.status(self.view([os.getpid()]))
         self.assertEqual((status['warnings'], status['processes'][0]['connections']), ([], 0))
         self.assertEqual(monitor.logger.lines, [])
+
+
+class SharedDumpTests(PoolMonitorTestBase):
+    def test_the_tcp_pools_sampled_in_one_hook_call_share_one_dump(self):
+        other = socket.socket()
+        other.bind(('127.0.0.1', 0))
+        other.listen(16)
+        self.addCleanup(other.close)
+        me = os.getpid()
+        self.hold_connection()
+        views = [self.view([me]), self.view([me])._replace(name='api', sock=other)]
+        monitors = [PoolMonitor(view.name, None) for view in views]
+        made = []
+        real = tcpconns.dump
+
+        def dump(family, keys):
+            made.append(len(keys))
+            return real(family, keys)
+
+        def sample_all():
+            for monitor, view in zip(monitors, views):
+                monitor.sample(view)
+        hook = loophook.LoopHook(sample_all, 1.0, DummyLogger(), socket_map={},
+                                 use_timer=False)
+        self.addCleanup(hook.close)
+        with mock.patch.object(tcpconns, 'dump', dump), \
+                mock.patch.object(tcpconns, 'passive_opens', lambda: None):
+            for _ in range(3):
+                hook.due = 0
+                hook.readable()
+            # the first pass learns the pools, then one dump a pass for both
+            self.assertEqual(made, [1, 1, 2, 2])
+            statuses = [monitor.status(view) for monitor, view in zip(monitors, views)]
+        self.assertEqual([s['processes'][0]['connections'] for s in statuses], [1, 0])
+        self.assertEqual(made[4:], [1, 1])    # a status dumps afresh
 
 
 class QuietTests(PoolMonitorTestBase):

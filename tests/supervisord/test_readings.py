@@ -64,7 +64,7 @@ class ReadingsTests(PoolMonitorTestBase):
     def test_each_look_starts_with_the_next_worker(self):
         seen = []
 
-        def spy(sock, pids, verdicts=None):
+        def spy(sock, pids, verdicts=None, tcp_dumps=None):
             seen.append(list(pids))
             return sockstats.Held({}, {}, {})
         with mock.patch.object(sockstats, 'held_connections', side_effect=spy):

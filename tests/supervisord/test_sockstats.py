@@ -11,7 +11,7 @@ import time
 import unittest
 from unittest import mock
 
-from supervisor_fcgi_ext.supervisord import netlink, sockstats
+from supervisor_fcgi_ext.supervisord import netlink, sockstats, tcpconns
 from supervisor_fcgi_ext.supervisord.sockstats import (
     LimitReached, ListenerStats, SocketStatsError, accepted_inodes, connections_by_pid,
     held_connections, listener_stats)
@@ -245,15 +245,27 @@ class TestErrors(Sockets, unittest.TestCase):
 class TestPortFilter(Sockets, unittest.TestCase):
     @unittest.skipUnless(sys.byteorder == 'little', 'literal little-endian')
     def test_bytecode_bytes(self):
-        code = sockstats._port_filter(0x1234, socket.AF_INET,
-                                      b'\x7f\x00\x00\x01')
-        self.assertEqual(code, bytes([
-            2, 8, 36, 0, 0, 0, 0x34, 0x12,   # S_GE port, else past the end
-            3, 8, 28, 0, 0, 0, 0x34, 0x12,   # S_LE port
-            7, 16, 20, 0,                    # S_COND, hostcond follows
-            2, 32, 0, 0, 255, 255, 255, 255,  # AF_INET /32, any port
-            127, 0, 0, 1]))
-        self.assertEqual(len(sockstats._port_filter(80, socket.AF_INET)), 16)
+        self.assertEqual(tcpconns.port_filter([0x1234]), bytes([
+            2, 8, 20, 0, 0, 0, 0x34, 0x12,   # S_GE port, else past the end
+            3, 8, 12, 0, 0, 0, 0x34, 0x12]))  # S_LE port
+        self.assertEqual(tcpconns.port_filter([0x1234, 80, 80]), bytes([
+            2, 8, 20, 0, 0, 0, 80, 0,        # S_GE 80, else the next port
+            3, 8, 12, 0, 0, 0, 80, 0,        # S_LE 80, else the next port
+            1, 4, 20, 0,                     # JMP to the end
+            2, 8, 20, 0, 0, 0, 0x34, 0x12,   # S_GE 0x1234, else past the end
+            3, 8, 12, 0, 0, 0, 0x34, 0x12]))
+
+    def test_one_dump_answers_several_listeners(self):
+        # five ports: the kernel's audit takes the bytecode, and each port,
+        # lowest, highest and between, gets its own connections only
+        listeners = [self.tcp_listener() for _ in range(5)]
+        conns = {}
+        for listener in listeners:
+            self.connect(listener)
+            conns[tcpconns.listener_key(listener)] = self.keep(listener.accept()[0])
+        asked = [tcpconns.listener_key(listener) for listener in listeners[::2]]
+        found = tcpconns.dump(socket.AF_INET, asked)
+        self.assertEqual(found, {key: [inode(conns[key])] for key in asked})
 
     def test_kernel_returns_only_the_filtered_port(self):
         # Ports below and above the target exercise both S_GE and S_LE.
@@ -448,7 +460,7 @@ class TestPoolTCP(PoolTests, unittest.TestCase):
         with open(path, 'w') as f:
             f.write('Ip: Forwarding\nIp: 1\nTcp: RtoAlgorithm ActiveOpens PassiveOpens\n'
                     'Tcp: 1 7 %d\nUdp: InDatagrams\nUdp: 3\n' % opens)
-        self.enterContext(mock.patch.object(sockstats, 'SNMP_PATH', path))
+        self.enterContext(mock.patch.object(tcpconns, 'SNMP_PATH', path))
 
     def test_no_dump_while_no_connection_was_opened_since_an_empty_one(self):
         listener = self.listener()
@@ -456,7 +468,7 @@ class TestPoolTCP(PoolTests, unittest.TestCase):
         self.snmp(41)
         first = held_connections(listener, [me])
         self.assertEqual(first.inodes, {me: frozenset()})
-        with mock.patch.object(sockstats, 'query', side_effect=AssertionError('dumped')):
+        with mock.patch.object(tcpconns, 'query', side_effect=AssertionError('dumped')):
             again = held_connections(listener, [me], first.verdicts)
         self.assertEqual((again.inodes, again.verdicts), (first.inodes, first.verdicts))
         conn = self.accepted_here(listener)
@@ -476,12 +488,65 @@ class TestPoolTCP(PoolTests, unittest.TestCase):
                          {me: frozenset({inode(conn)})})
 
     def test_passive_opens_is_the_kernels_counter_or_none(self):
-        self.assertIsInstance(sockstats.passive_opens(), int)
-        self.assertIsNone(sockstats.passive_opens(os.path.join(self.tmp, 'none')))
+        self.assertIsInstance(tcpconns.passive_opens(), int)
+        self.assertIsNone(tcpconns.passive_opens(os.path.join(self.tmp, 'none')))
         path = os.path.join(self.tmp, 'garbage')
         with open(path, 'w') as f:
             f.write('Tcp: PassiveOpens\n')
-        self.assertIsNone(sockstats.passive_opens(path))
+        self.assertIsNone(tcpconns.passive_opens(path))
+
+    def counted_dumps(self):
+        """The keys of each dump made from now on (real dumps)."""
+        made = []
+        real = tcpconns.dump
+
+        def dump(family, keys):
+            made.append(sorted(keys))
+            return real(family, keys)
+        self.enterContext(mock.patch.object(tcpconns, 'dump', dump))
+        return made
+
+    def test_the_pools_of_one_pass_share_one_dump(self):
+        one, two = self.listener(), self.listener()
+        me = os.getpid()
+        conns = [self.accepted_here(one), self.accepted_here(two)]
+        keys = sorted(tcpconns.listener_key(s) for s in (one, two))
+        dumps = tcpconns.TcpDumps()
+        made = self.counted_dumps()
+        for current in (1, 2, 2):
+            held = [held_connections(listener, [me], tcp_dumps=(dumps, current)).inodes
+                    for listener in (one, two)]
+            self.assertEqual(held, [{me: frozenset({inode(conn)})} for conn in conns])
+        # pass 1 learns which pools there are; pass 2 dumps them together
+        self.assertEqual(made, [[tcpconns.listener_key(one)], [tcpconns.listener_key(two)],
+                                keys])
+
+    def test_looks_outside_a_pass_dump_afresh(self):
+        listener = self.listener()
+        me = os.getpid()
+        dumps = tcpconns.TcpDumps()
+        made = self.counted_dumps()
+        self.assertEqual(held_connections(listener, [me], tcp_dumps=(dumps, None)).inodes,
+                         {me: frozenset()})
+        conn = self.accepted_here(listener)
+        self.assertEqual(held_connections(listener, [me], tcp_dumps=(dumps, None)).inodes,
+                         {me: frozenset({inode(conn)})})
+        self.assertEqual(len(made), 2)
+
+    def test_a_shared_dump_too_long_falls_back_to_the_pools_own(self):
+        one, two = self.listener(), self.listener()
+        me = os.getpid()
+        for _ in range(3):
+            self.accepted_here(one)
+        conn = self.accepted_here(two)
+        dumps = tcpconns.TcpDumps()
+        for listener in (one, two):
+            held_connections(listener, [me], tcp_dumps=(dumps, 1))
+        made = self.counted_dumps()
+        with mock.patch.object(netlink, 'MAX_DUMP_ENTRIES', 2):
+            got = held_connections(two, [me], tcp_dumps=(dumps, 2))
+        self.assertEqual(got.inodes, {me: frozenset({inode(conn)})})
+        self.assertEqual(len(made), 2)
 
 
 class TestPoolUnix(PoolTests, unittest.TestCase):
