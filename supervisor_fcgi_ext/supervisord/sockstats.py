@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 
-from supervisor_fcgi_ext.supervisord import tcpconns
+from supervisor_fcgi_ext.supervisord import asyncwatch, tcpconns
 from supervisor_fcgi_ext.supervisord.netlink import (
     KernelError, LimitReached, SocketStatsError, query)
 from supervisor_fcgi_ext.supervisord.procfds import socket_inodes
@@ -44,10 +44,12 @@ UNIX_DUMP_RETRY = 120
 _SKIP = 0   # the key in verdicts (no socket has inode 0): looks left without a dump
 # A TCP pool's dump walks the kernel's whole connection table (tcpconns).
 # The netns' count of passive opens (/proc/net/snmp, IPv4 and IPv6 alike)
-# only grows when a connection is established to some listener: while it
-# has not moved since a dump that found no connection at the pool's port,
-# none can be there, and no dump is made.
-_OPENS = -1  # the key in verdicts: passive opens read before an empty dump
+# only grows when a connection is established to some listener, and an
+# armed listener sends supervisord a SIGIO for each connection queued on it
+# (asyncwatch): while either has not moved since a dump that found no
+# connection at the pool's port, none can be there, and no dump is made.
+_OPENS = -1    # the keys in verdicts: passive opens read before an empty dump,
+_SIGNALS = -2  # and SIGIO counted before one of a listener armed before it
 
 SO_MEMINFO = 55
 SK_MEMINFO_DROPS = 8
@@ -148,7 +150,7 @@ def held_connections(sock, pids, verdicts=None, tcp_dumps=None):
                 held.verdicts[_SKIP] = skip - 1
                 return held
         else:
-            accepted, verdicts = _tcp_held_inodes(s, (verdicts or {}).get(_OPENS), tcp_dumps)
+            accepted, verdicts = _tcp_held_inodes(s, verdicts or {}, tcp_dumps)
     found, unavailable = {}, {}
     for pid in pids:
         if not accepted:   # an idle pool costs no /proc walks
@@ -214,21 +216,32 @@ def _tcp_drops(s):
     return struct.unpack_from('=I', meminfo, 4 * SK_MEMINFO_DROPS)[0]
 
 
-def _tcp_held_inodes(s, opens_before, tcp_dumps=None):
+def _tcp_held_inodes(s, memory, tcp_dumps=None):
     """(accepted inodes, the memory for the next call): no dump while the
-    passive opens have not moved since one that found no connection."""
-    opens = tcpconns.passive_opens()
-    if opens is not None and opens == opens_before:
-        return set(), {_OPENS: opens}
+    passive opens, or the SIGIO of a listener armed since before it, have
+    not moved since one that found no connection."""
+    fd = s.fileno()
+    was_armed = asyncwatch.armed(fd)
+    stamp = (tcpconns.passive_opens(), asyncwatch.signals())
+    if (stamp[0] is not None and stamp[0] == memory.get(_OPENS)) or \
+            (was_armed and stamp[1] == memory.get(_SIGNALS)):
+        return set(), {k: memory[k] for k in (_OPENS, _SIGNALS) if k in memory}
+    if not was_armed:
+        asyncwatch.arm(fd)   # from the next dump on, one without connections counts
     key = tcpconns.listener_key(s)
     if tcp_dumps is None:
         inodes = tcpconns.dump(s.family, [key])[key]
     else:
         dumps, current = tcp_dumps
-        opens, inodes = dumps.inodes(key, opens, current)
-    # a connection still in the accept queue (inode 0) will be accepted
-    # without another passive open: only a dump with none at all is remembered
-    return set(inodes) - {0}, {} if inodes or opens is None else {_OPENS: opens}
+        stamp, inodes = dumps.inodes(key, stamp, current)
+    if inodes:
+        # a connection still in the accept queue (inode 0) will be accepted
+        # without another passive open or signal: only a dump with none at all
+        # is remembered; a busy pool sends no signals
+        asyncwatch.disarm(fd)
+        return set(inodes) - {0}, {}
+    return set(), dict(([(_OPENS, stamp[0])] if stamp[0] is not None else []) +
+                       ([(_SIGNALS, stamp[1])] if was_armed else []))
 
 
 def _tcp_accepted_inodes(s):

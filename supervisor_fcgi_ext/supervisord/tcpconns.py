@@ -6,9 +6,9 @@ netns, state, ports and bytecode socket by socket: filters choose what comes
 back, not what is walked).  About 0.3 ms on a quiet host, 5 ms with 50 000
 sockets in TIME_WAIT.  So one dump answers every TCP pool of a sampling pass
 (:class:`TcpDumps`: its bytecode accepts any of their ports), and sockstats
-makes none while the netns' PassiveOpens (:func:`passive_opens`) has not
-moved since one that found nothing: the kernel keeps no count of what one
-listener accepted (TCP_INFO of a listener is its queue and backlog only).
+makes none while, since one that found nothing, the netns' PassiveOpens
+(:func:`passive_opens`) has not moved or the listener has sent no SIGIO
+(asyncwatch.py).
 """
 import os
 import socket
@@ -119,15 +119,15 @@ class TcpDumps:
 
     def __init__(self):
         self.current = None
-        self.found = {}       # key: (passive opens before its dump, inodes)
+        self.found = {}       # key: (the caller's stamp before its dump, inodes)
         self.before = set()   # keys asked in the pass before
         self.asked = set()
 
-    def inodes(self, key, opens, current):
-        """(PassiveOpens read before the dump that answered, the inodes at
-        ``key``); ``opens`` is the counter the caller read just now."""
+    def inodes(self, key, stamp, current):
+        """(the stamp given before the dump that answered, the inodes at
+        ``key``); ``stamp`` is what the caller read just now (counters)."""
         if current is None:
-            return opens, dump(key[0], [key])[key]
+            return stamp, dump(key[0], [key])[key]
         if current != self.current:
             self.current, self.found = current, {}
             self.before, self.asked = self.asked, set()
@@ -141,5 +141,5 @@ class TcpDumps:
                     raise
                 made = dump(key[0], [key])    # the others' sockets were too many
             for each, inodes in made.items():
-                self.found[each] = (opens, inodes)
+                self.found[each] = (stamp, inodes)
         return self.found[key]

@@ -226,6 +226,9 @@ class SharedDumpTests(PoolMonitorTestBase):
         self.addCleanup(other.close)
         me = os.getpid()
         self.hold_connection()
+        client = socket.create_connection(other.getsockname())
+        self.addCleanup(client.close)
+        self.addCleanup(other.accept()[0].close)
         views = [self.view([me]), self.view([me])._replace(name='api', sock=other)]
         monitors = [PoolMonitor(view.name, None) for view in views]
         made = []
@@ -249,7 +252,7 @@ class SharedDumpTests(PoolMonitorTestBase):
             # the first pass learns the pools, then one dump a pass for both
             self.assertEqual(made, [1, 1, 2, 2])
             statuses = [monitor.status(view) for monitor, view in zip(monitors, views)]
-        self.assertEqual([s['processes'][0]['connections'] for s in statuses], [1, 0])
+        self.assertEqual([s['processes'][0]['connections'] for s in statuses], [1, 1])
         self.assertEqual(made[4:], [1, 1])    # a status dumps afresh
 
 

@@ -3,6 +3,7 @@ import errno
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 import unittest
 from unittest import mock
 
-from supervisor_fcgi_ext.supervisord import netlink, sockstats, tcpconns
+from supervisor_fcgi_ext.supervisord import asyncwatch, netlink, sockstats, tcpconns
 from supervisor_fcgi_ext.supervisord.sockstats import (
     LimitReached, ListenerStats, SocketStatsError, accepted_inodes, connections_by_pid,
     held_connections, listener_stats)
@@ -475,6 +476,28 @@ class TestPoolTCP(PoolTests, unittest.TestCase):
         self.snmp(42)
         self.assertEqual(held_connections(listener, [me], again.verdicts).inodes,
                          {me: frozenset({inode(conn)})})
+
+    def test_an_armed_idle_pool_is_not_dumped_while_its_listener_sends_no_sigio(self):
+        self.addCleanup(signal.signal, signal.SIGIO, signal.getsignal(signal.SIGIO))
+        listener = self.listener()
+        self.addCleanup(asyncwatch.disarm, listener.fileno())
+        me = os.getpid()
+        made = self.counted_dumps()
+        memory = None
+        for opens in range(40, 45):   # other listeners of the host take connections
+            self.snmp(opens)
+            memory = held_connections(listener, [me], memory).verdicts
+        # the first look arms the listener, the second's dump counts
+        self.assertEqual(len(made), 2)
+        self.assertTrue(asyncwatch.armed(listener.fileno()))
+        conn = self.accepted_here(listener)
+        deadline = time.monotonic() + 2
+        while held_connections(listener, [me], memory).inodes != {me: frozenset({inode(conn)})}:
+            self.assertLess(time.monotonic(), deadline)   # the SIGIO brings a dump
+            time.sleep(0.01)
+        held = held_connections(listener, [me], memory)
+        self.assertFalse(asyncwatch.armed(listener.fileno()))   # busy: no signals
+        self.assertEqual(held.verdicts, {})
 
     def test_a_connection_queued_at_the_dump_is_seen_once_accepted(self):
         listener = self.listener()
