@@ -347,10 +347,13 @@ def codec(request):
     return request.param
 
 
-def test_the_real_worker_takes_the_fast_path_for_what_nginx_sends(pool, tmp_path, codec):
+@pytest.mark.parametrize('options', [pytest.param([], id='single'),
+                                     pytest.param(['--threads', '2'], id='threads')])
+def test_the_real_worker_takes_the_fast_path_for_what_nginx_sends(pool, tmp_path, codec,
+                                                                  options):
     (tmp_path / 'inputtype.py').write_text(INPUT_TYPE_APP)
     p = pool()
-    proc = p.start('inputtype', cwd=str(tmp_path))
+    proc = p.start('inputtype', *options, cwd=str(tmp_path))
     fast = codec == 'C' and fastpath._fastpath is not None
     # one request a connection, whole: the fast path's (its wsgi.input a BytesIO)
     assert p.request('/').body == (b'BytesIO' if fast else b'InputStream')
