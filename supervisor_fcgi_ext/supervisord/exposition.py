@@ -3,7 +3,7 @@ from plain values into text.
 
 prometheus_client's encoders cost about 10 us a sample (a Sample namedtuple
 per value through add_metric, then a label dict sorted and escaped per line),
-and a pool of 256 workers has some 4000 samples: 50-90 ms of supervisord's
+and a pool of 256 workers has some 4000 samples: 30-90 ms of supervisord's
 loop a scrape.  Here each family's header and the shape of each sample line
 are made once per format and escaping scheme, label values are escaped once
 per value that exists, and a line is one %-format.  The text is what

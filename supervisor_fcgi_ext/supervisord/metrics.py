@@ -4,7 +4,7 @@ Read at scrape time from the same status structs as fcgi.getPoolStatus (no
 thread, no registry), and written by `exposition` straight into the
 Prometheus text format, or OpenMetrics when the scraper's Accept asks for it:
 the text prometheus_client would write for these families (the tests compare
-byte for byte), 7 to 12 times cheaper (bench_metrics).  All a scrape keeps
+byte for byte), 5 to 10 times cheaper (bench_metrics).  All a scrape keeps
 for the next is the escaped label values of the processes that exist.
 
 Counts that come from connections seen at the socket (workers that write no
