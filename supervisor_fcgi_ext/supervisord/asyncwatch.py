@@ -8,8 +8,10 @@ it becomes readable, and a listener becomes readable when a connection is
 queued on it (sock_def_readable -> sk_wake_async -> kill_fasync), even when
 a worker takes the connection a microsecond later.  sockstats arms the
 listener of a pool that holds no connection: while no SIGIO has come since a
-dump that found none, none can be there and no dump is made.  A dump that
-finds connections disarms it, so a busy pool signals nothing.
+dump that found none, none can be there and no dump is made.  The first
+signal disarms every armed listener (a busy pool costs supervisord one signal,
+not one per connection until the next sample), and so does a dump that finds
+connections.
 
 The flag and the owner belong to the listener's open file, which the workers
 share: a worker that takes them for itself is left alone (``armed`` is then
@@ -22,10 +24,13 @@ import signal
 __all__ = ['signals', 'arm', 'armed', 'disarm']
 
 _count = [0]
+_armed = set()   # fds armed: checked again before they are touched
 
 
 def _on_sigio(signum, frame):
     _count[0] += 1
+    while _armed:
+        disarm(_armed.pop())
 
 
 def signals():
@@ -67,13 +72,16 @@ def arm(fd):
         if flags & os.O_ASYNC or not _handler():
             return
         fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+        _armed.add(fd)
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_ASYNC)
     except OSError:
         pass
 
 
 def disarm(fd):
-    """No more SIGIO from the listener on ``fd``, if we asked for them."""
+    """No more SIGIO from the listener on ``fd``, if we asked for them (the
+    flag and the owner say so, whatever file the number is now)."""
+    _armed.discard(fd)
     try:
         if armed(fd):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_ASYNC)

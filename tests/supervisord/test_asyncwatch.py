@@ -61,6 +61,17 @@ class AsyncWatchTests(unittest.TestCase):
         time.sleep(0.2)
         self.assertEqual(asyncwatch.signals(), before)
 
+    def test_the_first_signal_disarms_so_a_busy_listener_sends_one(self):
+        self.acceptor()
+        asyncwatch.arm(self.fd)
+        before = asyncwatch.signals()
+        self.connect(1)
+        settle(before + 1)
+        self.assertFalse(asyncwatch.armed(self.fd))
+        self.connect(20)
+        time.sleep(0.2)
+        self.assertEqual(asyncwatch.signals(), before + 1)
+
     def test_the_handler_comes_before_the_flag_and_another_handler_is_kept(self):
         signal.signal(signal.SIGIO, signal.SIG_DFL)
         asyncwatch.arm(self.fd)
