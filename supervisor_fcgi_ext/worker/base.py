@@ -99,7 +99,11 @@ class WorkerBase:
                 if self.fast_loop:
                     # one thread, every web server allowed: the fast path
                     # accepts too, and returns what is not its own
-                    got = self.fast.accept_loop(self.listener.fileno(), self)
+                    try:
+                        got = self.fast.accept_loop(self.listener.fileno(), self)
+                    except Exception as exc:
+                        self._fast_failed(exc)
+                        continue
                     if isinstance(got, tuple):
                         self.serve_connection(got[0], None, got[1])
                     elif got is not None and not self._accept_failed(got):
@@ -135,7 +139,11 @@ class WorkerBase:
         ordinary request, else by WorkerConnection, from what the fast
         path read (``first``: it looked already, in accept_loop)."""
         if first is None and self.fast is not None:
-            first = self.fast.serve(fd)
+            try:
+                first = self.fast.serve(fd)
+            except Exception as exc:
+                self._fast_failed(exc)
+                return
             if first is True:
                 self.request_done()
                 return
@@ -148,6 +156,13 @@ class WorkerBase:
             # kept-alive connection).  (The fast path sets it itself.)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         WorkerConnection(sock, addr, self).run(first or b'')
+
+    @staticmethod
+    def _fast_failed(exc):
+        """The fast path failed in itself (the app's errors are answered, as
+        on the Python path; this is memory or the slot): the connection is
+        lost (it closed it), the worker goes on, as WorkerConnection.run."""
+        log('dropped connection: %s' % reason(exc))
 
     def _accept_failed(self, exc):
         """After a failed accept(): False when the worker stops (a stop

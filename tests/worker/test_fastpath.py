@@ -365,3 +365,16 @@ def test_the_real_worker_takes_the_fast_path_for_what_nginx_sends(pool, tmp_path
     slot = p.settled(proc)
     assert (slot.requests, slot.accepted_conn, slot.connections) == (4, 3, 0)
     assert ('C fast path' in stderr_of(proc)) == fast
+
+
+@needs_fast_path
+def test_a_failure_of_the_fast_path_itself_costs_the_connection_not_the_worker(
+        workers, capsys):
+    class BrokenWriter(slotwriter.SlotWriter):
+        __slots__ = ()
+
+        def request_started(self, *args, **kwargs):
+            raise RuntimeError('slot gone')
+    for w in workers(writer=BrokenWriter):
+        assert w.answer(request('/')) == b''        # closed unanswered
+    assert capsys.readouterr().err.count('dropped connection: slot gone') == 2
