@@ -4,6 +4,7 @@
                                            [--rate 1000] [--load-workers 6]
                                            [--settle 3] [--only all|idle|loaded]
                                            [--socket tcp|unix] [--rounds 1]
+                                           [--host-traffic 0]
                                            [--plugin-option name=value ...]
 
 (``--seconds 1 --workers 2 --rate 50 --load-workers 1 --settle 0.5`` runs
@@ -20,7 +21,10 @@ reads supervisord's CPU time over --seconds, after --settle seconds for
 start-up to pass: the nanoseconds of /proc/PID/schedstat (supervisord has one
 thread), not utime + stime, which count whole clock ticks (one in 20 s is
 0.05 % of a core).  --rounds repeats both, alternating, and reports the
-medians.  Goals (issue 15): idle, with the
+medians.  --host-traffic RATE opens and closes RATE connections a second to
+a listener of this script's all along, as the other services of a host do:
+they move the netns' PassiveOpens and fill the kernel's connection table
+with TIME_WAIT sockets, which every connection dump walks.  Goals (issue 15): idle, with the
 plugin, at most 0.3 % of a core; loaded, at most 2 points of a core above
 supervisord without it (which does nothing for requests: its figure is its
 idle one).
@@ -29,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
+import threading
 import time
 
 from supervisor_fcgi_ext.lab.harness import Nginx, PoolSpec, Supervisor, find_nginx
@@ -50,6 +56,28 @@ def cpu_seconds(pid):
         with open('/proc/%d/stat' % pid) as f:
             fields = f.read().rsplit(')', 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class HostTraffic(threading.Thread):
+    """``rate`` connections a second to a listener of our own, the server
+    side closing first (its TIME_WAIT stays in the table for 60 s)."""
+
+    def __init__(self, rate):
+        super().__init__(daemon=True)
+        self.rate, self.stopped = rate, threading.Event()
+        self.listener = socket.create_server(('127.0.0.1', 0))
+
+    def run(self):
+        address = self.listener.getsockname()
+        while not self.stopped.wait(1.0 / self.rate):
+            client = socket.create_connection(address)
+            self.listener.accept()[0].close()
+            client.close()
+
+    def stop(self):
+        self.stopped.set()
+        self.join()
+        self.listener.close()
 
 
 def pools_for(case, args):
@@ -105,6 +133,8 @@ def main(argv=None):
     parser.add_argument('--only', choices=('all', 'idle', 'loaded'), default='all')
     parser.add_argument('--socket', choices=('tcp', 'unix'), default='tcp',
                         help="the pools' sockets")
+    parser.add_argument('--host-traffic', type=float, default=0.0, metavar='RATE',
+                        help='connections/s to another listener all along (0: none)')
     parser.add_argument('--rounds', type=int, default=1,
                         help='runs of each case without and with the plugin, alternating')
     parser.add_argument('--plugin-option', action='append', default=[], metavar='NAME=VALUE',
@@ -115,10 +145,23 @@ def main(argv=None):
     if 'loaded' in cases:
         find_nginx()
     print('supervisord CPU over %gs per run (%s, %s sockets); idle: %d fcgi-workers + %d '
-          'sleep; loaded: %g req/s through %d fcgi-workers'
+          'sleep; loaded: %g req/s through %d fcgi-workers; host traffic %g connections/s'
           % (args.seconds, ', '.join('%s=%s' % kv for kv in options.items()) or 'defaults',
-             args.socket, args.workers, args.workers, args.rate, args.load_workers),
-          flush=True)
+             args.socket, args.workers, args.workers, args.rate, args.load_workers,
+             args.host_traffic), flush=True)
+    traffic = HostTraffic(args.host_traffic) if args.host_traffic > 0 else None
+    if traffic is not None:
+        traffic.start()
+    try:
+        rows = run_cases(cases, args, options)
+    finally:
+        if traffic is not None:
+            traffic.stop()
+    report(cases, rows, args)
+
+
+def run_cases(cases, args, options):
+    """{(case, with plugin): (median % of a core, req/s)}."""
     runs = {}
     for case in cases:
         for _ in range(args.rounds):
@@ -127,8 +170,11 @@ def main(argv=None):
                 runs.setdefault((case, plugin), []).append((cpu, rate))
                 print('  %-6s %-14s %7.3f %% of a core' % (
                     case, 'with plugin' if plugin else 'without plugin', cpu), flush=True)
-    rows = {key: (statistics.median(cpu for cpu, _ in got), got[-1][1])
+    return {key: (statistics.median(cpu for cpu, _ in got), got[-1][1])
             for key, got in runs.items()}
+
+
+def report(cases, rows, args):
     print('\n%-7s %-9s %9s %9s %9s  %s%s' % ('case', 'req/s', 'without', 'with', 'added',
                                              'goal', ' (medians)' if args.rounds > 1 else ''))
     for case in cases:
