@@ -182,6 +182,15 @@ PyDoc_STRVAR(accept_loop_doc,
 "request served here when worker.max_requests is set.  Signal handlers run\n"
 "before each accept() and when one interrupts it, as in socket.accept().");
 
+/* Whether object.name is true; -1 on errors */
+static int attribute_true(PyObject *object, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(object, name);
+    int truth = value == NULL ? -1 : PyObject_IsTrue(value);
+    Py_XDECREF(value);
+    return truth;
+}
+
 static PyObject *Server_accept_loop(Server *s, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
@@ -192,17 +201,13 @@ static PyObject *Server_accept_loop(Server *s, PyObject *const *args, Py_ssize_t
     PyObject *worker = args[1];
     if (listener == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *limit = PyObject_GetAttr(worker, fp_s_max_requests);
-    int counted = limit == NULL ? -1 : PyObject_IsTrue(limit);
-    Py_XDECREF(limit);
+    int counted = attribute_true(worker, fp_s_max_requests);
     if (counted < 0)
         return NULL;
     for (;;) {
         if (PyErr_CheckSignals() < 0)
             return NULL;
-        PyObject *stopping = PyObject_GetAttr(worker, fp_s_stopping);
-        int stop = stopping == NULL ? -1 : PyObject_IsTrue(stopping);
-        Py_XDECREF(stopping);
+        int stop = attribute_true(worker, fp_s_stopping);
         if (stop < 0)
             return NULL;
         if (stop)
