@@ -166,7 +166,8 @@ def serve(count, tmp, name, data, extra_env, kind='unix'):
     listener.bind(os.path.join(tmp, name + '.sock') if kind == 'unix' else ('127.0.0.1', 0))
     address = listener.getsockname()
     listener.listen(64)
-    env = dict(os.environ, SUPERVISOR_GROUP_NAME='p', **{ENV_VAR: board})
+    # the same dict layouts every run: the runs' difference is the requests'
+    env = dict(os.environ, SUPERVISOR_GROUP_NAME='p', PYTHONHASHSEED='0', **{ENV_VAR: board})
     env.update(extra_env)
     try:
         # it stops after the last request by itself (no signal to race)

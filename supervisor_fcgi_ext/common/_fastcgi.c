@@ -162,7 +162,8 @@ static PyObject *params_dict(Pairs *p)
         if (!(dict = PyDict_Copy(template_params)))
             return NULL;
         for (at = 0, i = 0; PyDict_Next(template_params, &at, &key, &value); i++) {
-            if (value != p->pairs[2 * i + 1] && PyDict_SetItem(dict, key, p->pairs[2 * i + 1]) < 0) {
+            PyObject *now = p->pairs[2 * i + 1];
+            if (value != now && PyDict_SetItem(dict, key, now) < 0) {
                 Py_DECREF(dict);
                 return NULL;
             }

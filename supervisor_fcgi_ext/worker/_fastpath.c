@@ -414,7 +414,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
             || intern(&fp_s_stopping, "stopping") < 0
             || intern(&fp_s_max_requests, "max_requests") < 0
             || intern(&fp_s_request_done, "request_done") < 0
-            || intern(&fp_s_write, "write") < 0 || intern(&fp_s_start_response, "start_response") < 0)
+            || intern(&fp_s_write, "write") < 0
+            || intern(&fp_s_start_response, "start_response") < 0)
         return NULL;
     for (int i = 0; i < 4; i++)
         if (intern(&fp_required[i], req_names[i]) < 0)

@@ -43,7 +43,8 @@ int fp_plan_environ(PyObject *params, Plan *p)
         Py_ssize_t len = path ? PyUnicode_GET_LENGTH(path) : 0, at = 0;
         while (at < len && PyUnicode_READ_CHAR(path, at) == '/')
             at++;
-        PyObject *rest = path ? PyUnicode_Substring(path, at, len) : (Py_INCREF(fp_s_empty), fp_s_empty);
+        PyObject *rest = path ? PyUnicode_Substring(path, at, len)
+                              : (Py_INCREF(fp_s_empty), fp_s_empty);
         p->rule_path = rest ? PyUnicode_Concat(fp_s_slash, rest) : NULL;
         Py_XDECREF(rest);
         if (p->rule_path == NULL)
@@ -86,7 +87,8 @@ int fp_plan_environ(PyObject *params, Plan *p)
         }
     }
     if (query == NULL || PyUnicode_GET_LENGTH(query) == 0) {
-        p->query = mark >= 0 ? PyUnicode_Substring(uri, mark + 1, ulen) : (Py_INCREF(fp_s_empty), fp_s_empty);
+        p->query = mark >= 0 ? PyUnicode_Substring(uri, mark + 1, ulen)
+                             : (Py_INCREF(fp_s_empty), fp_s_empty);
         if (p->query == NULL)
             return -1;
     }
@@ -126,7 +128,8 @@ int fp_make_environ(Server *s, PyObject *env, Plan *p, PyObject *body, Answer *a
     Py_DECREF(errors);
     if (rc < 0)
         return -1;
-    if (p->rule_path == NULL && p->script != NULL && PyDict_SetItem(env, fp_s_script, p->script) < 0)
+    if (p->rule_path == NULL && p->script != NULL
+            && PyDict_SetItem(env, fp_s_script, p->script) < 0)
         return -1;
     if (p->path != NULL && PyDict_SetItem(env, fp_s_path, p->path) < 0)
         return -1;

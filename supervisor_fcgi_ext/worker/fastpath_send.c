@@ -48,7 +48,8 @@ static void put(Framer *f, const void *data, Py_ssize_t len)
     while (len > 0) {
         Py_ssize_t in_record = f->at % FCGI_MAX_CONTENT, room = FCGI_MAX_CONTENT - in_record;
         Py_ssize_t chunk = len < room ? len : room;
-        memcpy(f->out + (f->at / FCGI_MAX_CONTENT) * (8 + FCGI_MAX_CONTENT) + 8 + in_record, from, chunk);
+        Py_ssize_t record = f->at / FCGI_MAX_CONTENT;
+        memcpy(f->out + record * (8 + FCGI_MAX_CONTENT) + 8 + in_record, from, chunk);
         f->at += chunk;
         from += chunk;
         len -= chunk;
