@@ -9,7 +9,8 @@
  * updates the scoreboard (the writer's own C methods), makes the environ
  * (gateway.wsgi_environ and flup's _sanitizeEnv, the same keys and values),
  * calls the app with a C start_response, and sends STDOUT, its end and
- * END_REQUEST in one send().
+ * END_REQUEST in one send().  A single-threaded worker's accept loop is
+ * here too (accept_loop), so its Python runs for the app alone.
  *
  * Anything else takes the Python path (worker/fastpath.py): before the app
  * is called serve() answers the bytes it read (the fd stays open) and the
@@ -19,7 +20,7 @@
  * fastpath.conclude, which finish it as the Python path does.  One set of
  * rules, two speeds.
  *
- * Here: the Server type, serve() and the module.  fastpath_environ.c makes
+ * Here: the Server type, serve(), accept_loop() and the module.  fastpath_environ.c makes
  * the environ, fastpath_answer.c is start_response, write() and
  * wsgi.errors (and the hand over), fastpath_send.c frames and sends.
  */
