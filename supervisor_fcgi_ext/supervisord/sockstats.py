@@ -221,11 +221,13 @@ def _tcp_held_inodes(s, memory, tcp_dumps=None):
     passive opens, or the SIGIO of a listener armed since before it, have
     not moved since one that found no connection."""
     fd = s.fileno()
-    was_armed = asyncwatch.armed(fd)
-    stamp = (tcpconns.passive_opens(), asyncwatch.signals())
-    if (stamp[0] is not None and stamp[0] == memory.get(_OPENS)) or \
-            (was_armed and stamp[1] == memory.get(_SIGNALS)):
-        return set(), {k: memory[k] for k in (_OPENS, _SIGNALS) if k in memory}
+    was_armed, signals = asyncwatch.armed(fd), asyncwatch.signals()
+    kept = {k: memory[k] for k in (_OPENS, _SIGNALS) if k in memory}
+    if was_armed and signals == memory.get(_SIGNALS):
+        return set(), kept          # not even /proc/net/snmp is read
+    stamp = (tcpconns.passive_opens(), signals)
+    if stamp[0] is not None and stamp[0] == memory.get(_OPENS):
+        return set(), kept
     if not was_armed:
         asyncwatch.arm(fd)   # from the next dump on, one without connections counts
     key = tcpconns.listener_key(s)

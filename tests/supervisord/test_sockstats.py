@@ -490,6 +490,8 @@ class TestPoolTCP(PoolTests, unittest.TestCase):
         # the first look arms the listener, the second's dump counts
         self.assertEqual(len(made), 2)
         self.assertTrue(asyncwatch.armed(listener.fileno()))
+        with mock.patch.object(tcpconns, 'passive_opens', side_effect=AssertionError('read')):
+            held_connections(listener, [me], memory)   # an armed look reads no counter
         conn = self.accepted_here(listener)
         deadline = time.monotonic() + 2
         while held_connections(listener, [me], memory).inodes != {me: frozenset({inode(conn)})}:
