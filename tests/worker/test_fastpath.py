@@ -378,3 +378,25 @@ def test_a_failure_of_the_fast_path_itself_costs_the_connection_not_the_worker(
     for w in workers(writer=BrokenWriter):
         assert w.answer(request('/')) == b''        # closed unanswered
     assert capsys.readouterr().err.count('dropped connection: slot gone') == 2
+
+
+@needs_fast_path
+def test_the_fast_path_keeps_no_memory_and_no_fd_of_its_requests(workers):
+    import gc
+    fast, _ = workers(timeout=1)
+    kinds = [request('/'), request('/body', body=b'hello'), request('/boom'),
+             request('/write'), request('/exc_info'), request('/', {'SERVER_PORT': None})]
+
+    def rounds(n):
+        for _ in range(n):
+            for data in kinds:
+                fast.answer(data)
+        del SEEN[:]
+        gc.collect()
+    rounds(400)       # the count settles over the first few thousand requests
+    fds, blocks = len(os.listdir('/proc/self/fd')), sys.getallocatedblocks()
+    rounds(500)
+    assert len(os.listdir('/proc/self/fd')) == fds
+    # one object kept by one kind of request would be 500 blocks
+    assert sys.getallocatedblocks() - blocks < 250
+    assert fast.server.fast.served == 900 * 3
