@@ -18,15 +18,13 @@ from supervisor.xmlrpc import RPCError
 
 from supervisor_fcgi_ext import API_VERSION
 from supervisor_fcgi_ext.common.faults import Faults
-from supervisor_fcgi_ext.common.text import safe_text
 from supervisor_fcgi_ext.supervisord.plugin import get_plugin, is_fcgi_group
 from supervisor_fcgi_ext.supervisord.poolmanagers import SizeOutOfRange
 from supervisor_fcgi_ext.supervisord.rolling import NotRollable
 from supervisor_fcgi_ext.supervisord.settings import parse_settings
+from supervisor_fcgi_ext.supervisord.xmlmarshal import reply, xmlrpc_safe
 
 __all__ = ['Faults', 'FcgiNamespaceRPCInterface', 'make_fcgi_rpcinterface']
-
-XMLRPC_INT_MAX = 2 ** 31 - 1
 
 
 def fault(code, detail):
@@ -36,22 +34,6 @@ def fault(code, detail):
         if value == code and name.isupper():
             error.text = '%s: %s' % (name, detail)
     return error
-
-
-def xmlrpc_safe(value):
-    """XML-RPC ints are 32-bit: larger ones travel as doubles; text XML 1.0
-    forbids would make the client fail to parse the whole reply."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and not -XMLRPC_INT_MAX <= value <= XMLRPC_INT_MAX:
-        return float(value)
-    if isinstance(value, str):
-        return safe_text(value)
-    if isinstance(value, dict):
-        return {safe_text(k): xmlrpc_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [xmlrpc_safe(v) for v in value]
-    return value
 
 
 def _rpc_method(method):
@@ -118,7 +100,7 @@ class FcgiNamespaceRPCInterface:
         @return struct  pool status
         """
         self._update('getPoolStatus')
-        return xmlrpc_safe(self.plugin.status(self._get_pool(name)))
+        return reply(self.plugin.status(self._get_pool(name)))
 
     @_rpc_method
     def getAllPoolStatus(self):
@@ -128,8 +110,7 @@ class FcgiNamespaceRPCInterface:
         """
         self._update('getAllPoolStatus')
         groups = self.plugin.fcgi_groups()
-        return xmlrpc_safe([self.plugin.status(groups[name])
-                            for name in sorted(groups)])
+        return reply([self.plugin.status(groups[name]) for name in sorted(groups)])
 
     @_rpc_method
     def resetStatistics(self, name):

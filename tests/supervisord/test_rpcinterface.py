@@ -208,7 +208,7 @@ class MethodTests(RPCInterfaceTestBase):
         self.assertEqual(rpc.supervisord.options.logger.data, [])
 
     def test_text_xml_forbids_is_escaped_in_every_string(self):
-        from supervisor_fcgi_ext.supervisord.rpcinterface import xmlrpc_safe
+        from supervisor_fcgi_ext.supervisord.xmlmarshal import xmlrpc_safe
         status = {'name': 'app', 'warnings': ['slot of app_00: \x01bad\ufffe'],
                   'processes': [{'request_uri': '/a\x01b', 'request_method': 'G\ufffeT'}],
                   'bad\x01key': 1}
@@ -232,7 +232,7 @@ class MethodTests(RPCInterfaceTestBase):
         self.assertEqual(loaded['processes'][0]['request_uri'], '/%EF%BF%BE%01')
 
     def test_big_numbers_travel_as_doubles(self):
-        from supervisor_fcgi_ext.supervisord.rpcinterface import xmlrpc_safe
+        from supervisor_fcgi_ext.supervisord.xmlmarshal import xmlrpc_safe
         value = xmlrpc_safe({'a': [2 ** 40, 5, True]})
         self.assertEqual(value, {'a': [float(2 ** 40), 5, True]})
         xmlrpc.client.dumps((value,))
