@@ -4,14 +4,15 @@ fcgi.getPoolStatus, for pools of 8, 64 and 256 workers.
 Part 1, server side: both share the pool's status (PoolMonitor.status, timed
 by bench_status on real workers holding real connections); then a scrape
 writes the Prometheus text (or OpenMetrics) with supervisord/exposition.py,
-where getPoolStatus does XML-RPC marshalling.  Beside it, in the same run,
+where getPoolStatus does XML-RPC marshalling (supervisord/xmlmarshal.py).  Beside it, in the same run,
 what prometheus_client's own encoders take for the same text (the reference
 the tests hold ours to, tests/supervisord/metricsref.py).  The goal (issue
 12): a scrape within 2 ms of getPoolStatus, and linear in the workers.
 
 With --instructions, the writing (text, OpenMetrics) and the XML-RPC
 marshalling of the same exact statuses again in instructions (callgrind: the
-same on a loaded machine, where wall clock is not).
+same on a loaded machine, where wall clock is not); "xmlrpc.c" is the
+marshalling before xmlmarshal (xmlrpc_safe, then xmlrpc.client alone).
 
 Part 2, round trip through a real supervisord: GET /fcgi/metrics next to
 getPoolStatus, both through supervisor's HTTP layer (whose delayed-ACK floor
@@ -27,13 +28,13 @@ import pickle
 import shutil
 import sys
 import tempfile
-import xmlrpc.client
 
 from supervisor_fcgi_ext.lab.harness import PoolSpec, Supervisor
 from supervisor_fcgi_ext.supervisord import metrics
+from supervisor_fcgi_ext.supervisord.xmlmarshal import reply, xmlrpc_safe
 
 from bench_sockstats import median_ms   # its neighbours in benchmarks/
-from bench_status import server_side
+from bench_status import marshal_reply, server_side
 from profile_worker import callgrind, instructions
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -44,7 +45,8 @@ OPENMETRICS = 'application/openmetrics-text'
 GOAL_MS = 2.0
 WRITERS = {'text': lambda status: metrics.render([status]),
            'openmet': lambda status: metrics.render([status], OPENMETRICS),
-           'marshal': lambda status: xmlrpc.client.dumps((status,), methodresponse=True)}
+           'marshal': lambda status: marshal_reply(reply(status)),
+           'xmlrpc.c': lambda status: marshal_reply(xmlrpc_safe(status))}
 WRITES = 5       # per callgrind run, against a run of none
 
 
@@ -86,8 +88,8 @@ def write_instructions(status, tmp):
 def print_instructions(statuses):
     """The table of instructions per write, and their linearity."""
     print('instructions per write, exact counts (callgrind; "k": thousands):')
-    print('  %-8s %10s %10s %10s %12s %12s %12s' % (
-        'workers', 'text', 'openmet', 'marshal', 'text/wkr', 'openmet/wkr', 'marshal/wkr'))
+    print('  %-8s' % 'workers' + ''.join(' %10s' % w for w in WRITERS)
+          + ''.join(' %12s' % (w + '/wkr') for w in WRITERS))
     tmp = tempfile.mkdtemp(prefix='sfe-bench-metrics-')
     per_worker = {}
     try:

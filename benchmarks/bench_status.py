@@ -1,8 +1,11 @@
 """What fcgi.getPoolStatus costs supervisord, for pools of 8, 64 and 256 workers.
 
 Part 1, server side: the plugin's own code path (PoolMonitor.status plus
-XML-RPC marshalling), run here on a real listening socket shared by real
-worker processes, each holding its share of 256 open client connections.
+XML-RPC marshalling: xmlmarshal's reply, then what supervisor's
+xmlrpc_marshal does with it), run here on a real listening socket shared by
+real worker processes, each holding its share of 256 open client
+connections.  Beside it, "xmlrpc.client": the marshalling as it was before
+xmlmarshal (xmlrpc_safe, then xmlrpc.client alone), timed in the same run.
 Two kinds of worker: tests/holdconn.py (writes no scoreboard: its
 connections are sampled) and fcgi-worker (exact counts from its scoreboard
 slot; its connections are held by slow requests).
@@ -26,6 +29,7 @@ import xmlrpc.client
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.supervisord import slots
+from supervisor_fcgi_ext.supervisord.xmlmarshal import reply, xmlrpc_safe
 from supervisor_fcgi_ext.lab.fcgiclient import FastCGIError, fcgi_request
 from supervisor_fcgi_ext.lab.harness import PoolSpec, Supervisor, resolve_command, wait_for
 from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView
@@ -67,6 +71,11 @@ def open_connections(kind, address, count):
     return []
 
 
+def marshal_reply(value):
+    """What supervisor's xmlrpc_marshal does with a method's answer."""
+    return xmlrpc.client.dumps((value,), methodresponse=True)
+
+
 def server_side(kind, workers, runs):
     per_worker = max(1, CONNECTIONS // workers)
     board = tempfile.mkdtemp(prefix='sfe-bench-')
@@ -85,8 +94,7 @@ def server_side(kind, workers, runs):
                  60, 'connections held')
         status = monitor.status(view)
         cost = median_ms(lambda: monitor.status(view), runs)
-        marshal = median_ms(lambda: xmlrpc.client.dumps((status,), methodresponse=True),
-                            runs)
+        marshal = median_ms(lambda: marshal_reply(reply(status)), runs)
         for client in clients:
             client.close()
         return status, cost, marshal
@@ -115,14 +123,16 @@ def main():
     args = parser.parse_args()
     sizes = [int(w) for w in args.workers.split(',')]
     print('server side (median of %d):' % args.runs)
-    print('  %-8s %-8s %6s %10s %10s %10s %9s' % (
-        'workers', 'counts', 'conns', 'status', 'marshal', 'total', 'per wkr'))
+    print('  %-8s %-8s %6s %10s %10s %10s %9s %15s' % (
+        'workers', 'counts', 'conns', 'status', 'marshal', 'total', 'per wkr',
+        'xmlrpc.client'))
     for workers in sizes:
         for kind in ('sampled', 'exact'):
             status, cost, marshal = server_side(kind, workers, args.runs)
-            print('  %-8d %-8s %6d %8.2fms %8.2fms %8.2fms %7.1fus' % (
+            before = median_ms(lambda: marshal_reply(xmlrpc_safe(status)), args.runs)
+            print('  %-8d %-8s %6d %8.2fms %8.2fms %8.2fms %7.1fus %13.2fms' % (
                 workers, kind, status['connections'], cost, marshal,
-                cost + marshal, (cost + marshal) * 1000 / workers), flush=True)
+                cost + marshal, (cost + marshal) * 1000 / workers, before), flush=True)
     print('round trip through supervisord (median of %d):' % args.runs)
     print('  %-8s %14s %20s %16s' % ('workers', 'getAPIVersion',
                                      'getAllProcessInfo', 'getPoolStatus'))

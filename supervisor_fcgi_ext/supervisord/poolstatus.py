@@ -9,6 +9,7 @@ import collections
 from supervisor_fcgi_ext.common import scoreboard, spread
 from supervisor_fcgi_ext.common.text import safe_text
 from supervisor_fcgi_ext.supervisord import durations
+from supervisor_fcgi_ext.supervisord.lifecycle import EVENTS
 from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, is_busy
 
 __all__ = ['Memory', 'FROZEN', 'UNREAD', 'SLOT_STATUSES', 'process_status', 'pool_status',
@@ -26,6 +27,8 @@ UNREAD = 'unknown'
 # its exact figures are left out)
 SLOT_STATUSES = ('ok', 'absent', 'unavailable')
 _NO_BASE = (0, 0, durations.EMPTY)
+# the lifecycle counts of a process to which nothing happened
+_NO_EVENTS = dict.fromkeys(EVENTS, 0)
 
 Memory = collections.namedtuple(
     'Memory', 'start_time max_listen_queue max_active_processes retired '
@@ -50,38 +53,15 @@ def slot_status(slot):
 
 
 def process_status(proc, facts, memory):
-    """One entry of a pool's ``processes``."""
-    sampled = memory.sampled_counts.get(proc.pid, 0)
-    status = {
-        'name': proc.name,
-        'pid': proc.pid,
-        'state': proc.state,
-        'start': int(proc.start),
-        'connections': 0,
-        'requests_source': 'sampled',
-        'accepted_conn': sampled,
-        'requests': sampled,
-        'worker_state': '',
-        'request_duration': 0,
-        'last_request_duration': 0,
-        'request_method': '',
-        'request_uri': '',
-        'content_length': 0,
-        'last_request_cpu': 0.0,
-        'last_request_memory': 0,
-        'exceptions': 0,
-        'slot_status': 'absent',
-    }
-    status.update(memory.lifecycle.of(proc.name))
-    if not proc.pid:
-        status['worker_state'] = 'stopped'
-        return status
-    slot = facts.slots.get(proc.pid)
-    held = facts.held.get(proc.pid)
-    status['slot_status'] = slot_status(slot)
+    """One entry of a pool's ``processes``: one dict literal per kind (with
+    its slot, without, stopped), in the order every kind shares."""
+    pid, name = proc.pid, proc.name
+    events = _NO_EVENTS if name not in memory.lifecycle.counts else memory.lifecycle.of(name)
+    slot = facts.slots.get(pid) if pid else None
     if isinstance(slot, scoreboard.Slot):
-        base_accepted, base_requests, _ = memory.baselines.get(proc.pid, _NO_BASE)
-        status.update({
+        base_accepted, base_requests, _ = memory.baselines.get(pid, _NO_BASE)
+        status = {
+            'name': name, 'pid': pid, 'state': proc.state, 'start': int(proc.start),
             'connections': slot.connections,
             'requests_source': 'exact',
             'accepted_conn': max(0, slot.accepted_conn - base_accepted),
@@ -95,13 +75,28 @@ def process_status(proc, facts, memory):
             'last_request_cpu': slot.last_request_cpu,
             'last_request_memory': slot.last_request_memory,
             'exceptions': slot.exceptions,
-        })
+            'slot_status': 'ok',
+            **events}
     else:
-        status['connections'] = UNKNOWN if held is None else len(held)
-        status['worker_state'] = 'running' if held else 'idle'
-        if proc.pid in facts.unavailable:   # busy or idle: no one can tell
-            status['worker_state'] = UNREAD
-    if proc.pid in facts.frozen:
+        held = facts.held.get(pid)
+        sampled = memory.sampled_counts.get(pid, 0)
+        if not pid:
+            worker_state = 'stopped'
+        elif pid in facts.unavailable:      # busy or idle: no one can tell
+            worker_state = UNREAD
+        else:
+            worker_state = 'running' if held else 'idle'
+        status = {
+            'name': name, 'pid': pid, 'state': proc.state, 'start': int(proc.start),
+            'connections': 0 if not pid else UNKNOWN if held is None else len(held),
+            'requests_source': 'sampled', 'accepted_conn': sampled, 'requests': sampled,
+            'worker_state': worker_state,
+            'request_duration': 0, 'last_request_duration': 0, 'request_method': '',
+            'request_uri': '', 'content_length': 0, 'last_request_cpu': 0.0,
+            'last_request_memory': 0, 'exceptions': 0,
+            'slot_status': slot_status(slot),
+            **events}
+    if pid in facts.frozen:
         status['worker_state'] = FROZEN
     return status
 
@@ -150,14 +145,16 @@ def pool_status(view, facts, memory, now):
     """The pool dict of fcgi.getPoolStatus (memory already holds this look's peaks)."""
     processes = [process_status(p, facts, memory) for p in view.processes]
     live = [p for p in processes if p['pid']]
-    active = sum(1 for p in live if p['worker_state'] in scoreboard.BUSY_STATES)
-    frozen = sum(1 for p in live if p['worker_state'] == FROZEN)
-    unread = sum(1 for p in live if p['worker_state'] == UNREAD)
-    totals = {source: list(memory.retired[source]) for source in scoreboard.SOURCES}
-    for p in live:
-        totals[p['requests_source']][0] += p['accepted_conn']
-        totals[p['requests_source']][1] += p['requests']
+    states = collections.Counter([p['worker_state'] for p in live])
+    active = sum(states[state] for state in scoreboard.BUSY_STATES)
+    frozen, unread = states[FROZEN], states[UNREAD]
+    sources = [p['requests_source'] for p in live]
     counts = [p['requests'] for p in live]
+    totals = [sum(memory.retired[source][i] for source in scoreboard.SOURCES)
+              for i in (0, 1)]
+    totals[0] += sum([p['accepted_conn'] for p in live])
+    totals[1] += sum(counts)
+    connections = [p['connections'] for p in live]
     warnings = list(facts.warnings) + slot_warnings(view, facts)
     listener = facts.listener
     return {
@@ -177,10 +174,10 @@ def pool_status(view, facts, memory, now):
         'active_processes': active,
         'frozen_processes': frozen,
         'max_active_processes': memory.max_active_processes,
-        'accepted_conn': sum(t[0] for t in totals.values()),
-        'requests': sum(t[1] for t in totals.values()),
-        'requests_source': scoreboard.combined_source(p['requests_source'] for p in live),
-        'connections': sum(max(0, p['connections']) for p in live),
+        'accepted_conn': totals[0],
+        'requests': totals[1],
+        'requests_source': scoreboard.combined_source(sources),
+        'connections': sum(connections) - sum([c for c in connections if c < 0]),
         'fairness': round(spread.jain_index(counts), 4),
         'balance': round(spread.balance(counts), 4),
         'slow_requests': memory.guard_counts['slow_requests'],
