@@ -10,7 +10,8 @@ strings checked together (one join) and escaped one by one only when one
 needs it.  The XML is what ``xmlrpc.client.dumps((xmlrpc_safe(value),),
 methodresponse=True)`` writes, byte for byte (tests/supervisord/
 test_xmlmarshal.py): anything unusual (a big int, a key to rewrite, a type
-of no template) goes that very way.
+of no template) goes that very way.  At 256 workers: 70k instructions a
+worker where the two took 311k (bench_metrics --instructions).
 
 A `Reply` is what a method returns: the dict an in-process caller reads,
 carrying its XML, and registered in Marshaller.dispatch so that
