@@ -21,8 +21,8 @@ from prometheus_client.openmetrics.exposition import (ALLOWUTF8, DOTS, UNDERSCOR
                                                       escape_metric_name)
 from prometheus_client.utils import floatToGoString
 
-__all__ = ['OPENMETRICS', 'SUFFIXES', 'number', 'escape_value', 'negotiate',
-           'Dialect', 'Escapes', 'Page']
+__all__ = ['OPENMETRICS', 'SUFFIXES', 'escape_value', 'negotiate', 'Dialect', 'Kept',
+           'Page']
 
 OPENMETRICS = 'application/openmetrics-text'
 ESCAPINGS = (ALLOWUTF8, UNDERSCORES, DOTS, VALUES)
@@ -30,15 +30,6 @@ ESCAPINGS = (ALLOWUTF8, UNDERSCORES, DOTS, VALUES)
 SUFFIXES = {'counter': {'_total': ()}, 'gauge': {'': ()},
             'histogram': {'_bucket': ('le',), '_count': (), '_sum': ()}}
 _NEG_INF = float('-inf')
-
-
-def number(value):
-    """floatToGoString(value), without its cost for the usual values: below
-    1e6 (where Go's exponent form starts) it is the float's repr."""
-    value = float(value)
-    if _NEG_INF < value < 1e6:
-        return repr(value)
-    return floatToGoString(value)
 
 
 def escape_value(value):
@@ -105,37 +96,40 @@ class Dialect:
         self.end = '# EOF\n' if openmetrics else ''
 
 
-class Escapes:
-    """Escaped label values, kept from one scrape for the next: only the
-    values the last scrape wrote (the pools', processes' and states' names),
-    so it holds no more than what exists, whatever the requests are."""
+class Kept:
+    """What ``make`` gave for each value of the last scrape, kept for the
+    next: only the values that scrape wrote (the pools', processes' and
+    states' names; start times, pids), so it holds no more than what exists,
+    whatever the requests are."""
 
-    def __init__(self):
+    def __init__(self, make):
+        self.make = make
         self.last = {}
 
     def scrape(self):
-        """A function escaping one value, for one scrape; what it escaped is
+        """A function giving make(value), for one scrape; what it gave is
         what the next scrape finds."""
-        last, known = self.last, {}
+        last, known, make = self.last, {}, self.make
         self.last = known
 
-        def escape(value):
+        def give(value):
             try:
                 return known[value]
             except KeyError:
-                text = known[value] = last.get(value) or escape_value(value)
+                text = known[value] = last.get(value) or make(value)
                 return text
-        return escape
+        return give
 
 
 class Page:
     """One scrape being written: lines by family, joined in the dialect's
     family order, every family's header even without a sample."""
 
-    def __init__(self, dialect, escape):
+    def __init__(self, dialect, escape, big_number=floatToGoString):
         self.dialect = dialect
         self.templates = dialect.templates
         self.escape = escape
+        self.big_number = big_number
         self.lines = {name: [] for name in dialect.headers}
 
     def add(self, family, labels, value, sample=None):
@@ -145,11 +139,15 @@ class Page:
     def extend(self, family, rows, sample=None):
         """Samples of a family (of a counter or gauge unless ``sample`` names
         it): (labels, value) pairs, label values escaped, in the family's
-        label order."""
+        label order.  A value is written as floatToGoString writes it: below
+        1e6, where Go's exponent form starts, that is the float's repr."""
         line, order = self.templates[sample or family]
         if order is not None:
             rows = [(tuple(labels[i] for i in order), value) for labels, value in rows]
-        self.lines[family] += [line % (*labels, number(value)) for labels, value in rows]
+        big = self.big_number
+        self.lines[family] += [
+            line % (*labels, repr(value) if _NEG_INF < value < 1e6 else big(value))
+            for labels, value in ((labels, float(value)) for labels, value in rows)]
 
     def histogram(self, family, labels, buckets, sum_value):
         """As HistogramMetricFamily.add_metric: buckets [(le, count)] end at

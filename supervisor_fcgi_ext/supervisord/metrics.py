@@ -19,13 +19,13 @@ from prometheus_client.utils import floatToGoString
 
 from supervisor_fcgi_ext.common.scoreboard import WORKER_STATES
 from supervisor_fcgi_ext.supervisord.durations import BOUNDS_SECONDS
-from supervisor_fcgi_ext.supervisord.exposition import Dialect, Escapes, Page, negotiate
+from supervisor_fcgi_ext.supervisord.exposition import Dialect, Kept, Page, escape_value, negotiate
 from supervisor_fcgi_ext.supervisord.lifecycle import EVENTS
 from supervisor_fcgi_ext.supervisord.poolstatus import FROZEN
 from supervisor_fcgi_ext.supervisord.statuspage import pool_statuses
 
-__all__ = ['respond', 'render', 'dialect', 'ESCAPES', 'FAMILIES', 'PROCESS_STATES', 'LE',
-           'POOL_FIELDS', 'PM_FIELDS', 'EXACT_FIELDS']
+__all__ = ['respond', 'render', 'dialect', 'ESCAPES', 'NUMBERS', 'FAMILIES', 'PROCESS_STATES',
+           'LE', 'POOL_FIELDS', 'PM_FIELDS', 'EXACT_FIELDS']
 
 PROCESS_STATES = WORKER_STATES + (FROZEN, 'unknown', 'stopped')
 POOL, PROCESS = ('pool',), ('pool', 'process')
@@ -148,7 +148,8 @@ EXACT_FIELDS = (
 )
 
 # the label values the last scrape escaped, for the next
-ESCAPES = Escapes()
+ESCAPES = Kept(escape_value)
+NUMBERS = Kept(floatToGoString)
 
 
 @functools.cache
@@ -167,7 +168,7 @@ def respond(plugin, path, query, headers):
 def render(statuses, accept=''):
     """(body, content type) of a list of getPoolStatus structs."""
     openmetrics, escaping, content_type = negotiate(accept)
-    page = Page(dialect(openmetrics, escaping), ESCAPES.scrape())
+    page = Page(dialect(openmetrics, escaping), ESCAPES.scrape(), NUMBERS.scrape())
     for status in statuses:
         _pool(status, page)
         _processes(page.escape(status['name']), status['processes'], page)
