@@ -39,16 +39,6 @@ class WorkerBase:
         self.stop_reason = None
         self._served = itertools.count(1)
         self.tcp = listener.family in (socket.AF_INET, socket.AF_INET6)
-        if self.tcp:
-            # nginx connects, then writes its request in a later turn of its
-            # event loop: woken by the connect, a worker's first recv() finds
-            # nothing on a third to a half of TCP requests (EAGAIN, a poll, a
-            # second wake-up).  With this, accept() returns once the request
-            # is there.  An option of the pool's socket: all its workers share it.
-            try:
-                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
-            except OSError:
-                pass
         # socket.accept() less its per-call enum conversions of family and
         # type (a tenth of a hello-world request's Python): the same socket
         self.socket_kind = (int(listener.family), int(listener.type), listener.proto)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import statistics
 import time
 
@@ -139,25 +138,6 @@ def test_web_server_addrs_limit_who_may_connect_over_tcp(pool):
     proc = unix.start(env={'FCGI_WEB_SERVER_ADDRS': '10.0.0.1'})
     assert pid_of(unix.request('/')) == proc.pid
     assert 'FCGI_WEB_SERVER_ADDRS ignored' in stderr_of(proc)
-
-
-def test_a_tcp_worker_leaves_accept_only_once_the_request_is_there(pool):
-    # nginx connects, then writes in a later turn of its loop: a worker woken
-    # by the connect alone found nothing to read (EAGAIN, poll, a second
-    # wake-up) on most TCP requests.  TCP_DEFER_ACCEPT on the pool socket.
-    p = pool('tcp')
-    proc = p.start()
-    assert wait_for(lambda: p.state(proc) == 'idle')
-    assert p.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
-    silent = p.connect()
-    try:
-        time.sleep(0.3)
-        assert (p.state(proc), p.state(proc, 'accepted_conn')) == ('idle', 0)
-        silent.sendall(whole_request('/'))
-        assert b'Status: 200' in read_until_closed(silent)
-    finally:
-        silent.close()
-    assert wait_for(lambda: p.state(proc, 'accepted_conn') == 1)
 
 
 def test_streamed_answers_over_tcp_keep_alive_wait_for_no_delayed_ack(
