@@ -15,23 +15,18 @@ from supervisor_fcgi_ext.supervisord.rpcinterface import make_fcgi_rpcinterface
 from supervisor_fcgi_ext.common.scoreboard import MARKER
 from supervisor_fcgi_ext.supervisord.slots import StaleSweep, ensure_pool_dir
 from test_rpcinterface import make_supervisord
+from pluginstate import forget_plugins
 
 
 @pytest.fixture
 def make():
     events.clear()
-    made = []
 
     def make(**config):
         config.setdefault('scoreboard_dir', 'none')
-        made.append(make_fcgi_rpcinterface(make_supervisord(), **config).plugin)
-        return made[-1]
+        return make_fcgi_rpcinterface(make_supervisord(), **config).plugin
     yield make
-    for p in made:
-        p.close_fds()
-    plugin._plugins.clear()
-    events.clear()
-    os.environ.pop(scoreboard.ENV_VAR, None)
+    forget_plugins()
 
 
 def test_stopping_closes_the_hooks_before_a_reload_closes_fds(make):

@@ -5,11 +5,11 @@ import time
 
 from supervisor import events
 
-from supervisor_fcgi_ext.common.scoreboard import ENV_VAR
 from supervisor_fcgi_ext.supervisord import plugin
 from supervisor_fcgi_ext.supervisord.rpcinterface import make_fcgi_rpcinterface
 from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir
 from test_rpcinterface import make_supervisord
+from pluginstate import forget_plugins
 
 
 def test_a_sample_after_a_rest_counts_the_intervals_that_passed(tmp_path):
@@ -27,8 +27,4 @@ def test_a_sample_after_a_rest_counts_the_intervals_that_passed(tmp_path):
         p.sample_all()                             # 0.5 s not yet passed: one
         assert p.samples == plugin.STALE_SLOT_SWEEP + 1 and not p.sweep_due
     finally:
-        for made in plugin._plugins.values():
-            made.close_fds()
-        plugin._plugins.clear()
-        events.clear()
-        os.environ.pop(ENV_VAR, None)
+        forget_plugins()

@@ -22,6 +22,7 @@ from supervisor.xmlrpc import RPCError
 
 from supervisor_fcgi_ext.supervisord.rolling import (ACCEPT_TIMEOUT, NotRollable,
                                                      RollingRestart, target_config)
+from pluginstate import forget_plugins
 
 CONFIG = """
 [fcgi-program:app]
@@ -294,13 +295,7 @@ class RPCTests(TempDirTestCase):
         self.addCleanup(self._cleanup)
 
     def _cleanup(self):
-        from supervisor_fcgi_ext.supervisord import plugin
-        for p in list(plugin._plugins.values()):
-            for hook in (p.hook, p.stepper):
-                if hook is not None:
-                    hook.close()
-        plugin._plugins.clear()
-        events.clear()
+        forget_plugins()
 
     def assertRPCError(self, code, fn, *args):
         with self.assertRaises(RPCError) as cm:

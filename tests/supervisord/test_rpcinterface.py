@@ -20,6 +20,7 @@ from supervisor.xmlrpc import Faults as SupervisorFaults
 from supervisor.xmlrpc import RPCError
 
 from supervisor_fcgi_ext.lab.harness import free_port
+from pluginstate import forget_plugins
 
 
 def make_supervisord():
@@ -43,12 +44,7 @@ class RPCInterfaceTestBase(unittest.TestCase):
         events.clear()
 
     def tearDown(self):
-        from supervisor_fcgi_ext.supervisord import plugin
-        for p in list(plugin._plugins.values()):
-            if p.hook is not None:
-                p.hook.close()
-        plugin._plugins.clear()
-        events.clear()
+        forget_plugins()
 
     def _makeOne(self, supervisord=None, **config):
         from supervisor_fcgi_ext.supervisord.rpcinterface import make_fcgi_rpcinterface

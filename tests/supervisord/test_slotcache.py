@@ -7,10 +7,11 @@ import time
 import pytest
 
 from supervisor_fcgi_ext.common.scoreboard import (
-    ENV_VAR, NoSlot, ScoreboardError, Slot, decode_slot, encode_slot, slot_path)
+    NoSlot, ScoreboardError, Slot, decode_slot, encode_slot, slot_path)
 from supervisor_fcgi_ext.supervisord import slotcache
 from supervisor_fcgi_ext.supervisord.slotcache import SlotCache, held_fds
 from slotfactory import PID, make_slot
+from pluginstate import forget_plugins
 
 OTHER = PID + 1
 
@@ -176,7 +177,6 @@ def test_the_plugin_closes_kept_fds_before_a_reload_and_with_a_pool(tmp_path):
     """supervisord stopping or reloading (its cleanup_fds follows), a pool
     removed or replaced: no slot fd stays open."""
     from supervisor import events
-    from supervisor_fcgi_ext.supervisord import plugin
     from supervisor_fcgi_ext.supervisord.rpcinterface import make_fcgi_rpcinterface
     from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir
     from test_rpcinterface import make_supervisord
@@ -206,11 +206,7 @@ def test_the_plugin_closes_kept_fds_before_a_reload_and_with_a_pool(tmp_path):
         p.sample_all()
         assert fds_on(path) == fds_on(path + ' (deleted)') == 0
     finally:
-        for made in plugin._plugins.values():
-            made.close_fds()
-        plugin._plugins.clear()
-        events.clear()
-        os.environ.pop(ENV_VAR, None)
+        forget_plugins()
 
 
 def test_a_header_spoiled_in_place_is_noticed_at_once(tmp_path):
