@@ -31,6 +31,7 @@ from supervisor_fcgi_ext.supervisord import boarddir, httpserve, slots
 from supervisor_fcgi_ext.supervisord.holds import (SocketHolds, kept_open_by_plugin,
                                                    remove_unix_socket_file)
 from supervisor_fcgi_ext.supervisord.loophook import LoopHook
+from supervisor_fcgi_ext.supervisord.outbuffer import raise_out_buffer
 from supervisor_fcgi_ext.supervisord.poolmanagers import PoolManagers
 from supervisor_fcgi_ext.supervisord.lifecycle import exit_kind
 from supervisor_fcgi_ext.supervisord.rolling import RollingRestart
@@ -113,6 +114,7 @@ class Plugin:
         # A second factory call (a second HTTP server) samples on one hook.
         self.close_fds()
         self.web.listen(settings['metrics_listen'])
+        raise_out_buffer(self.logger)   # every HTTP reply: fewer loop passes
         self.hook = LoopHook(self.sample_all, settings['sample_interval'],
                              self.logger)
 
