@@ -3,12 +3,18 @@
 Part 1, server side: the plugin's own code path (PoolMonitor.status plus
 XML-RPC marshalling: xmlmarshal's reply, then what supervisor's
 xmlrpc_marshal does with it), run here on a real listening socket shared by
-real worker processes, each holding its share of 256 open client
-connections.  Beside it, "xmlrpc.client": the marshalling as it was before
-xmlmarshal (xmlrpc_safe, then xmlrpc.client alone), timed in the same run.
-Two kinds of worker: tests/holdconn.py (writes no scoreboard: its
+real worker processes.  Beside it, "xmlrpc.client": the marshalling as it
+was before xmlmarshal (xmlrpc_safe, then xmlrpc.client alone), timed in the
+same run.  Two kinds of worker: tests/holdconn.py (writes no scoreboard: its
 connections are sampled) and fcgi-worker (exact counts from its scoreboard
-slot; its connections are held by slow requests).
+slot).  The cases:
+
+- sampled busy: holdconn workers holding 256 open client connections between them;
+- exact busy: fcgi-workers holding 256 slow requests between them;
+- exact idle: fcgi-workers waiting for a request (the commonest pool);
+- exact changed: fcgi-workers of which every one answered a request since
+  the status before (a loaded pool polled by fcgi-guard): requests are sent
+  between two timed statuses, none while one is timed.
 
 Part 2, round trip through a real supervisord, next to supervisor's own
 getAllProcessInfo: both include supervisor's HTTP layer, whose response
@@ -21,6 +27,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +46,7 @@ from bench_sockstats import median_ms   # its neighbour in benchmarks/
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOLDCONN = os.path.join(os.path.dirname(HERE), 'tests', 'holdconn.py')
 CONNECTIONS = 256
+CASES = (('sampled', 'busy'), ('exact', 'busy'), ('exact', 'idle'), ('exact', 'changed'))
 
 
 def start_workers(kind, workers, per_worker, listener, board):
@@ -71,12 +79,57 @@ def open_connections(kind, address, count):
     return []
 
 
+def quick_requests(url, pids, board, before, timeout=60):
+    """Send requests from a few threads until every pid's slot counts more
+    requests than ``before`` says; return {pid: requests} then."""
+    done = threading.Event()
+
+    def send():
+        while not done.is_set():
+            try:
+                fcgi_request(url, uri='/', timeout=10)
+            except (FastCGIError, OSError):
+                pass
+    threads = [threading.Thread(target=send, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: all(isinstance(s, scoreboard.Slot) and s.requests > before.get(pid, 0)
+                             for pid, s in slots.read_pool(board, 'app', pids).items()),
+                 timeout, 'a request answered by every worker')
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    return {pid: s.requests for pid, s in slots.read_pool(board, 'app', pids).items()}
+
+
+def changed_ms(monitor, view, url, board, runs):
+    """The median ms of a status after every worker answered a request."""
+    pids = [p.pid for p in view.processes]
+    counts = quick_requests(url, pids, board, {})
+    monitor.status(view)
+    times = []
+    for _ in range(runs):
+        counts = quick_requests(url, pids, board, counts)
+        times.append(median_ms(lambda: monitor.status(view), 1))
+    return statistics.median(times)
+
+
+def all_idle(board, pids):
+    return all(isinstance(s, scoreboard.Slot) and s.state == 'idle'
+               for s in slots.read_pool(board, 'app', pids).values())
+
+
 def marshal_reply(value):
     """What supervisor's xmlrpc_marshal does with a method's answer."""
     return xmlrpc.client.dumps((value,), methodresponse=True)
 
 
-def server_side(kind, workers, runs):
+def server_side(kind, workers, runs, case='busy'):
+    """(status, ms of PoolMonitor.status, ms of its reply) of a pool of
+    ``workers`` of ``kind`` (sampled, exact) in ``case`` (busy, idle,
+    changed: exact only)."""
     per_worker = max(1, CONNECTIONS // workers)
     board = tempfile.mkdtemp(prefix='sfe-bench-')
     slots.ensure_pool_dir(board, 'app')
@@ -85,15 +138,23 @@ def server_side(kind, workers, runs):
     listener.listen(1024)
     procs = start_workers(kind, workers, per_worker, listener, board)
     try:
-        clients = open_connections(kind, listener.getsockname(), per_worker * workers)
-        view = PoolView('app', 'tcp://%s:%d' % listener.getsockname(), 1024,
+        url = 'tcp://%s:%d' % listener.getsockname()
+        view = PoolView('app', url, 1024,
                         listener, [ProcessView('app_%03d' % i, p.pid, 'RUNNING', 0)
                                    for i, p in enumerate(procs)], False)
         monitor = PoolMonitor('app', board)
-        wait_for(lambda: monitor.status(view)['connections'] >= per_worker * workers,
-                 60, 'connections held')
+        clients = []
+        if case == 'busy':
+            clients = open_connections(kind, listener.getsockname(), per_worker * workers)
+            wait_for(lambda: monitor.status(view)['connections'] >= per_worker * workers,
+                     60, 'connections held')
+        else:
+            wait_for(lambda: all_idle(board, [p.pid for p in procs]), 60, 'idle slots')
+        if case == 'changed':
+            cost = changed_ms(monitor, view, url, board, runs)
+        else:
+            cost = median_ms(lambda: monitor.status(view), runs)
         status = monitor.status(view)
-        cost = median_ms(lambda: monitor.status(view), runs)
         marshal = median_ms(lambda: marshal_reply(reply(status)), runs)
         for client in clients:
             client.close()
@@ -123,15 +184,15 @@ def main():
     args = parser.parse_args()
     sizes = [int(w) for w in args.workers.split(',')]
     print('server side (median of %d):' % args.runs)
-    print('  %-8s %-8s %6s %10s %10s %10s %9s %15s' % (
-        'workers', 'counts', 'conns', 'status', 'marshal', 'total', 'per wkr',
+    print('  %-8s %-8s %-8s %6s %10s %10s %10s %9s %15s' % (
+        'workers', 'counts', 'case', 'conns', 'status', 'marshal', 'total', 'per wkr',
         'xmlrpc.client'))
     for workers in sizes:
-        for kind in ('sampled', 'exact'):
-            status, cost, marshal = server_side(kind, workers, args.runs)
+        for kind, case in CASES:
+            status, cost, marshal = server_side(kind, workers, args.runs, case)
             before = median_ms(lambda: marshal_reply(xmlrpc_safe(status)), args.runs)
-            print('  %-8d %-8s %6d %8.2fms %8.2fms %8.2fms %7.1fus %13.2fms' % (
-                workers, kind, status['connections'], cost, marshal,
+            print('  %-8d %-8s %-8s %6d %8.2fms %8.2fms %8.2fms %7.1fus %13.2fms' % (
+                workers, kind, case, status['connections'], cost, marshal,
                 cost + marshal, (cost + marshal) * 1000 / workers, before), flush=True)
     print('round trip through supervisord (median of %d):' % args.runs)
     print('  %-8s %14s %20s %16s' % ('workers', 'getAPIVersion',

@@ -25,20 +25,24 @@ class Lifecycle:
     def __init__(self):
         self.seen = set()          # names started once: kept across a reset
         self.counts = collections.defaultdict(collections.Counter)
+        self.version = 0           # moves with every change of the counts
 
     def started(self, name):
         if name in self.seen:
             self.counts[name]['respawns'] += 1
+            self.version += 1
         self.seen.add(name)
 
     def count(self, name, event):
         if event not in EVENTS:
             raise ValueError('not a lifecycle event: %r' % (event,))
         self.counts[name][event] += 1
+        self.version += 1
         return self.counts[name][event]
 
     def reset(self):
         self.counts.clear()
+        self.version += 1
 
     def of(self, name):
         """{event: count} of one process (0 for what never happened)."""

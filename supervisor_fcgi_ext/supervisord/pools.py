@@ -20,6 +20,8 @@ from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.supervisord import (durations, loophook, poolstatus, readings,
                                              slots, tcpconns)
 from supervisor_fcgi_ext.supervisord.slotcache import SlotCache
+from supervisor_fcgi_ext.supervisord.statusmemo import StatusMemo
+from supervisor_fcgi_ext.supervisord.stops import StopWatch
 from supervisor_fcgi_ext.supervisord.lifecycle import Lifecycle
 from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, running
 
@@ -58,6 +60,8 @@ class PoolMonitor:
         self.lifecycle = Lifecycle()
         # each live worker's slot fd, kept open: `close` before a reload
         self.slot_cache = SlotCache(scoreboard_dir, name) if scoreboard_dir else None
+        self.stops = StopWatch()
+        self.memo = StatusMemo()    # the last status's parts, given again while unchanged
         self._reset_state({})
 
     def _reset_state(self, slots_read):
@@ -103,8 +107,8 @@ class PoolMonitor:
         current = None if states else loophook.current_call()   # a status reads afresh
         facts = readings.gather(view, self.scoreboard_dir, self.verdicts, states,
                                 turn=self.looks,
-                                read_slots=self.slot_cache and self.slot_cache.read,
-                                tcp_dumps=(TCP_DUMPS, current))
+                                cache=self.slot_cache, tcp_dumps=(TCP_DUMPS, current),
+                                stopped=self.stops.frozen)
         self.verdicts = facts.verdicts
         for pid, inodes in facts.held.items():
             new = inodes - self.last_seen_inodes.get(pid, frozenset())
@@ -142,7 +146,7 @@ class PoolMonitor:
             self.start_time, self.max_listen_queue, self.max_active_processes,
             self.retired, self.baselines, self.sampled_counts, self.guard_counts,
             self.retired_durations, self.lifecycle)
-        return poolstatus.pool_status(view, facts, memory, self.clock())
+        return poolstatus.pool_status(view, facts, memory, self.clock(), self.memo)
 
     def process_started(self, name):
         self.lifecycle.started(name)
@@ -156,6 +160,7 @@ class PoolMonitor:
         slot = None
         if self.slot_cache is not None:
             self.slot_cache.forget(pid)
+        self.stops.forget(pid)
         if self.scoreboard_dir:
             slot = slots.harvest_slot(self.scoreboard_dir, self.name, pid)
         if slot is not None:

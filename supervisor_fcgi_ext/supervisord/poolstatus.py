@@ -12,7 +12,8 @@ from supervisor_fcgi_ext.supervisord import durations
 from supervisor_fcgi_ext.supervisord.lifecycle import EVENTS
 from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, is_busy
 
-__all__ = ['Memory', 'FROZEN', 'UNREAD', 'SLOT_STATUSES', 'process_status', 'pool_status',
+__all__ = ['Memory', 'FROZEN', 'UNREAD', 'SLOT_STATUSES', 'process_status',
+           'process_entries', 'pool_status',
            'active_count', 'slot_status', 'pool_durations']
 
 # worker_state of a worker stopped by a signal outside a request (one
@@ -52,12 +53,49 @@ def slot_status(slot):
     return 'unavailable'
 
 
+def process_entries(view, facts, memory, memo=None):
+    """The pool's ``processes``.  With a StatusMemo (statusmemo.py), an exact
+    entry whose inputs are those of the last status is the entry made then."""
+    if memo is None:
+        return [process_status(proc, facts, memory) for proc in view.processes]
+    last, made = memo.begin()
+    slots, records, frozen = facts.slots, facts.records or {}, facts.frozen
+    baselines, version = memory.baselines, memory.lifecycle.version
+    entries = []
+    for proc in view.processes:
+        pid = proc.pid
+        record = records.get(pid) if pid else None
+        if record is None:          # no slot, or one read without a kept record
+            entries.append(process_status(proc, facts, memory))
+            memo.fresh += isinstance(slots.get(pid), scoreboard.Slot)
+            continue
+        slot = slots[pid]
+        key = (proc, record, baselines.get(pid), version, pid in frozen)
+        kept = last.get(pid)
+        if kept is not None and kept[0] == key:
+            entry = kept[1]
+            if slot.state in scoreboard.BUSY_STATES \
+                    and entry['request_duration'] != slot.request_duration_us:
+                entry = entry.copy()    # the one field that time moves
+                entry['request_duration'] = slot.request_duration_us
+        else:
+            memo.fresh += 1
+            entry = process_status(proc, facts, memory)
+        made[pid] = (key, entry)
+        entries.append(entry)
+    return entries
+
+
 def process_status(proc, facts, memory):
     """One entry of a pool's ``processes``: one dict literal per kind (with
     its slot, without, stopped), in the order every kind shares."""
+    return _process_status(proc, facts.slots.get(proc.pid) if proc.pid else None,
+                           facts, memory)
+
+
+def _process_status(proc, slot, facts, memory):
     pid, name = proc.pid, proc.name
     events = _NO_EVENTS if name not in memory.lifecycle.counts else memory.lifecycle.of(name)
-    slot = facts.slots.get(pid) if pid else None
     if isinstance(slot, scoreboard.Slot):
         base_accepted, base_requests, _ = memory.baselines.get(pid, _NO_BASE)
         status = {
@@ -141,9 +179,10 @@ def duration_fields(found):
     }
 
 
-def pool_status(view, facts, memory, now):
-    """The pool dict of fcgi.getPoolStatus (memory already holds this look's peaks)."""
-    processes = [process_status(p, facts, memory) for p in view.processes]
+def pool_status(view, facts, memory, now, memo=None):
+    """The pool dict of fcgi.getPoolStatus (memory already holds this look's
+    peaks); ``memo``: a StatusMemo kept from the last status of the pool."""
+    processes = process_entries(view, facts, memory, memo)
     live = [p for p in processes if p['pid']]
     states = collections.Counter([p['worker_state'] for p in live])
     active = sum(states[state] for state in scoreboard.BUSY_STATES)
@@ -183,7 +222,10 @@ def pool_status(view, facts, memory, now):
         'slow_requests': memory.guard_counts['slow_requests'],
         'terminated_requests': memory.guard_counts['terminated_requests'],
         **memory.lifecycle.totals(),
-        **duration_fields(pool_durations(view, facts, memory)),
+        **(duration_fields(pool_durations(view, facts, memory)) if memo is None
+           else memo.duration_fields(
+               memory.durations, [p['pid'] for p in processes if p['slot_status'] == 'ok'],
+               lambda: duration_fields(pool_durations(view, facts, memory)))),
         'processes': processes,
         'warnings': [safe_text(w) for w in warnings],
     }

@@ -15,7 +15,8 @@ __all__ = ['UNKNOWN', 'Facts', 'gather', 'frozen_pids', 'running', 'is_busy']
 UNKNOWN = -1  # XML-RPC has no None: figures the kernel or worker cannot give
 
 Facts = collections.namedtuple(
-    'Facts', 'listener slots held unavailable frozen warnings limits verdicts')
+    'Facts', 'listener slots held unavailable frozen warnings limits verdicts records',
+    defaults=(None,))
 Facts.__doc__ = """What one look at a pool found.
 
 listener: ListenerStats (UNKNOWN where unavailable); slots: {pid: Slot or
@@ -23,7 +24,9 @@ ScoreboardError} of the running pids; held: {pid: inodes of pool connections}
 of the running workers without a good slot, unavailable: {pid: reason} of
 those whose connections could not be read within the bounds; frozen: the
 pids not busy (see is_busy) that a signal stopped; warnings: one-line texts; limits: the bounds hit (to
-log once); verdicts: sockstats' unix verdicts for the next look."""
+log once); verdicts: sockstats' unix verdicts for the next look; records:
+{pid: the slot record's bytes} of the slots a SlotCache read (the same
+bytes object until the record is read again), or None."""
 
 # /proc/PID/stat states of a process stopped by a signal or a debugger
 STOPPED_STATES = frozenset((b'T', b't'))
@@ -41,24 +44,27 @@ def is_busy(slot, held):
     return len(held or ()) > 0
 
 
-def gather(view, scoreboard_dir, known=None, states=True, turn=0, read_slots=None,
-           tcp_dumps=None):
+def gather(view, scoreboard_dir, known=None, states=True, turn=0, cache=None,
+           tcp_dumps=None, stopped=None):
     """Read the pool once: listener, slots, held connections, frozen pids.
 
     ``known``: the verdicts of the previous look; ``states``: read /proc/PID/stat
     (a status needs them, a sample does not); ``turn``: which worker's
     connections to read first, so that when the time budget cuts a look
-    short each worker's turn still comes; ``read_slots(pids)``: how slots are
-    read (a SlotCache's read; by default slots.read_pool of scoreboard_dir);
+    short each worker's turn still comes; ``cache``: the SlotCache that reads
+    the slots (by default slots.read_pool of scoreboard_dir, no records);
     ``tcp_dumps``: (tcpconns.TcpDumps, pass) to share a TCP dump with the
-    other pools' looks of the same pass."""
+    other pools' looks of the same pass; ``stopped(pids)``: which of them are
+    frozen (a stops.StopWatch's frozen; by default frozen_pids)."""
     warnings, limits = [], []
     pids = [p.pid for p in running(view)]
     listener = _listener(view, warnings)
-    found = {}
+    found, records = {}, None
     if scoreboard_dir and pids:
-        found = (read_slots(pids) if read_slots is not None
-                 else slots.read_pool(scoreboard_dir, view.name, pids))
+        if cache is not None:
+            found, records = cache.read(pids), cache.records
+        else:
+            found = slots.read_pool(scoreboard_dir, view.name, pids)
     others = [pid for pid in pids if not isinstance(found.get(pid), scoreboard.Slot)]
     if others:
         first = turn % len(others)
@@ -76,9 +82,10 @@ def gather(view, scoreboard_dir, known=None, states=True, turn=0, read_slots=Non
         limits = sorted(set(unavailable.values()))
     frozen = frozenset()
     if states:   # a worker frozen in a request stays busy: its request is stuck
-        frozen = frozen_pids([pid for pid in pids
-                              if not is_busy(found.get(pid), held.get(pid))])
-    return Facts(listener, found, held, unavailable, frozen, warnings, limits, verdicts)
+        frozen = (stopped or frozen_pids)([pid for pid in pids
+                                           if not is_busy(found.get(pid), held.get(pid))])
+    return Facts(listener, found, held, unavailable, frozen, warnings, limits, verdicts,
+                 records)
 
 
 def _listener(view, warnings):

@@ -32,7 +32,10 @@ RUNS = {
         for name in DEPLOY_SCENARIOS],
     'bench_status.py': [
         (['--runs', '2', '--workers', '8'],
-         [r'  workers\s+counts\s+conns\s+status', r'  8\s+exact\s+[0-9]+\s+%sms' % NUMBER])],
+         [r'  workers\s+counts\s+case\s+conns\s+status']
+         + [r'  8\s+%s\s+%s\s+[0-9]+\s+%sms' % (counts, case, NUMBER) for counts, case
+            in (('sampled', 'busy'), ('exact', 'busy'), ('exact', 'idle'),
+                ('exact', 'changed'))])],
     'bench_sockstats.py': [
         (['--runs', '2', '--conns', '8', '--extra-fds', '1'],
          [r'sock\s+workers\s+conns', r'unix\s+256\s+8(\s+%s)+$' % NUMBER])],

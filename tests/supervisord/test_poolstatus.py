@@ -1,16 +1,19 @@
 """poolstatus: the status dicts from plain facts and memory, no I/O."""
 import collections
+import random
 import unittest
 import xmlrpc.client
+from dataclasses import replace as dataclasses_replace
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.common.scoreboard import ScoreboardError, NoSlot, Slot
 from supervisor_fcgi_ext.supervisord import durations, poolstatus, readings
 from supervisor_fcgi_ext.supervisord.durations import Durations
-from supervisor_fcgi_ext.supervisord.lifecycle import Lifecycle
+from supervisor_fcgi_ext.supervisord.lifecycle import EVENTS, Lifecycle
 from supervisor_fcgi_ext.supervisord.pools import PoolView, ProcessView
 from supervisor_fcgi_ext.supervisord.readings import Facts, UNKNOWN
 from supervisor_fcgi_ext.supervisord.sockstats import ListenerStats
+from supervisor_fcgi_ext.supervisord.statusmemo import StatusMemo
 
 
 def view(*pids, sock=object()):
@@ -193,3 +196,120 @@ class PoolStatusTests(unittest.TestCase):
         pool = poolstatus.pool_status(view(), facts(), mem, 110.0)
         self.assertEqual((pool['slow_requests'], pool['terminated_requests']), (2, 0))
         self.assertEqual(pool['requests_source'], 'exact')
+
+
+class MemoTests(unittest.TestCase):
+    """A status made with a StatusMemo equals one made from scratch, whatever
+    input moves between two statuses; unchanged entries are given again."""
+
+    NOW = 2000.0
+
+    def setUp(self):
+        self.memo = StatusMemo()
+        self.procs = [ProcessView('app_%02d' % i, 100 + i, 'RUNNING', 5) for i in range(4)]
+        self.slots = {p.pid: slot(p.pid, requests=i) for i, p in enumerate(self.procs)}
+        self.frozen, self.mem = frozenset(), memory()
+        self.unkept = set()    # pids whose slot was read without keeping its record
+
+    def facts(self):
+        """Facts as a SlotCache gives them: each Slot decoded from its record."""
+        records = {pid: scoreboard.encode_slot(s, 2) for pid, s in self.slots.items()}
+        found = {pid: scoreboard.decode_slot(data, self.NOW, pid)
+                 for pid, data in records.items()}
+        return facts(slots=found, frozen=self.frozen)._replace(records={
+            pid: data for pid, data in records.items() if pid not in self.unkept})
+
+    def both(self, facts=None):
+        """(with the memo, from scratch), after checking they are equal."""
+        facts = facts or self.facts()
+        pool_view = view()._replace(processes=list(self.procs))
+        kept = poolstatus.pool_status(pool_view, facts, self.mem, 110.0, self.memo)
+        fresh = poolstatus.pool_status(pool_view, facts, self.mem, 110.0)
+        self.assertEqual(kept, fresh)
+        return kept, fresh
+
+    def test_unchanged_inputs_give_the_same_entries_and_histogram_again(self):
+        facts = self.facts()
+        first, _ = self.both(facts)
+        second, _ = self.both(facts._replace(records=dict(facts.records)))
+        self.assertTrue(all(a is b for a, b in zip(first['processes'], second['processes'])))
+        self.assertIs(first['request_duration_buckets'], second['request_duration_buckets'])
+
+    def test_without_records_nothing_is_given_again(self):
+        facts = self.facts()._replace(records=None)
+        first, _ = self.both(facts)
+        second, _ = self.both(facts)
+        self.assertFalse(any(a is b for a, b in zip(first['processes'], second['processes'])))
+
+    def test_a_busy_entry_moves_its_duration_only(self):
+        self.slots[100] = slot(100, 'running', 3, request_start=self.NOW - 1.0)
+        facts = self.facts()
+        first, _ = self.both(facts)
+        later = facts._replace(slots=dict(facts.slots, **{}))
+        later.slots[100] = scoreboard.decode_slot(facts.records[100], self.NOW + 2, 100)
+        second, _ = self.both(later)
+        self.assertEqual(second['processes'][0]['request_duration'],
+                         first['processes'][0]['request_duration'] + 2000000)
+        self.assertEqual({k: v for k, v in first['processes'][0].items()
+                          if k != 'request_duration'},
+                         {k: v for k, v in second['processes'][0].items()
+                          if k != 'request_duration'})
+
+    def test_every_input_moved_in_turn_matches_a_status_from_scratch(self):
+        rng = random.Random(15)
+        life = self.mem.lifecycle
+        for _ in range(400):
+            i = rng.randrange(len(self.procs))
+            proc = self.procs[i]
+            old = self.slots.get(proc.pid) or slot(proc.pid)
+            what = rng.randrange(11)
+            if what == 0:     # the slot moved: a request answered, a state
+                self.slots[proc.pid] = dataclasses_replace(
+                    old, state=rng.choice(('idle', 'running', 'reading')),
+                    requests=old.requests + rng.randrange(2), request_start=self.NOW - 1,
+                    request_duration_counts=tuple(c + rng.randrange(2)
+                                                  for c in old.request_duration_counts),
+                    request_duration_sum_us=old.request_duration_sum_us + 7)
+            elif what == 1:   # supervisor's state of the process
+                self.procs[i] = proc._replace(state=rng.choice(('RUNNING', 'STOPPING')),
+                                              start=rng.randrange(3))
+            elif what == 2:   # a reset: new baselines
+                self.mem = self.mem._replace(baselines={
+                    pid: (s.accepted_conn, s.requests, durations.of_slot(s))
+                    for pid, s in self.slots.items() if rng.randrange(2)})
+            elif what == 3:
+                life.count(proc.name, rng.choice(EVENTS))
+            elif what == 4:
+                life.started(proc.name)
+            elif what == 5:
+                self.frozen = frozenset(pid for pid in self.slots if rng.randrange(3) == 0)
+            elif what == 6:   # an exit (its durations retired), respawned under a new pid
+                self.slots.pop(proc.pid, None)
+                self.mem = self.mem._replace(durations=durations.add(
+                    self.mem.durations, Durations((1,) * scoreboard.DURATION_BUCKETS, 9)))
+                self.procs[i] = proc._replace(pid=proc.pid + 1000)
+                self.slots[proc.pid + 1000] = slot(proc.pid + 1000, requests=old.requests)
+            elif what == 7:   # the pid's slot now another worker's, the same counts
+                self.slots[proc.pid] = dataclasses_replace(old, start_time=old.start_time + 1)
+            elif what == 8:   # the fd budget reached: its slot read, its record not kept
+                self.unkept ^= {proc.pid}
+            elif what == 9:   # an exit of a worker whose slot no status read
+                self.mem = self.mem._replace(durations=durations.add(
+                    self.mem.durations, Durations((2,) * scoreboard.DURATION_BUCKETS, 5)))
+            elif proc.pid in self.slots:   # no slot any more, or a slot again
+                del self.slots[proc.pid]
+            else:
+                self.slots[proc.pid] = old
+            self.both()
+
+    def test_a_lifecycle_count_moves_its_version(self):
+        life = Lifecycle()
+        versions = [life.version]
+        life.started('a')
+        life.started('a')
+        versions.append(life.version)
+        life.count('a', 'recycles')
+        versions.append(life.version)
+        life.reset()
+        versions.append(life.version)
+        self.assertEqual(len(set(versions)), 4)

@@ -227,3 +227,89 @@ def test_a_header_spoiled_in_place_is_noticed_at_once(tmp_path):
     finally:
         cache.close()
         writer.close()
+
+
+@pytest.fixture
+def settled(pool_dir):
+    """A cache whose pool directory is older than DIR_SETTLE at every look,
+    so a look while it is unchanged trusts it (one pread a kept slot)."""
+    made = SlotCache(os.path.dirname(pool_dir), 'pool',
+                     clock=lambda: time.time() + 10 * slotcache.DIR_SETTLE)
+    yield made
+    made.close()
+
+
+def trusted_look(cache, path):
+    """Read twice: the first look notes the directory, the second trusts it."""
+    cache.read([PID])
+    return cache.read([PID])[PID]
+
+
+def dir_change_later():
+    time.sleep(0.05)    # past the tick of the last ctime: the change moves it
+
+
+def test_a_trusted_look_is_one_pread_and_gives_the_same_record_bytes(settled, monkeypatch):
+    path = put(settled.base, make_slot(requests=5))
+    first = trusted_look(settled, path)
+    record = settled.records[PID]
+    calls = []
+    monkeypatch.setattr(os, 'fstat', lambda fd, real=os.fstat: calls.append(fd) or real(fd))
+    again = settled.read([PID])[PID]
+    assert again is first and settled.records[PID] is record and calls == []
+    poke(path, make_slot(requests=6), seq=4)
+    assert settled.read([PID])[PID].requests == 6 and settled.records[PID] != record
+
+
+def test_a_trusted_look_notices_a_file_cut_short_or_cut_and_grown_again(settled):
+    path = put(settled.base, make_slot(requests=5))
+    trusted_look(settled, path)
+    os.truncate(path, 500)           # the 24-byte header and seq still there
+    got = settled.read([PID])[PID]
+    assert isinstance(got, ScoreboardError) and 'truncated' in str(got)
+    dir_change_later()
+    path = put(settled.base, make_slot(requests=5))
+    trusted_look(settled, path)
+    os.truncate(path, 0)
+    os.truncate(path, 1024)
+    got = settled.read([PID])[PID]
+    assert isinstance(got, ScoreboardError) and 'bad magic' in str(got)
+
+
+def test_a_trusted_look_neither_reads_nor_closes_a_number_reused(settled, tmp_path):
+    path = put(settled.base, make_slot(requests=5))
+    trusted_look(settled, path)
+    for kind in ('file', 'pipe'):
+        fd = settled._entries[PID].fd
+        if kind == 'file':
+            other = tmp_path / 'other'
+            other.write_bytes(encode_slot(make_slot(requests=99), 2))
+            made = [os.open(str(other), os.O_RDONLY)]
+        else:
+            made = list(os.pipe())
+        os.dup2(made[0], fd)         # supervisord's cleanup_fds, then an open
+        try:
+            assert settled.read([PID])[PID].requests == 5
+            os.fstat(fd)             # still open: not ours to close
+            assert fds_on(path) == 1
+        finally:
+            for each in made + [fd]:
+                os.close(each)
+
+
+def test_a_slot_linked_elsewhere_then_removed_or_its_directory_replaced(settled, tmp_path):
+    path = put(settled.base, make_slot(requests=5))
+    trusted_look(settled, path)
+    dir_change_later()
+    os.link(path, str(tmp_path / 'kept'))      # the inode lives on elsewhere
+    os.unlink(path)
+    assert isinstance(settled.read([PID])[PID], NoSlot)
+    dir_change_later()
+    path = put(settled.base, make_slot(requests=5))
+    trusted_look(settled, path)
+    pool = os.path.dirname(path)
+    dir_change_later()
+    os.rename(pool, pool + '.old')
+    os.mkdir(pool)
+    put(settled.base, make_slot(requests=7))
+    assert settled.read([PID])[PID].requests == 7
