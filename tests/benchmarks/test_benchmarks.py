@@ -36,6 +36,12 @@ RUNS = {
          + [r'  8\s+%s\s+%s\s+[0-9]+\s+%sms' % (counts, case, NUMBER) for counts, case
             in (('sampled', 'busy'), ('exact', 'busy'), ('exact', 'idle'),
                 ('exact', 'changed'))])],
+    'bench_roundtrip.py': [
+        (['--workers', '4', '--runs', '1'],
+         [r'  sock\s+method\s+bytes\s+passes\s+cpu ms',
+          r'  unix\s+getPoolStatus(\s+%s)+$' % NUMBER,
+          r'  inet\s+getAllProcessInfo(\s+%s)+$' % NUMBER,
+          r'supervisorctl fcgi_status .* ms$'])],
     'bench_sockstats.py': [
         (['--runs', '2', '--conns', '8', '--extra-fds', '1'],
          [r'sock\s+workers\s+conns', r'unix\s+256\s+8(\s+%s)+$' % NUMBER])],

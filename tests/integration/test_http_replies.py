@@ -16,7 +16,6 @@ import pytest
 
 from supervisor_fcgi_ext.lab import passcounter, rawrpc
 from supervisor_fcgi_ext.lab.harness import Supervisor, wait_for
-from supervisor_fcgi_ext.supervisord.outbuffer import OUT_BUFFER
 
 LOG_BYTES = 1 << 20
 BIG = ('[program:big]\ncommand = %s -c "import sys, time; '
@@ -70,7 +69,7 @@ def test_a_big_reply_leaves_in_few_passes_where_supervisor_took_one_per_4k(big):
     plain = start(out_buffer=4096)
     try:
         wait_for_log(plain)
-        for sup, most, least in ((big, LOG_BYTES // OUT_BUFFER * 2 + 8, 0),
+        for sup, most, least in ((big, LOG_BYTES // (1 << 16) + 8, 0),
                                  (plain, None, LOG_BYTES // 4096)):
             for transport, address in addresses(sup).items():
                 before = passes(sup)

@@ -19,9 +19,9 @@ def test_supervisors_4096_is_raised_once_with_one_line():
     logger, channel = DummyLogger(), channel_class(4096)
     raise_out_buffer(logger, channel)
     raise_out_buffer(logger, channel)
-    assert channel.ac_out_buffer_size == OUT_BUFFER == 65536
-    assert logger.data == ['fcgi: supervisor HTTP replies leave 65536 bytes a send '
-                           '(was 4096): one loop pass per 65536 bytes']
+    assert channel.ac_out_buffer_size == OUT_BUFFER == 262144
+    assert logger.data == ['fcgi: supervisor HTTP replies offer up to 262144 bytes '
+                           'a send (was 4096): big replies in fewer loop passes']
 
 
 def test_a_bigger_size_set_by_someone_else_stays():
