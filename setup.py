@@ -5,7 +5,9 @@ worker then writes its slot in pure Python (worker/slotwriter.py SlotWriter);
 elsewhere it writes none, as Python's stores are unordered there
 (worker/ordering.py).  Without the codec (common/_fastcgi.c) the worker
 frames and parses FastCGI in Python (common/fastcgi.py), with the same results;
-without the fast path (worker/_fastpath.c) every request takes the Python one.
+without the fast path (worker/_fastpath.c) every request takes the Python one;
+without supervisord/_xmlfill.c, getPoolStatus's reply is written by
+supervisord/xmlmarshal.py's Python alone, the same text.
 """
 from setuptools import Extension, setup
 
@@ -22,7 +24,9 @@ setup(ext_modules=[Extension('supervisor_fcgi_ext.worker._slotwriter',
                                  'fastpath_send')],
                              depends=['supervisor_fcgi_ext/worker/fastpath.h',
                                       'supervisor_fcgi_ext/common/fcgi_record.h'],
-                             optional=True)],
+                             optional=True),
+                   Extension('supervisor_fcgi_ext.supervisord._xmlfill',
+                             ['supervisor_fcgi_ext/supervisord/_xmlfill.c'], optional=True)],
       # the headers those C files include, for an sdist to build them too
       package_data={'supervisor_fcgi_ext.common': ['*.h'],
                     'supervisor_fcgi_ext.worker': ['*.h']})
