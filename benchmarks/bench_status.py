@@ -32,10 +32,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import xmlrpc.client
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.supervisord import slots
+from supervisor_fcgi_ext.supervisord.slotcache import DIR_SETTLE
 from supervisor_fcgi_ext.supervisord.xmlmarshal import reply, xmlrpc_safe
 from supervisor_fcgi_ext.lab.fcgiclient import FastCGIError, fcgi_request
 from supervisor_fcgi_ext.lab.harness import PoolSpec, Supervisor, resolve_command, wait_for
@@ -150,6 +152,8 @@ def server_side(kind, workers, runs, case='busy'):
                      60, 'connections held')
         else:
             wait_for(lambda: all_idle(board, [p.pid for p in procs]), 60, 'idle slots')
+        # as in a pool running for a while: its directory older than DIR_SETTLE
+        time.sleep(DIR_SETTLE)
         if case == 'changed':
             cost = changed_ms(monitor, view, url, board, runs)
         else:

@@ -205,18 +205,24 @@ def decode_slot(data, now=None, pid=None):
     if state in _BUSY and f['request_start'] > 0:
         now_us = _us(time.time() if now is None else now)
         duration = max(0, now_us - f['request_start'])
-    return Slot(
-        pid=rpid, start_time=f['start_time'] / 1e6, state=WORKER_STATES[state],
-        accepted_conn=f['accepted_conn'], requests=f['requests'],
-        request_method=_text(f['method']), request_uri=_text(f['uri']),
-        content_length=f['content_length'], request_start=f['request_start'] / 1e6,
-        request_duration_us=duration, last_request_duration_us=last_duration,
-        last_request_cpu=f['last_request_cpu'], last_request_memory=f['last_request_memory'],
-        last_status=f['last_status'], active=f['active'], threads=f['threads'],
-        max_requests=f['max_requests'], exceptions=f['exceptions'],
-        protocol_errors=f['protocol_errors'], bytes_sent=f['bytes_sent'],
-        connections=f['connections'], request_duration_counts=tuple(counts),
-        request_duration_sum_us=duration_sum)
+    slot = _new(Slot)     # a frozen dataclass's __init__: half of a decode
+    _set(slot, '__dict__', {
+        'pid': rpid, 'start_time': f['start_time'] / 1e6, 'state': WORKER_STATES[state],
+        'accepted_conn': f['accepted_conn'], 'requests': f['requests'],
+        'request_method': _text(f['method']), 'request_uri': _text(f['uri']),
+        'content_length': f['content_length'], 'request_start': f['request_start'] / 1e6,
+        'request_duration_us': duration, 'last_request_duration_us': last_duration,
+        'last_request_cpu': f['last_request_cpu'],
+        'last_request_memory': f['last_request_memory'],
+        'last_status': f['last_status'], 'active': f['active'], 'threads': f['threads'],
+        'max_requests': f['max_requests'], 'exceptions': f['exceptions'],
+        'protocol_errors': f['protocol_errors'], 'bytes_sent': f['bytes_sent'],
+        'connections': f['connections'], 'request_duration_counts': tuple(counts),
+        'request_duration_sum_us': duration_sum})
+    return slot
+
+
+_new, _set = object.__new__, object.__setattr__
 
 
 def check_pool_name(pool):

@@ -115,7 +115,7 @@ class PoolMonitor:
             self.sampled_counts[pid] += len(new)
             self.last_seen_inodes[pid] = inodes
         self.max_listen_queue = max(self.max_listen_queue, facts.listener.queue)
-        active = poolstatus.active_count([p.pid for p in running(view)], facts)
+        active = len(facts.busy)
         self.max_active_processes = max(self.max_active_processes, active)
         for limit in facts.limits:
             if limit not in self.logged_limits and self.logger is not None:

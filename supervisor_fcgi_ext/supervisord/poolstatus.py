@@ -10,11 +10,11 @@ from supervisor_fcgi_ext.common import scoreboard, spread
 from supervisor_fcgi_ext.common.text import safe_text
 from supervisor_fcgi_ext.supervisord import durations
 from supervisor_fcgi_ext.supervisord.lifecycle import EVENTS
-from supervisor_fcgi_ext.supervisord.readings import UNKNOWN, is_busy
+from supervisor_fcgi_ext.supervisord.readings import UNKNOWN
 
 __all__ = ['Memory', 'FROZEN', 'UNREAD', 'SLOT_STATUSES', 'process_status',
            'process_entries', 'pool_status',
-           'active_count', 'slot_status', 'pool_durations']
+           'slot_status', 'pool_durations']
 
 # worker_state of a worker stopped by a signal outside a request (one
 # stopped in a request stays busy: its request is stuck, and fcgi-guard's
@@ -38,10 +38,6 @@ Memory.__doc__ = """What PoolMonitor remembers, as status() needs it: retired is
 {source: [accepted_conn, requests]} of exited workers, durations their
 Durations, baselines {pid: (accepted_conn, requests, Durations)} at reset,
 sampled_counts {pid: connections seen}, lifecycle a Lifecycle."""
-
-
-def active_count(pids, facts):
-    return sum(1 for pid in pids if is_busy(facts.slots.get(pid), facts.held.get(pid)))
 
 
 def slot_status(slot):
@@ -179,22 +175,45 @@ def duration_fields(found):
     }
 
 
+def entry_sums(view, facts, processes):
+    """The pool's figures that are sums over its live process entries, and
+    its slot warnings."""
+    live = [p for p in processes if p['pid']]
+    states = collections.Counter([p['worker_state'] for p in live])
+    active = sum(states[state] for state in scoreboard.BUSY_STATES)
+    counts = [p['requests'] for p in live]
+    connections = [p['connections'] for p in live]
+    return {
+        'total_processes': len(live),
+        'idle_processes': len(live) - active - states[FROZEN] - states[UNREAD],
+        'active_processes': active,
+        'frozen_processes': states[FROZEN],
+        'accepted_conn': sum([p['accepted_conn'] for p in live]),
+        'requests': sum(counts),
+        'requests_source': scoreboard.combined_source([p['requests_source'] for p in live]),
+        'connections': sum(connections) - sum([c for c in connections if c < 0]),
+        'fairness': round(spread.jain_index(counts), 4),
+        'balance': round(spread.balance(counts), 4),
+        'warnings': slot_warnings(view, facts),
+    }
+
+
 def pool_status(view, facts, memory, now, memo=None):
     """The pool dict of fcgi.getPoolStatus (memory already holds this look's
     peaks); ``memo``: a StatusMemo kept from the last status of the pool."""
     processes = process_entries(view, facts, memory, memo)
-    live = [p for p in processes if p['pid']]
-    states = collections.Counter([p['worker_state'] for p in live])
-    active = sum(states[state] for state in scoreboard.BUSY_STATES)
-    frozen, unread = states[FROZEN], states[UNREAD]
-    sources = [p['requests_source'] for p in live]
-    counts = [p['requests'] for p in live]
-    totals = [sum(memory.retired[source][i] for source in scoreboard.SOURCES)
-              for i in (0, 1)]
-    totals[0] += sum([p['accepted_conn'] for p in live])
-    totals[1] += sum(counts)
-    connections = [p['connections'] for p in live]
-    warnings = list(facts.warnings) + slot_warnings(view, facts)
+    if memo is None:
+        sums = entry_sums(view, facts, processes)
+        histogram = duration_fields(pool_durations(view, facts, memory))
+    else:   # sums given again only while every live entry is an exact one given again
+        exact = [p['pid'] for p in processes if p['slot_status'] == 'ok']
+        live = sum([1 for p in processes if p['pid']])
+        sums = memo.part('sums', exact if live == len(exact) else None,
+                         lambda: entry_sums(view, facts, processes))
+        histogram = memo.part('histogram', (memory.durations, exact),
+                              lambda: duration_fields(pool_durations(view, facts, memory)))
+    retired = [sum(memory.retired[source][i] for source in scoreboard.SOURCES)
+               for i in (0, 1)]
     listener = facts.listener
     return {
         'name': view.name,
@@ -207,25 +226,22 @@ def pool_status(view, facts, memory, now, memo=None):
         'max_listen_queue': memory.max_listen_queue,
         'listen_queue_len': listener.backlog,
         'listen_drops': listener.drops,
-        'total_processes': len(live),
+        'total_processes': sums['total_processes'],
         'max_processes': len(view.processes),
-        'idle_processes': len(live) - active - frozen - unread,
-        'active_processes': active,
-        'frozen_processes': frozen,
+        'idle_processes': sums['idle_processes'],
+        'active_processes': sums['active_processes'],
+        'frozen_processes': sums['frozen_processes'],
         'max_active_processes': memory.max_active_processes,
-        'accepted_conn': totals[0],
-        'requests': totals[1],
-        'requests_source': scoreboard.combined_source(sources),
-        'connections': sum(connections) - sum([c for c in connections if c < 0]),
-        'fairness': round(spread.jain_index(counts), 4),
-        'balance': round(spread.balance(counts), 4),
+        'accepted_conn': retired[0] + sums['accepted_conn'],
+        'requests': retired[1] + sums['requests'],
+        'requests_source': sums['requests_source'],
+        'connections': sums['connections'],
+        'fairness': sums['fairness'],
+        'balance': sums['balance'],
         'slow_requests': memory.guard_counts['slow_requests'],
         'terminated_requests': memory.guard_counts['terminated_requests'],
         **memory.lifecycle.totals(),
-        **(duration_fields(pool_durations(view, facts, memory)) if memo is None
-           else memo.duration_fields(
-               memory.durations, [p['pid'] for p in processes if p['slot_status'] == 'ok'],
-               lambda: duration_fields(pool_durations(view, facts, memory)))),
+        **histogram,
         'processes': processes,
-        'warnings': [safe_text(w) for w in warnings],
+        'warnings': [safe_text(w) for w in list(facts.warnings) + sums['warnings']],
     }

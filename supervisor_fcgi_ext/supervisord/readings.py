@@ -15,8 +15,8 @@ __all__ = ['UNKNOWN', 'Facts', 'gather', 'frozen_pids', 'running', 'is_busy']
 UNKNOWN = -1  # XML-RPC has no None: figures the kernel or worker cannot give
 
 Facts = collections.namedtuple(
-    'Facts', 'listener slots held unavailable frozen warnings limits verdicts records',
-    defaults=(None,))
+    'Facts', 'listener slots held unavailable frozen warnings limits verdicts records busy',
+    defaults=(None, frozenset()))
 Facts.__doc__ = """What one look at a pool found.
 
 listener: ListenerStats (UNKNOWN where unavailable); slots: {pid: Slot or
@@ -26,7 +26,8 @@ those whose connections could not be read within the bounds; frozen: the
 pids not busy (see is_busy) that a signal stopped; warnings: one-line texts; limits: the bounds hit (to
 log once); verdicts: sockstats' unix verdicts for the next look; records:
 {pid: the slot record's bytes} of the slots a SlotCache read (the same
-bytes object until the record is read again), or None."""
+bytes object until the record is read again), or None; busy: the pids with a
+request in flight (see is_busy)."""
 
 # /proc/PID/stat states of a process stopped by a signal or a debugger
 STOPPED_STATES = frozenset((b'T', b't'))
@@ -80,12 +81,12 @@ def gather(view, scoreboard_dir, known=None, states=True, turn=0, cache=None,
         for pid, reason in sorted(unavailable.items()):
             warnings.append('%s: connections unavailable: %s' % (names[pid], reason))
         limits = sorted(set(unavailable.values()))
+    busy = frozenset([pid for pid in pids if is_busy(found.get(pid), held.get(pid))])
     frozen = frozenset()
     if states:   # a worker frozen in a request stays busy: its request is stuck
-        frozen = (stopped or frozen_pids)([pid for pid in pids
-                                           if not is_busy(found.get(pid), held.get(pid))])
+        frozen = (stopped or frozen_pids)([pid for pid in pids if pid not in busy])
     return Facts(listener, found, held, unavailable, frozen, warnings, limits, verdicts,
-                 records)
+                 records, busy)
 
 
 def _listener(view, warnings):

@@ -200,7 +200,7 @@ class SlotCache:
             return None
         if data != entry.data:
             try:
-                data, slot = slots.read_record(entry.fd, pid, now)
+                data, slot = slots.read_record(entry.fd, pid, now, regular=True)
             except ScoreboardError:
                 self.forget(pid)     # opened afresh, to say why
                 return None

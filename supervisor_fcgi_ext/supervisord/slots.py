@@ -136,16 +136,16 @@ def open_slot(path):
     return fd, int(match.group(1))
 
 
-def read_record(fd, pid, now=None):
-    """(record bytes, Slot) of an open slot file, never mmapped.
+def read_record(fd, pid, now=None, regular=False):
+    """(record bytes, Slot) of an open slot file, never mmapped (``regular``:
+    the caller's fstat found a regular file already).
 
     Seqlock: the counter is read before and after the record (three preads, so
     no assumption on the order a copy runs in); an odd or changed counter is
     retried READ_RETRIES times, then refused.
     """
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not regular and not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ScoreboardError('slot is not a regular file')
         for attempt in range(READ_RETRIES):
             before = os.pread(fd, 8, SEQ_OFFSET)

@@ -11,22 +11,24 @@ frozen flag; so when they are equal to last time's, the entry made then is
 given again (a busy worker's with its request duration brought to now, the
 one field time moves: poolstatus.process_entries).  The pool's histogram
 likewise, while no exact entry was made afresh and neither the workers with
-slots nor the exited workers' durations changed.
+slots nor the exited workers' durations changed; and its sums over the
+entries (states, counts, fairness) while every live entry is an exact one
+given again.
 
-The entries and the histogram's fields are shared between statuses while
-unchanged: read-only, as every consumer of a status treats them.
+The entries and the parts are shared between statuses while unchanged:
+read-only, as every consumer of a status treats them.
 """
 
 __all__ = ['StatusMemo']
 
 
 class StatusMemo:
-    """One pool's process entries and histogram fields, with their inputs."""
+    """One pool's process entries and parts of its dict, with their inputs."""
 
     def __init__(self):
         self._last, self._made = {}, {}   # pid: (inputs, entry)
         self.fresh = 0        # exact entries made afresh in this status
-        self._durations = None  # (retired, exact pids, fields)
+        self._parts = {}      # name: (inputs, part) of the pool's dict
 
     def begin(self):
         """A status starts: ({pid: (inputs, entry)} of the last status, the
@@ -34,13 +36,14 @@ class StatusMemo:
         self._last, self._made, self.fresh = self._made, {}, 0
         return self._last, self._made
 
-    def duration_fields(self, retired, exact_pids, make):
-        """The histogram's fields, made by ``make()`` unless no exact entry
-        was made afresh and ``retired`` and ``exact_pids`` are as last time."""
-        last = self._durations
-        if (self.fresh == 0 and last is not None and last[0] is retired
-                and last[1] == exact_pids):
-            return last[2]
-        fields = make()
-        self._durations = (retired, exact_pids, fields)
-        return fields
+    def part(self, name, inputs, make):
+        """A part of the pool's dict (its sums, its histogram): made by
+        ``make()`` unless no exact entry was made afresh and ``inputs``
+        (None: none that tell) equal last time's."""
+        last = self._parts.get(name)
+        if self.fresh == 0 and inputs is not None and last is not None \
+                and last[0] == inputs:
+            return last[1]
+        made = make()
+        self._parts[name] = (inputs, made)
+        return made

@@ -2,13 +2,14 @@
 test_slotwriter the writers, and a writer process racing a reader)."""
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 import unittest
 
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.common.scoreboard import (
-    RECORD_SIZE, ScoreboardError, decode_slot, encode_slot,
+    RECORD_SIZE, ScoreboardError, Slot, decode_slot, encode_slot,
 )
 from slotfactory import PID, make_slot
 
@@ -20,6 +21,17 @@ class FormatTests(unittest.TestCase):
         slot = make_slot()
         self.assertEqual(decode_slot(encode_slot(slot)), slot)
         self.assertEqual(len(encode_slot(slot)), RECORD_SIZE)
+
+    def test_a_decoded_slot_is_a_slot_like_any_other(self):
+        """decode_slot fills the frozen dataclass without its __init__: every
+        field there, nothing more, still frozen, replace and hash as usual."""
+        made = make_slot(state='running', request_duration_counts=tuple(range(12)))
+        slot = decode_slot(encode_slot(made), now=made.request_start + 1)
+        self.assertEqual(list(vars(slot)), [f.name for f in dataclasses.fields(Slot)])
+        self.assertEqual(slot, dataclasses.replace(made, request_duration_us=1000000))
+        self.assertEqual(hash(slot), hash(dataclasses.replace(slot)))
+        with self.assertRaises(dataclasses.FrozenInstanceError):
+            slot.requests = 1
 
     def test_layout_is_the_documented_one(self):
         # docs/scoreboard.rst promises these offsets to writers in other languages

@@ -6,8 +6,11 @@ and unreadable slots reported as warnings.
 """
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import tempfile
+import time
 import unittest
 from unittest import mock
 
@@ -306,3 +309,75 @@ class QuietTests(PoolMonitorTestBase):
         os.fstat(fds[102])
         monitor.close()
         self.assertRaises(OSError, os.fstat, fds[102])
+
+
+class GivenAgainTests(PoolMonitorTestBase):
+    """What a status gives again where nothing changed equals what a twin
+    monitor makes from scratch, on real slot files and a real stopped
+    process, whatever moved between two statuses."""
+
+    def test_statuses_given_again_equal_statuses_made_afresh(self):
+        child = subprocess.Popen(['sleep', '60'])
+        self.addCleanup(child.wait)
+        self.addCleanup(child.kill)
+        self.addCleanup(os.kill, child.pid, signal.SIGCONT)
+        kept, fresh = PoolMonitor('app', self.board), PoolMonitor('app', self.board)
+        fresh.memo = None
+        for monitor in (kept, fresh):    # a settled directory: one pread a slot
+            monitor.slot_cache.clock = lambda: time.time() + 10
+        pids = [101, 102, child.pid]
+        writers = {pid: self.writer(pid) for pid in pids}
+        time.sleep(0.05)                 # the files made, past the directory's tick
+
+        def same(pids=pids):
+            """The two statuses, less what the clock moves (entries are
+            shared between statuses: read, never changed)."""
+            got = []
+            for monitor in (kept, fresh):
+                status = monitor.status(self.view(pids))
+                got.append(dict(status, start_time=0, start_since=0, processes=[
+                    dict(p, request_duration=p['request_duration'] >= 0)
+                    for p in status['processes']]))
+            self.assertEqual(got[0], got[1])
+            return got[0]
+
+        def both(method, *args):
+            for monitor in (kept, fresh):
+                getattr(monitor, method)(*args)
+
+        same()
+        same()
+        self.serve(writers[101], 2)
+        self.assertEqual(same()['requests'], 2)
+        writers[102].request_started({'REQUEST_METHOD': 'GET', 'REQUEST_URI': '/slow'},
+                                     accepted=True)
+        self.assertEqual(same()['processes'][1]['worker_state'], 'running')
+        self.assertEqual(same()['processes'][1]['request_uri'], '/slow')
+        writers[102].request_finished(status=200)
+        self.assertEqual(same()['request_duration_count'], 3)
+        os.kill(child.pid, signal.SIGSTOP)
+        with open('/proc/%d/stat' % child.pid, 'rb') as f:
+            while f.read().rpartition(b')')[2].split()[0] != b'T':
+                f.seek(0)
+        self.assertEqual(same()['frozen_processes'], 1)
+        os.kill(child.pid, signal.SIGCONT)
+        with open('/proc/%d/stat' % child.pid, 'rb') as f:
+            while f.read().rpartition(b')')[2].split()[0] == b'T':
+                f.seek(0)
+        self.assertEqual(same()['frozen_processes'], 0)
+        both('reset', self.view(pids))
+        self.assertEqual(same()['requests'], 0)
+        self.serve(writers[101], 1)
+        both('process_started', 'app_00')
+        both('process_started', 'app_00')
+        both('record', 'terminated_requests', 'app_01')
+        status = same()
+        self.assertEqual((status['requests'], status['respawns'], status['guard_kills']),
+                         (1, 1, 1))
+        path = writers[101].path      # each monitor harvests the exited worker's slot
+        os.link(path, path + '.kept')
+        kept.process_exited(101, 'app_00', 'unexpected')
+        os.rename(path + '.kept', path)
+        fresh.process_exited(101, 'app_00', 'unexpected')
+        status = same([0, 102, child.pid])
+        self.assertEqual((status['requests'], status['unexpected_exits']), (1, 1))

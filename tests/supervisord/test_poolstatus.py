@@ -210,13 +210,14 @@ class MemoTests(unittest.TestCase):
         self.slots = {p.pid: slot(p.pid, requests=i) for i, p in enumerate(self.procs)}
         self.frozen, self.mem = frozenset(), memory()
         self.unkept = set()    # pids whose slot was read without keeping its record
+        self.held = {}         # the connections of pids without a slot
 
     def facts(self):
         """Facts as a SlotCache gives them: each Slot decoded from its record."""
         records = {pid: scoreboard.encode_slot(s, 2) for pid, s in self.slots.items()}
         found = {pid: scoreboard.decode_slot(data, self.NOW, pid)
                  for pid, data in records.items()}
-        return facts(slots=found, frozen=self.frozen)._replace(records={
+        return facts(slots=found, frozen=self.frozen, held=self.held)._replace(records={
             pid: data for pid, data in records.items() if pid not in self.unkept})
 
     def both(self, facts=None):
@@ -262,7 +263,7 @@ class MemoTests(unittest.TestCase):
             i = rng.randrange(len(self.procs))
             proc = self.procs[i]
             old = self.slots.get(proc.pid) or slot(proc.pid)
-            what = rng.randrange(11)
+            what = rng.randrange(12)
             if what == 0:     # the slot moved: a request answered, a state
                 self.slots[proc.pid] = dataclasses_replace(
                     old, state=rng.choice(('idle', 'running', 'reading')),
@@ -282,7 +283,7 @@ class MemoTests(unittest.TestCase):
             elif what == 4:
                 life.started(proc.name)
             elif what == 5:
-                self.frozen = frozenset(pid for pid in self.slots if rng.randrange(3) == 0)
+                self.frozen = frozenset(p.pid for p in self.procs if rng.randrange(3) == 0)
             elif what == 6:   # an exit (its durations retired), respawned under a new pid
                 self.slots.pop(proc.pid, None)
                 self.mem = self.mem._replace(durations=durations.add(
@@ -296,6 +297,8 @@ class MemoTests(unittest.TestCase):
             elif what == 9:   # an exit of a worker whose slot no status read
                 self.mem = self.mem._replace(durations=durations.add(
                     self.mem.durations, Durations((2,) * scoreboard.DURATION_BUCKETS, 5)))
+            elif what == 10:  # a worker without a slot holds a connection, or none
+                self.held[proc.pid] = frozenset(range(rng.randrange(2)))
             elif proc.pid in self.slots:   # no slot any more, or a slot again
                 del self.slots[proc.pid]
             else:
