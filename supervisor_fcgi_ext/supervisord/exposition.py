@@ -99,18 +99,24 @@ class Dialect:
 class Kept:
     """What ``make`` gave for each value of the last scrape, kept for the
     next: only the values that scrape wrote (the pools', processes' and
-    states' names; start times, pids), so it holds no more than what exists,
-    whatever the requests are."""
+    states' names; start times, pids; or, through `swap`, whatever its
+    caller keeps of them), so it holds no more than what exists, whatever
+    the requests are."""
 
-    def __init__(self, make):
+    def __init__(self, make=None):
         self.make = make
         self.last = {}
+
+    def swap(self):
+        """(what the last scrape kept, an empty dict for this one's to keep)."""
+        last, self.last = self.last, {}
+        return last, self.last
 
     def scrape(self):
         """A function giving make(value), for one scrape; what it gave is
         what the next scrape finds."""
-        last, known, make = self.last, {}, self.make
-        self.last = known
+        last, known = self.swap()
+        make = self.make
 
         def give(value):
             try:
@@ -148,6 +154,19 @@ class Page:
         self.lines[family] += [
             line % (*labels, repr(value) if _NEG_INF < value < 1e6 else big(value))
             for labels, value in ((labels, float(value)) for labels, value in rows)]
+
+    def number(self, value):
+        """A value's text, as `extend` writes it."""
+        value = float(value)
+        return repr(value) if _NEG_INF < value < 1e6 else self.big_number(value)
+
+    def head(self, family, labels):
+        """A counter's or gauge's sample line up to its value (exclusive),
+        for the value to be written later."""
+        line, order = self.templates[family]
+        if order is not None:
+            labels = tuple(labels[i] for i in order)
+        return (line % (*labels, ''))[:-1]
 
     def histogram(self, family, labels, buckets, sum_value):
         """As HistogramMetricFamily.add_metric: buckets [(le, count)] end at

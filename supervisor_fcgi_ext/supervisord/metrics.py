@@ -5,7 +5,8 @@ thread, no registry), and written by `exposition` straight into the
 Prometheus text format, or OpenMetrics when the scraper's Accept asks for it:
 the text prometheus_client would write for these families (the tests compare
 byte for byte), 5 to 10 times cheaper (bench_metrics).  All a scrape keeps
-for the next is the escaped label values of the processes that exist.
+for the next is what it wrote of the pools and processes that exist: their
+escaped label values, and each process's lines (`metricrows`).
 
 Counts that come from connections seen at the socket (workers that write no
 scoreboard slot) carry ``source="sampled"``; a worker whose slot cannot be
@@ -20,12 +21,12 @@ from prometheus_client.utils import floatToGoString
 from supervisor_fcgi_ext.common.scoreboard import WORKER_STATES
 from supervisor_fcgi_ext.supervisord.durations import BOUNDS_SECONDS
 from supervisor_fcgi_ext.supervisord.exposition import Dialect, Kept, Page, escape_value, negotiate
-from supervisor_fcgi_ext.supervisord.lifecycle import EVENTS
+from supervisor_fcgi_ext.supervisord import metricrows
 from supervisor_fcgi_ext.supervisord.poolstatus import FROZEN
 from supervisor_fcgi_ext.supervisord.statuspage import pool_statuses
 
 __all__ = ['respond', 'render', 'dialect', 'ESCAPES', 'NUMBERS', 'FAMILIES', 'PROCESS_STATES',
-           'LE', 'POOL_FIELDS', 'PM_FIELDS', 'EXACT_FIELDS']
+           'LE', 'POOL_FIELDS', 'PM_FIELDS']
 
 PROCESS_STATES = WORKER_STATES + (FROZEN, 'unknown', 'stopped')
 POOL, PROCESS = ('pool',), ('pool', 'process')
@@ -138,18 +139,11 @@ POOL_FIELDS = (
     ('fcgi_pool_connections', 'connections'), ('fcgi_pool_fairness', 'fairness'),
     ('fcgi_pool_balance', 'balance'), ('fcgi_pool_start_time_seconds', 'start_time'),
 )
-# what only a readable scoreboard slot gives: (family, field, divisor)
-EXACT_FIELDS = (
-    ('fcgi_process_request_duration_seconds', 'request_duration', 1e6),
-    ('fcgi_process_last_request_duration_seconds', 'last_request_duration', 1e6),
-    ('fcgi_process_last_request_cpu', 'last_request_cpu', 1),
-    ('fcgi_process_last_request_memory_bytes', 'last_request_memory', 1),
-    ('fcgi_process_exceptions', 'exceptions', 1),
-)
-
 # the label values the last scrape escaped, for the next
 ESCAPES = Kept(escape_value)
 NUMBERS = Kept(floatToGoString)
+# by dialect (8 at the most): the processes' lines its last scrape wrote
+ROWS = {}
 
 
 @functools.cache
@@ -169,9 +163,10 @@ def render(statuses, accept=''):
     """(body, content type) of a list of getPoolStatus structs."""
     openmetrics, escaping, content_type = negotiate(accept)
     page = Page(dialect(openmetrics, escaping), ESCAPES.scrape(), NUMBERS.scrape())
+    memo = ROWS.setdefault((openmetrics, escaping), Kept()).swap()
     for status in statuses:
         _pool(status, page)
-        _processes(page.escape(status['name']), status['processes'], page)
+        metricrows.write(status['name'], status['processes'], page, memo)
     return page.text(), content_type
 
 
@@ -197,29 +192,3 @@ def _pool(s, page):
         add('fcgi_pool_pm', pool + (escape(s['pm']), escape(s['pm_state'])), 1)
         for name, field in PM_FIELDS:
             add(name, pool, s[field])
-
-
-def _processes(pool, processes, page):
-    """The processes' samples, family by family; ``pool`` their pool's
-    escaped name."""
-    extend, escape = page.extend, page.escape
-    every = [((pool, escape(p['name'])), p) for p in processes]
-    extend('fcgi_process_state',
-           [(labels + (escape(p['worker_state']),), 1) for labels, p in every])
-    extend('fcgi_process_pid', [(labels, p['pid']) for labels, p in every])
-    for event in EVENTS:       # kept across the process's exits
-        extend('fcgi_process_' + event, [(labels, p[event]) for labels, p in every])
-    running = [(labels, p) for labels, p in every if p['pid']]
-    for name, field in (('fcgi_process_requests', 'requests'),
-                        ('fcgi_process_accepted_connections', 'accepted_conn')):
-        extend(name, [(labels + (escape(p['requests_source']),), p[field])
-                      for labels, p in running])
-    extend('fcgi_process_start_time_seconds',
-           [(labels, p['start']) for labels, p in running])
-    extend('fcgi_process_connections', [(labels, p['connections'])
-                                        for labels, p in running if p['connections'] >= 0])
-    extend('fcgi_process_scoreboard_slot',
-           [(labels + (escape(p['slot_status']),), 1) for labels, p in running])
-    exact = [(labels, p) for labels, p in running if p['slot_status'] == 'ok']
-    for name, field, divisor in EXACT_FIELDS:
-        extend(name, [(labels, p[field] / divisor) for labels, p in exact])

@@ -7,8 +7,8 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
 from prometheus_client.exposition import choose_encoder
 
 from supervisor_fcgi_ext.supervisord.lifecycle import EVENTS
-from supervisor_fcgi_ext.supervisord.metrics import (EXACT_FIELDS, FAMILIES, LE, PM_FIELDS,
-                                                     POOL_FIELDS)
+from supervisor_fcgi_ext.supervisord.metricrows import EXACT_FIELDS
+from supervisor_fcgi_ext.supervisord.metrics import FAMILIES, LE, PM_FIELDS, POOL_FIELDS
 from supervisor_fcgi_ext.supervisord.poolstatus import FROZEN
 
 KINDS = {'counter': CounterMetricFamily, 'gauge': GaugeMetricFamily,
