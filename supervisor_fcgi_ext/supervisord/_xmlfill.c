@@ -82,13 +82,22 @@ static inline int plain(Py_UCS4 c)
     return !(c >= 0xd800 && c <= 0xdfff) && c != 0xfffe && c != 0xffff;
 }
 
+/* Before 3.12 a str made by the old C API may not be "ready" (no kind yet). */
+static inline int ready(PyObject *text)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return PyUnicode_READY(text);
+#else
+    (void)text;
+    return 0;
+#endif
+}
+
 /* A str written as UTF-8; 1: it needs xml_text (nothing written); -1: error. */
 static int put_text(struct out *o, PyObject *text)
 {
-#if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(text) < 0)
+    if (ready(text) < 0)
         return -1;
-#endif
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
@@ -160,6 +169,8 @@ static int put_value(struct out *o, PyObject *value, PyObject *type)
 static int put_piece(struct out *o, PyObject *piece)
 {
     Py_ssize_t n;
+    if (ready(piece) < 0)
+        return -1;
     if (PyUnicode_IS_ASCII(piece))
         return put(o, PyUnicode_DATA(piece), PyUnicode_GET_LENGTH(piece));
     o->ascii = 0;
