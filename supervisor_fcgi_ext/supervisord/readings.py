@@ -23,8 +23,9 @@ listener: ListenerStats (UNKNOWN where unavailable); slots: {pid: Slot or
 ScoreboardError} of the running pids; held: {pid: inodes of pool connections}
 of the running workers without a good slot, unavailable: {pid: reason} of
 those whose connections could not be read within the bounds; frozen: the
-pids not busy (see is_busy) that a signal stopped; warnings: one-line texts; limits: the bounds hit (to
-log once); verdicts: sockstats' unix verdicts for the next look; records:
+pids not busy that a signal stopped; warnings: one-line texts; limits: the
+bounds hit (to log once); verdicts: sockstats' unix verdicts for the next
+look; records:
 {pid: the slot record's bytes} of the slots a SlotCache read (the same
 bytes object until the record is read again), or None; busy: the pids with a
 request in flight (see is_busy)."""
