@@ -205,7 +205,7 @@ class SlotCache:
                 self.forget(pid)     # opened afresh, to say why
                 return None
             self.changed = True
-            self._entries[pid] = entry._replace(data=data, slot=slot, now_us=_us(now))
+            self._entries[pid] = _Entry(entry.fd, entry.dev, entry.ino, data, slot, _us(now))
             return slot
         return _brought_to(entry, _us(now)) or decode_slot(entry.data, now, pid)
 
