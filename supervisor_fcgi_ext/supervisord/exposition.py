@@ -140,7 +140,10 @@ class Page:
 
     def add(self, family, labels, value, sample=None):
         """One sample: see `extend`."""
-        self.extend(family, ((labels, value),), sample)
+        line, order = self.templates[sample or family]
+        if order is not None:
+            labels = tuple(labels[i] for i in order)
+        self.lines[family].append(line % (*labels, self.number(value)))
 
     def extend(self, family, rows, sample=None):
         """Samples of a family (of a counter or gauge unless ``sample`` names

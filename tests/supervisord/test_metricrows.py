@@ -99,16 +99,19 @@ def test_only_the_running_duration_changes_between_scrapes(pool_status):
 
 
 def test_numbers_no_double_holds_are_written_and_not_kept(pool_status):
-    """A start time past a double's range on a stopped process is never
-    written; a number as text is written as float() reads it."""
+    """A start time and a duration past a double's range on a stopped
+    process are never written; a number as text is written as float()
+    reads it."""
     statuses = base(pool_status)
     stopped = [p for p in statuses[0]['processes'] if not p['pid']]
-    stopped[0]['start'] = 10 ** 400
+    stopped[0]['start'] = stopped[0]['request_duration'] = 10 ** 400
     for requests in ('7', '8'):
         statuses[0]['processes'][0]['requests'] = requests
+        statuses[0]['processes'][1]['request_duration'] += 1
         same(statuses)
-    names = metrics.ROWS[False, 'underscores'].last['app'][0]
-    assert names[stopped[0]['name']][1] is None     # no doubles: never found again
+    kept = metrics.ROWS[False, 'underscores'].last['app']
+    assert kept.doubles is None                                 # never found again
+    assert kept.by_name[stopped[0]['name']][1] is None          # nor the process
 
 
 def test_a_random_walk_of_changes(pool_status):
@@ -137,8 +140,8 @@ def test_what_is_kept_is_what_the_last_scrape_wrote(pool_status):
     assert len(metrics.ROWS) <= 8
     for kept in [metrics.ROWS[negotiate(accept)[:2]] for accept in ACCEPTS]:
         assert set(kept.last) <= {'pool199', 'pool200', 'pool201'}
-        for names, rows, columns in kept.last.values():
-            assert len(names) <= 3 and len(rows) <= 3
-            assert len(columns) == len(metricrows.ROW_FAMILIES)
+        for pool in kept.last.values():
+            assert len(pool.by_name) <= 3 and len(pool.texts) <= 3
+            assert len(pool.columns) == len(metricrows.ROW_FAMILIES)
     metrics.render([])
     assert metrics.ROWS[False, 'underscores'].last == {}
