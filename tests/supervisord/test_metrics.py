@@ -9,6 +9,7 @@ from prometheus_client.openmetrics.parser import \
     text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
+import metricsref
 from supervisor_fcgi_ext.supervisord import metrics
 from supervisor_fcgi_ext.supervisord.pools import PoolMonitor, PoolView, ProcessView
 from supervisor_fcgi_ext.worker.slotwriter import SlotWriter
@@ -249,3 +250,23 @@ def test_the_process_manager_of_a_pool_status_from_the_plugin(pool):
     # PoolMonitor's status alone has no process manager
     assert not names(scrape([monitor.status(view())])) & {'fcgi_pool_pm',
                                                         'fcgi_pool_pm_target'}
+
+
+def test_scrapes_of_a_real_pool_as_its_workers_serve(pool, pool_dir):
+    """Scrape after scrape of PoolMonitor's statuses over slots the real
+    writer keeps writing (what a scrape kept of the last must never show):
+    prometheus_client's text each time."""
+    monitor, view = pool
+    writer = SlotWriter(pool_dir, pid=PIDS[1])
+    steps = [lambda: None, lambda: serve(writer, 1),
+             lambda: writer.request_started({'REQUEST_METHOD': 'GET', 'REQUEST_URI': '/b'}),
+             lambda: None, lambda: writer.request_finished(status=200, closing=True),
+             lambda: monitor.process_started('pool_01'), lambda: None]
+    for step in steps:
+        step()
+        for pids in (PIDS, PIDS[1:]):
+            status = monitor.status(view(pids))
+            for accept in ('', 'application/openmetrics-text'):
+                assert metrics.render([status], accept)[0] == \
+                    metricsref.generate([status], accept)[0]
+    writer.close()
