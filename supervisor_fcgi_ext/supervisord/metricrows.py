@@ -56,6 +56,10 @@ DURATION = operator.itemgetter(EXACT_FIELDS[0][1])
 # a process's numbers as the doubles they are written from (so 0 and -0.0
 # differ, as their text does)
 WIDTH = struct.calcsize('=%dd' % len(NUMBER_FIELDS))
+DOUBLE = struct.calcsize('=d')
+# where each of ROW's numbers is in a process's doubles (None: a constant)
+AT = tuple(None if field is None else NUMBER_FIELDS.index(field) * DOUBLE
+           for _, field, *_ in ROW)
 
 
 class Pool:
@@ -138,18 +142,23 @@ def _heads(page, pool, texts):
 def _made(page, pool, texts, doubles, numbers, kept):
     """What is kept of a process: (its texts, doubles, line in each of
     ROW_FAMILIES ('' where it has none), MOVING's head or None without one,
-    the heads), made from its values and what was kept of its name."""
-    heads = kept[4] if kept and kept[0] == texts else _heads(page, pool, texts)
+    the heads), made from its values and what was kept of its name: a line
+    as it was while its labels and its number (as a double) are."""
+    same = kept is not None and kept[0] == texts
+    heads = kept[4] if same else _heads(page, pool, texts)
+    was = kept[2] if same and doubles is not None and kept[1] is not None else None
     values = dict(zip(NUMBER_FIELDS, numbers))
     running = bool(values['pid'])
     has = {'all': True, 'running': running,
            'connections': running and values['connections'] >= 0,
            'exact': running and texts[3] == 'ok'}
-    lines, number = [], page.number
-    for (_, field, divisor, _, which), head in zip(ROW, heads):
+    lines, number, old = [], page.number, kept[1] if was else None
+    for i, ((_, field, divisor, _, which), head, at) in enumerate(zip(ROW, heads, AT)):
         if not has[which]:
             lines.append('')
-            continue
-        value = 1 if field is None else values[field]
-        lines.append(head + number(value if divisor is None else value / divisor) + '\n')
+        elif was and was[i] and (at is None or old[at:at + DOUBLE] == doubles[at:at + DOUBLE]):
+            lines.append(was[i])
+        else:
+            value = 1 if field is None else values[field]
+            lines.append(head + number(value if divisor is None else value / divisor) + '\n')
     return texts, doubles, tuple(lines), heads[-1] if has['exact'] else None, heads
