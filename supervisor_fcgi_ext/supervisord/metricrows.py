@@ -56,10 +56,12 @@ DURATION = operator.itemgetter(EXACT_FIELDS[0][1])
 # a process's numbers as the doubles they are written from (so 0 and -0.0
 # differ, as their text does)
 WIDTH = struct.calcsize('=%dd' % len(NUMBER_FIELDS))
-DOUBLE = struct.calcsize('=d')
-# where each of ROW's numbers is in a process's doubles (None: a constant)
-AT = tuple(None if field is None else NUMBER_FIELDS.index(field) * DOUBLE
-           for _, field, *_ in ROW)
+# a process's doubles as their bits, which differ where their text does
+BITS = struct.Struct('=%dQ' % len(NUMBER_FIELDS))
+# ROW's rows that have a number, in NUMBER_FIELDS' order; each row's number
+NUMBERED = tuple(i for i, (_, field, *_) in enumerate(ROW) if field)
+NUMBER_OF = {i: j for j, i in enumerate(NUMBERED)}
+PID, CONNECTIONS = NUMBER_FIELDS.index('pid'), NUMBER_FIELDS.index('connections')
 
 
 class Pool:
@@ -142,23 +144,26 @@ def _heads(page, pool, texts):
 def _made(page, pool, texts, doubles, numbers, kept):
     """What is kept of a process: (its texts, doubles, line in each of
     ROW_FAMILIES ('' where it has none), MOVING's head or None without one,
-    the heads), made from its values and what was kept of its name: a line
-    as it was while its labels and its number (as a double) are."""
+    the heads, which families it has), made from its values and what was
+    kept of its name: only the lines whose number moved (as a double's
+    bits) made again while its labels and families are the same."""
+    running = bool(numbers[PID])
+    shape = running, running and numbers[CONNECTIONS] >= 0, running and texts[3] == 'ok'
     same = kept is not None and kept[0] == texts
     heads = kept[4] if same else _heads(page, pool, texts)
-    was = kept[2] if same and doubles is not None and kept[1] is not None else None
-    values = dict(zip(NUMBER_FIELDS, numbers))
-    running = bool(values['pid'])
-    has = {'all': True, 'running': running,
-           'connections': running and values['connections'] >= 0,
-           'exact': running and texts[3] == 'ok'}
-    lines, number, old = [], page.number, kept[1] if was else None
-    for i, ((_, field, divisor, _, which), head, at) in enumerate(zip(ROW, heads, AT)):
-        if not has[which]:
-            lines.append('')
-        elif was and was[i] and (at is None or old[at:at + DOUBLE] == doubles[at:at + DOUBLE]):
-            lines.append(was[i])
-        else:
-            value = 1 if field is None else values[field]
-            lines.append(head + number(value if divisor is None else value / divisor) + '\n')
-    return texts, doubles, tuple(lines), heads[-1] if has['exact'] else None, heads
+    if same and doubles is not None and kept[1] is not None and kept[5] == shape:
+        lines = list(kept[2])
+        for i in itertools.compress(NUMBERED, map(operator.ne, BITS.unpack(kept[1]),
+                                                  BITS.unpack(doubles))):
+            if lines[i]:
+                lines[i] = _line(page, heads[i], ROW[i], numbers[NUMBER_OF[i]])
+        return texts, doubles, tuple(lines), kept[3], heads, shape
+    has = dict(zip(('running', 'connections', 'exact'), shape), all=True)
+    lines = tuple(_line(page, head, row, 1 if row[1] is None else numbers[NUMBER_OF[i]])
+                  if has[row[4]] else '' for i, (row, head) in enumerate(zip(ROW, heads)))
+    return texts, doubles, lines, heads[-1] if shape[2] else None, heads, shape
+
+
+def _line(page, head, row, value):
+    divisor = row[2]
+    return head + page.number(value if divisor is None else value / divisor) + '\n'
