@@ -16,6 +16,7 @@ import xmlrpc.client
 
 import pytest
 
+from cbuild import require_c_build
 from supervisor_fcgi_ext.lab.fcgiclient import fcgi_request
 from supervisor_fcgi_ext.lab.harness import PoolSpec
 from supervisor_fcgi_ext.supervisord import xmlmarshal
@@ -42,6 +43,12 @@ def ours(value):
 RENDERERS = [xmlmarshal.Renderer(fill=None)] + (
     [xmlmarshal.Renderer(fill=xmlmarshal.C_FILL)] if xmlmarshal.C_FILL else [])
 requires_c = pytest.mark.skipif(xmlmarshal.C_FILL is None, reason='_xmlfill is not built')
+
+
+def test_the_c_fill_is_built_wherever_a_compiler_and_headers_are():
+    require_c_build()
+    assert xmlmarshal.C_FILL is not None, \
+        'supervisor_fcgi_ext.supervisord._xmlfill is not built: pip install -e .'
 
 
 def assert_same(value):

@@ -21,11 +21,22 @@ from supervisor_fcgi_ext.lab.fcgiclient import FastCGIConnection, cgi_params
 from supervisor_fcgi_ext.supervisord.slots import ensure_pool_dir, read_slot
 from supervisor_fcgi_ext.worker import fastpath, slotwriter
 from supervisor_fcgi_ext.worker.single import SingleWorker
+from cbuild import require_c_build
 from workerpool import CODECS, record, stderr_of, wait_for
 
 needs_fast_path = pytest.mark.skipif(
     fastpath._fastpath is None or fastcgi.CODEC != 'C',
     reason='the C fast path is not built (or FCGI_PURE_PYTHON is set)')
+
+
+
+def test_built_wherever_a_compiler_and_headers_are():
+    """Else every test of the fast path above would skip unseen."""
+    require_c_build()
+    if os.environ.get('FCGI_PURE_PYTHON'):
+        pytest.skip('FCGI_PURE_PYTHON is set')
+    assert (fastpath._fastpath is not None, fastcgi.CODEC) == (True, 'C'), \
+        'worker/_fastpath or common/_fastcgi is not built: pip install -e .'
 
 SEEN = []      # wsgi.input's type per request: BytesIO once the fast path began it
 

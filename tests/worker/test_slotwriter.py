@@ -7,14 +7,13 @@ import multiprocessing
 import os
 import random
 import resource
-import shutil
 import stat
-import sysconfig
 import threading
 import time
 
 import pytest
 
+from cbuild import require_c_build
 from supervisor_fcgi_ext.common import scoreboard
 from supervisor_fcgi_ext.worker import slotwriter
 from supervisor_fcgi_ext.common.scoreboard import ENV_VAR, RECORD_SIZE, ScoreboardError, Slot
@@ -256,10 +255,7 @@ class TestCWriter:
     """The C writer is the Python one, faster: same calls, same slots."""
 
     def test_built_wherever_a_compiler_and_headers_are(self):
-        include = sysconfig.get_paths()['include']
-        if not shutil.which(sysconfig.get_config_var('CC').split()[0]) \
-                or not os.path.exists(os.path.join(include, 'Python.h')):
-            pytest.skip('no C compiler or no Python.h: the Python writer is used')
+        require_c_build()
         assert slotwriter.CSlotWriter is not None, \
             'supervisor_fcgi_ext._slotwriter is not built: pip install -e .'
 
