@@ -17,9 +17,10 @@ slot).  The cases:
   between two timed statuses, none while one is timed.
 
 Part 2, round trip through a real supervisord, next to supervisor's own
-getAllProcessInfo: both include supervisor's HTTP layer, whose response
-writes meet the client's delayed ACK (about 40 ms on Linux loopback) —
-a floor the plugin cannot change, shown so nobody mistakes it for ours.
+getAllProcessInfo: both include supervisor's HTTP layer (a few passes of
+supervisord's loop per call, each visiting every process) and xmlrpc.client's
+parsing of the reply, in pure Python: at 256 workers most of the time.
+bench_roundtrip.py takes a round trip apart.
 
     python benchmarks/bench_status.py [--runs 50] [--workers 8,64,256]
 """
