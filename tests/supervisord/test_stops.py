@@ -31,8 +31,11 @@ def child():
     made = []
 
     def make():
+        # its own process group in our session, as supervisord's children
+        # (setpgrp): a stop signal of its own is not discarded, as it would
+        # be in an orphaned group (a test run in the background)
         proc = subprocess.Popen([sys.executable, '-c', CHILD], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, text=True, process_group=0)
         made.append(proc)
         assert proc.stdout.readline() == 'ready\n'
         return proc
@@ -51,8 +54,10 @@ def state(pid):
         return f.read().rpartition(b')')[2].split()[0]
 
 
-def wait_state(pid, states):
+def wait_state(pid, states, timeout=10):
+    deadline = time.monotonic() + timeout
     while state(pid) not in states:
+        assert time.monotonic() < deadline, 'pid %d still %r' % (pid, state(pid))
         os.sched_yield()
 
 
