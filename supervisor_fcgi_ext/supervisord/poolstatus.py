@@ -85,13 +85,9 @@ def process_entries(view, facts, memory, memo=None):
 def process_status(proc, facts, memory):
     """One entry of a pool's ``processes``: one dict literal per kind (with
     its slot, without, stopped), in the order every kind shares."""
-    return _process_status(proc, facts.slots.get(proc.pid) if proc.pid else None,
-                           facts, memory)
-
-
-def _process_status(proc, slot, facts, memory):
     pid, name = proc.pid, proc.name
     events = _NO_EVENTS if name not in memory.lifecycle.counts else memory.lifecycle.of(name)
+    slot = facts.slots.get(pid) if pid else None
     if isinstance(slot, scoreboard.Slot):
         base_accepted, base_requests, _ = memory.baselines.get(pid, _NO_BASE)
         status = {
