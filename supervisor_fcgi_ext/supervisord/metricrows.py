@@ -14,6 +14,7 @@ was ~120k each time.  What is kept is what the last scrape wrote: no more
 than the processes that exist, whatever the requests are.
 """
 
+import collections
 import itertools
 import operator
 import struct
@@ -65,6 +66,13 @@ BITS = struct.Struct('=%dQ' % len(NUMBER_FIELDS))
 NUMBERED = tuple(i for i, (_, field, *_) in enumerate(ROW) if field)
 NUMBER_OF = {i: j for j, i in enumerate(NUMBERED)}
 PID, CONNECTIONS = NUMBER_FIELDS.index('pid'), NUMBER_FIELDS.index('connections')
+
+
+# what is kept of one process: its texts and doubles, its line in each of
+# ROW_FAMILIES ('' where it has none), MOVING's head (None: it has no such
+# line), every line's head, and which families it has (running, connections,
+# exact)
+ProcessLines = collections.namedtuple('ProcessLines', 'texts doubles lines moving_head heads shape')
 
 
 class Pool:
@@ -125,11 +133,11 @@ def _rows(page, pool, texts, numbers, doubles, before):
     for i, (text, number) in enumerate(zip(texts, numbers)):
         mine = doubles[i * WIDTH:(i + 1) * WIDTH] if doubles else _doubles(number, len(number))
         kept = by_name.get(text[0])
-        if kept is None or kept[1] != mine or kept[0] != text or mine is None:
+        if kept is None or kept.doubles != mine or kept.texts != text or mine is None:
             kept = _made(page, pool, text, mine, number, kept)
         now.by_name[text[0]] = kept
-        rows.append(kept[2])
-        heads.append(kept[3])
+        rows.append(kept.lines)
+        heads.append(kept.moving_head)
     now.columns = [''.join(column) for column in zip(*rows)]
     now.heads = heads
     return now
@@ -145,26 +153,24 @@ def _heads(page, pool, texts):
 
 
 def _made(page, pool, texts, doubles, numbers, kept):
-    """What is kept of a process: (its texts, doubles, line in each of
-    ROW_FAMILIES ('' where it has none), MOVING's head or None without one,
-    the heads, which families it has), made from its values and what was
-    kept of its name: only the lines whose number moved (as a double's
-    bits) made again while its labels and families are the same."""
+    """The ProcessLines of a process, made from its values and what was kept of its
+    name: only the lines whose number moved (as a double's bits) made again
+    while its labels and families are the same."""
     running = bool(numbers[PID])
     shape = running, running and numbers[CONNECTIONS] >= 0, running and texts[3] == 'ok'
-    same = kept is not None and kept[0] == texts
-    heads = kept[4] if same else _heads(page, pool, texts)
-    if same and doubles is not None and kept[1] is not None and kept[5] == shape:
-        lines = list(kept[2])
-        for i in itertools.compress(NUMBERED, map(operator.ne, BITS.unpack(kept[1]),
+    same = kept is not None and kept.texts == texts
+    heads = kept.heads if same else _heads(page, pool, texts)
+    if same and doubles is not None and kept.doubles is not None and kept.shape == shape:
+        lines = list(kept.lines)
+        for i in itertools.compress(NUMBERED, map(operator.ne, BITS.unpack(kept.doubles),
                                                   BITS.unpack(doubles))):
             if lines[i]:
                 lines[i] = _line(page, heads[i], ROW[i], numbers[NUMBER_OF[i]])
-        return texts, doubles, tuple(lines), kept[3], heads, shape
+        return ProcessLines(texts, doubles, tuple(lines), kept.moving_head, heads, shape)
     has = dict(zip(('running', 'connections', 'exact'), shape), all=True)
     lines = tuple(_line(page, head, row, 1 if row[1] is None else numbers[NUMBER_OF[i]])
                   if has[row[4]] else '' for i, (row, head) in enumerate(zip(ROW, heads)))
-    return texts, doubles, lines, heads[-1] if shape[2] else None, heads, shape
+    return ProcessLines(texts, doubles, lines, heads[-1] if shape[2] else None, heads, shape)
 
 
 def _line(page, head, row, value):
